@@ -1,0 +1,1 @@
+"""The offline proposal library: on-disk store, builders and generators."""

@@ -1,0 +1,389 @@
+"""IOM and CPI: refine pseudo-labels with mask proposals (SemiRES, Algorithm 1).
+
+For a pseudo-label ``P`` and proposals ``S_1..S_N`` of the same image (pixels counted exactly):
+
+========  =====================================  ============================================
+strategy  score of proposal k                     refined mask
+========  =====================================  ============================================
+iom       IoU_k = |P n S_k| / |P u S_k|   (Eq.6)  the arg-max ``S_k`` among IoU_k > iom_thresh
+                                                  (ties: lowest k)
+cpi       s1 = |P n S_k| / (|P| + eps)    (Eq.7)  union of ``S_k`` with s1 > under or s2 > over
+          s2 = |P n S_k| / |S_k|          (Eq.8)
+cpi-u     s1 only (``over=None``)                 union of ``S_k`` with s1 > under
+cpi-o     s2 only (``under=None``)                union of ``S_k`` with s2 > over
+none      --                                      ``P`` unchanged, never matched
+========  =====================================  ============================================
+
+Thresholds are strict. When nothing is selected the sample is *unmatched*: the refined mask is
+``P`` itself and training weights it with PWA. ``0/0`` scores (empty ``P`` and ``S_k``) are 0.
+Defaults are the paper's: IOM 0.5, CPI 0.7 / 0.7, and CPI-U (the paper's best) for ``refine``.
+
+Cost: ``O(B H W + runs)``; no proposal is decoded to be scored. Numba on the CPU (numpy arrays
+and CPU tensors, zero-copy), torch on CUDA tensors; ``backend=`` overrides. Both give identical
+results (integer counts, float64 scores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _config
+from .proposals import ProposalBatch, Proposals
+
+__all__ = ["Refinement", "Scores", "iom", "cpi", "refine", "STRATEGIES"]
+
+#: Registry of strategy names -> (kernel mode, default thresholds).
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "iom": dict(mode=0),
+    "cpi": dict(mode=1, under=_config.CPI_UNDER, over=_config.CPI_OVER),
+    "cpi-u": dict(mode=1, under=_config.CPI_UNDER, over=None),
+    "cpi-o": dict(mode=1, under=None, over=_config.CPI_OVER),
+    "none": dict(mode=-1),
+}
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-proposal scores, flat over the batch (``M`` masks; see ``ProposalBatch``).
+
+    intersection : (M,) int64, |P n S| in pixels
+    iou, s1, s2 : (M,) float64 in [0, 1]
+    """
+
+    intersection: Any
+    iou: Any
+    s1: Any
+    s2: Any
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """What a matching step returns.
+
+    Attributes
+    ----------
+    masks : array or tensor, (H, W) or (B, H, W)
+        Refined labels: same kind, device and shape as the input ``pseudo``; its dtype, or
+        bool when the input was probabilities thresholded with ``prob_thresh``.
+    matched : (B,) bool
+        Whether a proposal replaced the pseudo-label (numpy, or a tensor on the input device).
+    selected_mask : (M,) bool
+        Which of the batch's ``M`` flat proposals were used.
+    chosen : (B,) int64
+        IOM: index (within the image's own proposals) of the chosen proposal, -1 when none.
+        CPI: -1.
+    scores : Scores
+        ``intersection``, ``iou``, ``s1``, ``s2`` for every proposal, (M,).
+    mask_offsets : (B + 1,) int64 numpy
+        Proposals of image ``b`` are ``mask_offsets[b]:mask_offsets[b + 1]`` of the flat arrays.
+    strategy : str
+    pseudo_area : (B,) int64 numpy-or-tensor, foreground pixels of each pseudo-label.
+    """
+
+    masks: Any
+    matched: Any
+    selected_mask: Any
+    chosen: Any
+    scores: Scores
+    mask_offsets: np.ndarray
+    strategy: str
+    pseudo_area: Any = None
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.mask_offsets) - 1
+
+    @property
+    def match_rate(self) -> float:
+        """Share of samples matched (a host float; syncs a CUDA tensor)."""
+        m = self.matched
+        return float(m.float().mean()) if _is_torch(m) else float(np.mean(m))
+
+    @property
+    def selected(self) -> list[np.ndarray]:
+        """Per image, the indices of the selected proposals within that image (host arrays)."""
+        sel = self.selected_mask
+        sel = sel.cpu().numpy() if _is_torch(sel) else np.asarray(sel)
+        off = self.mask_offsets
+        return [np.flatnonzero(sel[off[b]:off[b + 1]]) for b in range(self.batch_size)]
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "device")
+
+
+def _check_thresh(name: str, v, allow_none: bool):
+    if v is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name} must be a number in [0, 1], got None")
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number in [0, 1], got {v!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {v}")
+    return v
+
+
+def _binarize(pseudo, prob_thresh):
+    """Return (uint8 {0,1} view/copy (B,H,W), squeeze flag, output dtype)."""
+    torch_in = _is_torch(pseudo)
+    if torch_in:
+        import torch
+
+        x = pseudo.detach()
+        is_float = x.is_floating_point()
+        is_bool = x.dtype == torch.bool
+        valid_dtype = is_float or is_bool or x.dtype in (
+            torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+    else:
+        x = np.asarray(pseudo)
+        is_float = x.dtype.kind == "f"
+        is_bool = x.dtype == np.bool_
+        valid_dtype = is_float or is_bool or x.dtype.kind in "iu"
+    if not valid_dtype:
+        raise TypeError(f"pseudo must be bool, integer {{0, 1}} or float, got dtype {x.dtype}")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"pseudo must be (H, W) or (B, H, W), got shape {tuple(x.shape)}")
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x[None]
+    if prob_thresh is not None:
+        t = _check_thresh("prob_thresh", prob_thresh, False)
+        if not is_float:
+            raise TypeError(f"prob_thresh is for float probabilities; pseudo has dtype "
+                            f"{x.dtype}. Pass hard labels without prob_thresh")
+        if torch_in:
+            bad = bool(((x < 0) | (x > 1) | x.isnan()).any())
+        else:
+            bad = bool(((x < 0) | (x > 1) | np.isnan(x)).any())
+        if bad:
+            raise ValueError("probabilities must lie in [0, 1] with no NaN; apply sigmoid or "
+                             "softmax to logits first")
+        hard = x > t
+        return (hard.to(torch.uint8) if torch_in else hard.view(np.uint8)), squeeze, "bool"
+    if is_bool:
+        return (x.view(torch.uint8) if torch_in else x.view(np.uint8)), squeeze, x.dtype
+    if torch_in:
+        bad = bool(((x != 0) & (x != 1)).any())
+    else:
+        bad = bool(((x != 0) & (x != 1)).any())
+    if bad:
+        hint = " (it looks like probabilities: pass prob_thresh=0.5)" if is_float else ""
+        raise ValueError(f"pseudo-labels must hold only 0 and 1{hint}")
+    if torch_in:
+        return x.to(torch.uint8), squeeze, x.dtype
+    return x.astype(np.uint8), squeeze, x.dtype
+
+
+def _as_batch(proposals, n_img: int, hw) -> ProposalBatch:
+    if isinstance(proposals, Proposals):
+        proposals = ProposalBatch([proposals])
+    elif isinstance(proposals, Sequence) and not isinstance(proposals, ProposalBatch):
+        proposals = ProposalBatch(list(proposals))
+    if not isinstance(proposals, ProposalBatch):
+        raise TypeError(f"proposals must be Proposals, a list of them or a ProposalBatch, got "
+                        f"{type(proposals).__name__}")
+    if len(proposals) != n_img:
+        raise ValueError(f"pseudo has {n_img} images but proposals have {len(proposals)}")
+    if tuple(proposals.size) != tuple(hw):
+        raise ValueError(f"pseudo-labels are {hw[0]}x{hw[1]} but proposals are "
+                         f"{proposals.size[0]}x{proposals.size[1]}; resize the proposals with "
+                         f"Proposals.resize(({hw[0]}, {hw[1]}))")
+    return proposals
+
+
+def _pick_backend(backend, pseudo_is_torch, device):
+    if backend is None:
+        return "torch" if (pseudo_is_torch and device.type != "cpu") else "numba"
+    if backend not in ("numba", "torch"):
+        raise ValueError(f"backend must be 'numba', 'torch' or None, got {backend!r}")
+    if backend == "numba" and pseudo_is_torch and device.type != "cpu":
+        raise ValueError(f"the numba backend runs on the CPU but pseudo is on {device}; use "
+                         "backend='torch' or move pseudo to the CPU")
+    return backend
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def refine(pseudo, proposals, strategy: str = "cpi-u", *, iom_thresh=_UNSET, under=_UNSET,
+           over=_UNSET, prob_thresh=None, backend: str | None = None) -> Refinement:
+    """Refine pseudo-labels with proposals by a named strategy.
+
+    Parameters
+    ----------
+    pseudo : np.ndarray or torch.Tensor, (H, W) or (B, H, W)
+        Hard pseudo-labels (bool or {0, 1} of any integer/float dtype), or probabilities in
+        [0, 1] with ``prob_thresh`` set (foreground where ``prob > prob_thresh``).
+    proposals : Proposals, list of Proposals, or ProposalBatch
+        One image's proposals per pseudo-label, at the pseudo-label's size.
+    strategy : {"iom", "cpi", "cpi-u", "cpi-o", "none"}
+        See the module table. Default ``"cpi-u"``, the paper's best.
+    iom_thresh : float in [0, 1]
+        IOM's IoU threshold (strict). Default 0.5.
+    under, over : float in [0, 1] or None
+        CPI thresholds on s1 and s2 (strict); None disables that test. Defaults from the
+        strategy: cpi 0.7/0.7, cpi-u 0.7/None, cpi-o None/0.7.
+    prob_thresh : float, optional
+        Threshold for probability input.
+    backend : {"numba", "torch"}, optional
+        Default: torch for CUDA tensors, numba otherwise.
+
+    Returns
+    -------
+    Refinement
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    spec = STRATEGIES[strategy]
+    mode = spec["mode"]
+    if mode == 0:
+        if under is not _UNSET or over is not _UNSET:
+            raise ValueError("under/over are CPI thresholds; IOM takes iom_thresh")
+        t_iom = _check_thresh("iom_thresh", _config.IOM_THRESH if iom_thresh is _UNSET
+                              else iom_thresh, False)
+        u = o = None
+    elif mode == 1:
+        if iom_thresh is not _UNSET:
+            raise ValueError("iom_thresh is IOM's threshold; CPI takes under/over")
+        u = _check_thresh("under", spec["under"] if under is _UNSET else under, True)
+        o = _check_thresh("over", spec["over"] if over is _UNSET else over, True)
+        if u is None and o is None:
+            raise ValueError("CPI needs at least one of under/over")
+        t_iom = 0.0
+    else:
+        t_iom, u, o = 0.0, None, None
+
+    torch_in = _is_torch(pseudo)
+    x, squeeze, out_dtype = _binarize(pseudo, prob_thresh)
+    n_img, h, w = x.shape
+    batch = _as_batch(proposals, n_img, (h, w))
+    device = pseudo.device if torch_in else None
+    be = _pick_backend(backend, torch_in, device)
+
+    if mode == -1:
+        return _unmatched(pseudo, x, squeeze, out_dtype, batch, torch_in, strategy)
+
+    if be == "numba":
+        from .kernels import numba_cpu
+
+        xn = x.cpu().numpy() if torch_in else x
+        res = numba_cpu.refine_batch(xn, batch.numpy(), mode, t_iom, u, o, _config.CPI_EPS)
+        masks = res["masks"]
+        if torch_in:
+            import torch
+
+            res = {k: torch.from_numpy(v) for k, v in res.items()}
+            masks = res["masks"]
+            masks = masks.bool() if out_dtype in ("bool", torch.bool) else masks.to(out_dtype)
+        else:
+            masks = masks.view(np.bool_) if out_dtype in ("bool", np.bool_) else \
+                masks.astype(out_dtype)
+    else:
+        import torch
+
+        if not torch_in:
+            x = torch.from_numpy(x)
+        dev = x.device
+        tb = batch if (batch.is_torch and batch.device == dev) else batch.to(dev)
+        res = _torch_refine(x, tb, mode, t_iom, u, o)
+        masks = res["masks"]
+        if torch_in:
+            masks = masks if out_dtype in ("bool", torch.bool) else masks.to(out_dtype)
+        else:
+            res = {k: v.cpu().numpy() for k, v in res.items()}
+            masks = res["masks"]
+            masks = masks if out_dtype in ("bool", np.bool_) else masks.astype(out_dtype)
+    if squeeze:
+        masks = masks[0]
+    return Refinement(
+        masks=masks, matched=res["matched"], selected_mask=res["selected"], chosen=_local(
+            res["chosen"], batch), scores=Scores(res["inter"], res["iou"], res["s1"], res["s2"]),
+        mask_offsets=_host(batch.mask_offsets), strategy=strategy, pseudo_area=res["pseudo_area"])
+
+
+def _torch_refine(x, batch, mode, t_iom, u, o):
+    from .kernels import torch_ops
+
+    return torch_ops.refine_batch(x, batch, mode, t_iom, u, o, _config.CPI_EPS)
+
+
+def _host(a) -> np.ndarray:
+    return a.cpu().numpy() if _is_torch(a) else np.asarray(a)
+
+
+def _local(chosen, batch):
+    """Flat proposal index -> index within the image's own proposals (-1 stays -1)."""
+    off = batch.mask_offsets
+    if _is_torch(chosen):
+        import torch
+
+        off_t = torch.as_tensor(off, device=chosen.device)[:-1]
+        return torch.where(chosen >= 0, chosen - off_t, chosen)
+    off = np.asarray(off)[:-1]
+    return np.where(chosen >= 0, chosen - off, chosen)
+
+
+def _unmatched(pseudo, x, squeeze, out_dtype, batch, torch_in, strategy):
+    n_img = x.shape[0]
+    m = batch.num_masks
+    if torch_in:
+        import torch
+
+        dev = x.device
+        masks = x.bool() if out_dtype in ("bool", torch.bool) else x.to(out_dtype)
+        matched = torch.zeros(n_img, dtype=torch.bool, device=dev)
+        sel = torch.zeros(m, dtype=torch.bool, device=dev)
+        chosen = torch.full((n_img,), -1, dtype=torch.int64, device=dev)
+        nan = torch.full((m,), float("nan"), dtype=torch.float64, device=dev)
+        inter = torch.full((m,), -1, dtype=torch.int64, device=dev)
+    else:
+        masks = x.view(np.bool_) if out_dtype in ("bool", np.bool_) else x.astype(out_dtype)
+        matched = np.zeros(n_img, bool)
+        sel = np.zeros(m, bool)
+        chosen = np.full(n_img, -1, np.int64)
+        nan = np.full(m, np.nan)
+        inter = np.full(m, -1, np.int64)
+    if squeeze:
+        masks = masks[0]
+    area = x.sum(dim=(1, 2)) if torch_in else x.sum(axis=(1, 2), dtype=np.int64)
+    return Refinement(masks, matched, sel, chosen, Scores(inter, nan, nan, nan),
+                      _host(batch.mask_offsets), strategy, area)
+
+
+def iom(pseudo, proposals, thresh: float = _config.IOM_THRESH, *, prob_thresh=None,
+        backend: str | None = None) -> Refinement:
+    """IoU-based Optimal Matching (paper Eq. 6, Algorithm 1 lines 4-9).
+
+    Replaces each pseudo-label by its highest-IoU proposal when that IoU is ``> thresh``
+    (ties go to the lowest index); otherwise the sample is unmatched and keeps ``pseudo``.
+    See :func:`refine` for the arguments and :class:`Refinement` for the result.
+    """
+    return refine(pseudo, proposals, "iom", iom_thresh=thresh, prob_thresh=prob_thresh,
+                  backend=backend)
+
+
+def cpi(pseudo, proposals, under: float | None = _config.CPI_UNDER,
+        over: float | None = _config.CPI_OVER, *, prob_thresh=None,
+        backend: str | None = None) -> Refinement:
+    """Composite Parts Integration (paper Eqs. 7-8, Algorithm 1 lines 10-15).
+
+    The refined mask is the union of every proposal with ``s1 > under`` or ``s2 > over``;
+    ``over=None`` is CPI-U, ``under=None`` is CPI-O. No selection leaves the sample unmatched.
+    See :func:`refine` for the arguments and :class:`Refinement` for the result.
+    """
+    if under is None and over is None:
+        raise ValueError("cpi needs at least one of under/over (None disables a test)")
+    return refine(pseudo, proposals, "cpi", under=under, over=over, prob_thresh=prob_thresh,
+                  backend=backend)

@@ -1,0 +1,425 @@
+"""Proposals: the class-agnostic masks of one image, held as COCO-convention runs.
+
+A ``Proposals`` holds ``N`` masks of one ``H x W`` image as canonical foreground runs (see
+:mod:`samrefine.rle`): flat ``starts``/``lengths`` (int32, column-major pixel indices) and
+``offsets`` (int64, ``N + 1``), plus per-mask metadata (``area``, ``bbox`` and whatever the
+generator gave: ``predicted_iou``, ``stability_score``, ``point_coords``, ``crop_box``).
+Nothing here decodes a mask unless asked to (``to_dense``).
+
+Build from: pycocotools RLE dicts (compressed or list counts), dense ``(N, H, W)`` masks, or
+the output of ``segment_anything``'s ``SamAutomaticMaskGenerator`` in any ``output_mode``.
+Geometry on runs: ``resize`` (bit-exact torch ``nearest``), ``hflip``, ``crop``.
+
+``ProposalBatch`` collates several images' proposals of one size into flat arrays that move to
+a torch device in one call; it is what the matching kernels read.
+
+Example::
+
+    props = Proposals.from_rle(rles)             # one image, at its original size
+    props = props.resize((480, 480)).hflip()     # follow the image's augmentation
+    batch = ProposalBatch([props, other]).to("cuda")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import rle as _rle
+from .rle import RLEError
+
+__all__ = ["Proposals", "ProposalBatch", "RLEError"]
+
+#: Metadata keys read from SamAutomaticMaskGenerator records (besides segmentation/area/bbox).
+SAM_META_KEYS = ("predicted_iou", "stability_score", "point_coords", "crop_box")
+
+
+def _check_size(size) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be a pair (H, W) of positive ints, got {size!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be positive, got (H, W) = ({h}, {w})")
+    if h * w >= 2**31:
+        raise ValueError(f"masks of {h}x{w} pixels exceed the 2**31 pixel limit of int32 runs")
+    return h, w
+
+
+class Proposals:
+    """Class-agnostic masks of one image as canonical COCO-convention runs.
+
+    Parameters
+    ----------
+    starts, lengths : np.ndarray, shape (R,), int32
+        Foreground runs of all masks, concatenated: column-major start index and length
+        (pixels). Must be canonical (sorted, non-empty, non-touching within each mask).
+    offsets : np.ndarray, shape (N + 1,), int64
+        Runs of mask ``k`` are ``starts[offsets[k]:offsets[k + 1]]``.
+    size : tuple of int
+        ``(H, W)`` in pixels.
+    meta : dict of str to np.ndarray, optional
+        Per-mask metadata, each with first dimension ``N``.
+    validate : bool
+        Check the invariants (cheap, ``O(R)``). Constructors that produce canonical runs skip it.
+    """
+
+    __slots__ = ("starts", "lengths", "offsets", "size", "meta")
+
+    def __init__(self, starts, lengths, offsets, size, meta=None, *, validate: bool = True):
+        self.size = _check_size(size)
+        self.starts = np.ascontiguousarray(starts, dtype=np.int32)
+        self.lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        self.meta = {k: np.asarray(v) for k, v in (meta or {}).items()}
+        if validate:
+            self._validate()
+
+    def _validate(self) -> None:
+        s, ln, off = self.starts, self.lengths, self.offsets
+        h, w = self.size
+        if s.ndim != 1 or ln.shape != s.shape:
+            raise ValueError(f"starts and lengths must be 1-D of equal length, got {s.shape} "
+                             f"and {ln.shape}")
+        if off.ndim != 1 or off.size < 1 or off[0] != 0 or off[-1] != s.size:
+            raise ValueError(f"offsets must be 1-D, start at 0 and end at the number of runs "
+                             f"({s.size}); got {off[:3]}...{off[-3:]}")
+        if np.any(np.diff(off) < 0):
+            raise ValueError("offsets must be non-decreasing")
+        if np.any(ln <= 0):
+            raise RLEError("run lengths must be positive")
+        if np.any(s < 0) or np.any(s.astype(np.int64) + ln > h * w):
+            raise RLEError(f"runs fall outside the {h}x{w} image")
+        if s.size > 1:
+            gap = s[1:].astype(np.int64) - (s[:-1].astype(np.int64) + ln[:-1])
+            first = np.zeros(s.size, bool)
+            first[off[:-1][off[:-1] < s.size]] = True
+            if np.any(gap[~first[1:]] <= 0):
+                raise RLEError("runs of a mask must be sorted and separated by background "
+                               "(canonical form)")
+        for k, v in self.meta.items():
+            if v.shape[:1] != (len(self),):
+                raise ValueError(f"meta[{k!r}] has first dimension {v.shape[:1]}, expected "
+                                 f"({len(self)},)")
+
+    # ---------------------------------------------------------------- constructors
+
+    @classmethod
+    def empty(cls, size) -> Proposals:
+        """No masks, for an image of ``size = (H, W)``."""
+        return cls(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64), size,
+                   validate=False)
+
+    @classmethod
+    def from_dense(cls, masks, meta=None) -> Proposals:
+        """From dense masks ``(N, H, W)`` (bool or {0, 1}; numpy or torch; any memory order)."""
+        masks = _as_numpy(masks)
+        if masks.ndim != 3:
+            raise ValueError(f"dense masks must be (N, H, W), got shape {masks.shape}; "
+                             "for one mask use masks[None]")
+        if masks.dtype != np.bool_:
+            if masks.size and (masks.min() < 0 or masks.max() > 1 or
+                               (masks.dtype.kind == "f" and np.isnan(masks).any())):
+                raise ValueError("dense masks must hold only 0 and 1 (or be bool)")
+            masks = masks.astype(np.uint8, copy=False)
+        s, ln, off = _rle.encode_dense(masks)
+        out = cls(s, ln, off, masks.shape[1:], meta, validate=False)
+        out._check_meta()
+        return out
+
+    @classmethod
+    def from_rle(cls, rles: Sequence[Mapping[str, Any]], size=None, meta=None) -> Proposals:
+        """From pycocotools RLE dicts ``{"size": [H, W], "counts": bytes | str | list}``.
+
+        All masks must share one size. ``size`` is required when ``rles`` is empty. Counts are
+        validated (non-negative, summing to ``H * W``); a bad RLE raises :class:`RLEError`
+        naming its index.
+        """
+        rles = list(rles)
+        if not rles:
+            if size is None:
+                raise ValueError("from_rle([]) needs size=(H, W) for an image with no masks")
+            return cls.empty(size)
+        sizes = set()
+        all_s, all_l, off = [], [], [0]
+        for i, r in enumerate(rles):
+            if not isinstance(r, Mapping) or "counts" not in r or "size" not in r:
+                raise RLEError(f"RLE {i} must be a dict with 'size' and 'counts', got "
+                               f"{type(r).__name__}")
+            h, w = _check_size(r["size"])
+            sizes.add((h, w))
+            c = r["counts"]
+            try:
+                counts = _rle.string_to_counts(c) if isinstance(c, (bytes, str)) else c
+                s, ln = _rle.counts_to_runs(counts, h, w)
+            except RLEError as e:
+                raise RLEError(f"RLE {i}: {e}") from None
+            all_s.append(s)
+            all_l.append(ln)
+            off.append(off[-1] + s.size)
+        if len(sizes) != 1:
+            raise ValueError(f"all masks of one image must share a size, got {sorted(sizes)}")
+        if size is not None and _check_size(size) not in sizes:
+            raise ValueError(f"size={tuple(size)} but the RLEs are {sizes.pop()}")
+        out = cls(np.concatenate(all_s), np.concatenate(all_l), np.asarray(off, np.int64),
+                  sizes.pop(), meta, validate=False)
+        out._check_meta()
+        return out
+
+    @classmethod
+    def from_sam(cls, records: Sequence[Mapping[str, Any]], size=None) -> Proposals:
+        """From ``SamAutomaticMaskGenerator.generate`` output, in any ``output_mode``.
+
+        ``binary_mask`` records carry an ``(H, W)`` bool array, ``uncompressed_rle`` a dict with
+        list counts, ``coco_rle`` a dict with string counts. ``predicted_iou``,
+        ``stability_score``, ``point_coords`` and ``crop_box`` are kept in ``meta``.
+        """
+        records = list(records)
+        if not records:
+            if size is None:
+                raise ValueError("from_sam([]) needs size=(H, W) for an image with no masks")
+            return cls.empty(size)
+        segs = [r["segmentation"] for r in records]
+        if all(isinstance(s, Mapping) for s in segs):
+            out = cls.from_rle(segs, size)
+        elif not any(isinstance(s, Mapping) for s in segs):
+            out = cls.from_dense(np.stack([_as_numpy(s) for s in segs]))
+            if size is not None and _check_size(size) != out.size:
+                raise ValueError(f"size={tuple(size)} but the masks are {out.size}")
+        else:
+            raise ValueError("SAM records mix dense and RLE segmentations")
+        meta = {}
+        for key in SAM_META_KEYS:
+            if all(key in r for r in records):
+                vals = [np.asarray(r[key], dtype=np.float64) for r in records]
+                if key == "point_coords":  # SAM gives [[x, y]] per mask
+                    vals = [v.reshape(-1)[:2] for v in vals]
+                meta[key] = np.stack(vals)
+        out.meta = meta
+        return out
+
+    def _check_meta(self) -> None:
+        for k, v in self.meta.items():
+            if v.shape[:1] != (len(self),):
+                raise ValueError(f"meta[{k!r}] has first dimension {v.shape[:1]}, expected "
+                                 f"({len(self)},)")
+
+    # ---------------------------------------------------------------- conversions
+
+    def __len__(self) -> int:
+        return self.offsets.size - 1
+
+    def __repr__(self) -> str:
+        h, w = self.size
+        return f"Proposals(n={len(self)}, size=({h}, {w}), runs={self.starts.size})"
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Proposals):
+            return NotImplemented
+        return (self.size == other.size and np.array_equal(self.offsets, other.offsets)
+                and np.array_equal(self.starts, other.starts)
+                and np.array_equal(self.lengths, other.lengths))
+
+    __hash__ = None
+
+    @property
+    def area(self) -> np.ndarray:
+        """Foreground pixels per mask, ``(N,)`` int64."""
+        cs = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
+        return cs[self.offsets[1:]] - cs[self.offsets[:-1]]
+
+    @property
+    def bbox(self) -> np.ndarray:
+        """Boxes ``(N, 4)`` float64, XYWH in pixels, as ``pycocotools.mask.toBbox``."""
+        return _rle.runs_bbox(self.starts, self.lengths, self.offsets, self.size[0])
+
+    def to_dense(self) -> np.ndarray:
+        """Decode to ``(N, H, W)`` bool, row-major."""
+        return _rle.decode_dense(self.starts, self.lengths, self.offsets, *self.size)
+
+    def counts(self, k: int) -> np.ndarray:
+        """COCO counts (int64) of mask ``k``."""
+        a, b = self.offsets[k], self.offsets[k + 1]
+        return _rle.runs_to_counts(self.starts[a:b], self.lengths[a:b],
+                                   self.size[0] * self.size[1])
+
+    def to_rle(self, compressed: bool = True) -> list[dict]:
+        """pycocotools RLE dicts: ``counts`` as bytes (compressed) or a list of ints.
+
+        Equal to ``pycocotools.mask.encode`` of the decoded masks.
+        """
+        h, w = self.size
+        out = []
+        for k in range(len(self)):
+            c = self.counts(k)
+            counts = _rle.counts_to_string(c) if compressed else c.tolist()
+            out.append({"size": [h, w], "counts": counts})
+        return out
+
+    def __getitem__(self, index) -> Proposals:
+        """A subset: ``index`` is an int, a slice, an int array or a bool mask ``(N,)``."""
+        n = len(self)
+        idx = np.arange(n)[index]
+        idx = np.atleast_1d(idx).astype(np.int64)
+        lens = self.offsets[idx + 1] - self.offsets[idx]
+        off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        take = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]) \
+            if idx.size else np.zeros(0, np.int64)
+        meta = {k: v[idx] for k, v in self.meta.items()}
+        return Proposals(self.starts[take], self.lengths[take], off, self.size, meta,
+                         validate=False)
+
+    # ---------------------------------------------------------------- geometry
+
+    def _remap(self, col_src, row_lo, out_hw) -> Proposals:
+        s, ln, off = _rle.remap_runs(self.starts, self.lengths, self.offsets, self.size,
+                                     col_src, row_lo, out_hw[0])
+        return Proposals(s, ln, off, out_hw, dict(self.meta), validate=False)
+
+    def resize(self, size) -> Proposals:
+        """Nearest-neighbour resize to ``size = (H', W')``, on runs.
+
+        Equal pixel for pixel to ``torch.nn.functional.interpolate(dense[None].float(),
+        size=size, mode="nearest")``. Metadata is carried over unchanged (boxes and points stay
+        in the original pixel frame).
+        """
+        h2, w2 = _check_size(size)
+        if (h2, w2) == self.size:
+            return self
+        return self._remap(*_rle.resize_maps(self.size, (h2, w2)), (h2, w2))
+
+    def hflip(self) -> Proposals:
+        """Mirror left-right, on runs."""
+        return self._remap(*_rle.hflip_maps(self.size), self.size)
+
+    def crop(self, box) -> Proposals:
+        """Crop to ``box = (x, y, w, h)`` (ints, pixels); parts outside the image are empty.
+
+        A box reaching outside the image pads with background, as padding an image and then
+        cropping it would.
+        """
+        try:
+            x, y, bw, bh = (int(v) for v in box)
+        except (TypeError, ValueError):
+            raise ValueError(f"box must be (x, y, w, h) ints, got {box!r}") from None
+        if bw <= 0 or bh <= 0:
+            raise ValueError(f"crop box must have positive width and height, got {box!r}")
+        return self._remap(*_rle.crop_maps(self.size, (x, y, bw, bh)), (bh, bw))
+
+
+class ProposalBatch:
+    """Proposals of ``B`` images of one size, collated into flat arrays.
+
+    Parameters
+    ----------
+    proposals : sequence of Proposals
+        One per image, all of the same ``size``. An image may have zero masks.
+
+    Attributes
+    ----------
+    starts, lengths : (R,) int32 numpy array, or int64 tensor after :meth:`to`
+        All runs, image after image, mask after mask.
+    run_offsets : (M + 1,) int64
+        Runs of flat mask ``m`` are ``run_offsets[m]:run_offsets[m + 1]``.
+    mask_offsets : (B + 1,) int64
+        Flat masks of image ``b`` are ``mask_offsets[b]:mask_offsets[b + 1]``.
+    area : (M,) int64
+        Pixels per mask.
+    size : (H, W)
+    device : None for numpy arrays, else the torch device the tensors live on.
+    """
+
+    _FIELDS = ("starts", "lengths", "run_offsets", "mask_offsets", "area")
+
+    def __init__(self, proposals: Sequence[Proposals] | None = None, *, _arrays=None, size=None):
+        if _arrays is not None:
+            for k in self._FIELDS:
+                setattr(self, k, _arrays[k])
+            self.size = size
+            self.device = _arrays.get("device")
+            self._run_mask = _arrays.get("run_mask")
+            self._mask_image = _arrays.get("mask_image")
+            return
+        proposals = list(proposals or [])
+        if not proposals:
+            raise ValueError("ProposalBatch needs at least one Proposals")
+        for i, p in enumerate(proposals):
+            if not isinstance(p, Proposals):
+                raise TypeError(f"item {i} is a {type(p).__name__}, expected samrefine.Proposals")
+        sizes = {p.size for p in proposals}
+        if len(sizes) != 1:
+            raise ValueError(f"all images of a batch must have proposals of one size, got "
+                             f"{sorted(sizes)}; resize them with Proposals.resize((H, W))")
+        self.size = sizes.pop()
+        self.starts = np.concatenate([p.starts for p in proposals])
+        self.lengths = np.concatenate([p.lengths for p in proposals])
+        n_runs = np.cumsum([0] + [p.starts.size for p in proposals])
+        self.run_offsets = np.concatenate(
+            [[0]] + [p.offsets[1:] + n_runs[i] for i, p in enumerate(proposals)]).astype(np.int64)
+        self.mask_offsets = np.cumsum([0] + [len(p) for p in proposals]).astype(np.int64)
+        self.area = np.concatenate([p.area for p in proposals]).astype(np.int64)
+        self.device = None
+        self._run_mask = None
+        self._mask_image = None
+
+    def __len__(self) -> int:
+        return len(self.mask_offsets) - 1
+
+    @property
+    def num_masks(self) -> int:
+        """Masks in the whole batch (M)."""
+        return int(self.mask_offsets[-1])
+
+    def __repr__(self) -> str:
+        h, w = self.size
+        return (f"ProposalBatch(images={len(self)}, masks={self.num_masks}, size=({h}, {w}), "
+                f"device={self.device})")
+
+    @property
+    def is_torch(self) -> bool:
+        return self.device is not None
+
+    def to(self, device) -> ProposalBatch:
+        """Torch tensors (int64) on ``device``, with the index maps the torch kernels need."""
+        import torch
+
+        device = torch.device(device)
+        arrays = {}
+        for k in self._FIELDS:
+            v = getattr(self, k)
+            v = torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v
+            arrays[k] = v.to(device=device, dtype=torch.int64, non_blocking=True)
+        counts_m = arrays["run_offsets"].diff()
+        counts_b = arrays["mask_offsets"].diff()
+        n_masks = int(self.mask_offsets[-1])
+        arrays["run_mask"] = torch.repeat_interleave(
+            torch.arange(n_masks, device=device), counts_m, output_size=len(self.starts))
+        arrays["mask_image"] = torch.repeat_interleave(
+            torch.arange(len(self), device=device), counts_b, output_size=n_masks)
+        arrays["device"] = device
+        return ProposalBatch(_arrays=arrays, size=self.size)
+
+    def numpy(self) -> ProposalBatch:
+        """Numpy arrays on the host (the numba kernels' form)."""
+        if not self.is_torch:
+            return self
+        arrays = {k: getattr(self, k).cpu().numpy() for k in self._FIELDS}
+        arrays["starts"] = arrays["starts"].astype(np.int32)
+        arrays["lengths"] = arrays["lengths"].astype(np.int32)
+        return ProposalBatch(_arrays=arrays, size=self.size)
+
+    def __getitem__(self, b: int) -> Proposals:
+        """The proposals of image ``b`` (on the host)."""
+        nb = self.numpy()
+        m0, m1 = int(nb.mask_offsets[b]), int(nb.mask_offsets[b + 1])
+        r0, r1 = int(nb.run_offsets[m0]), int(nb.run_offsets[m1])
+        return Proposals(nb.starts[r0:r1], nb.lengths[r0:r1], nb.run_offsets[m0:m1 + 1] - r0,
+                         self.size, validate=False)
+
+
+def _as_numpy(x) -> np.ndarray:
+    if type(x).__module__.startswith("torch"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
