@@ -327,11 +327,17 @@ class ProposalBatch:
         Flat masks of image ``b`` are ``mask_offsets[b]:mask_offsets[b + 1]``.
     area : (M,) int64
         Pixels per mask.
+    seg_x, seg_y0, seg_y1 : (G,) int32 numpy array, or int64 tensor after :meth:`to`
+        The runs split at column boundaries: rows ``[seg_y0, seg_y1)`` of column ``seg_x``
+        (what the matching kernels read).
+    seg_offsets : (M + 1,) int64
+        Segments of flat mask ``m`` are ``seg_offsets[m]:seg_offsets[m + 1]``.
     size : (H, W)
     device : None for numpy arrays, else the torch device the tensors live on.
     """
 
-    _FIELDS = ("starts", "lengths", "run_offsets", "mask_offsets", "area")
+    _FIELDS = ("starts", "lengths", "run_offsets", "mask_offsets", "area", "seg_x", "seg_y0",
+               "seg_y1", "seg_offsets")
 
     def __init__(self, proposals: Sequence[Proposals] | None = None, *, _arrays=None, size=None):
         if _arrays is not None:
@@ -339,7 +345,7 @@ class ProposalBatch:
                 setattr(self, k, _arrays[k])
             self.size = size
             self.device = _arrays.get("device")
-            self._run_mask = _arrays.get("run_mask")
+            self._seg_mask = _arrays.get("seg_mask")
             self._mask_image = _arrays.get("mask_image")
             return
         proposals = list(proposals or [])
@@ -360,8 +366,10 @@ class ProposalBatch:
             [[0]] + [p.offsets[1:] + n_runs[i] for i, p in enumerate(proposals)]).astype(np.int64)
         self.mask_offsets = np.cumsum([0] + [len(p) for p in proposals]).astype(np.int64)
         self.area = np.concatenate([p.area for p in proposals]).astype(np.int64)
+        self.seg_x, self.seg_y0, self.seg_y1, self.seg_offsets = _rle.runs_to_segments(
+            self.starts, self.lengths, self.run_offsets, self.size[0])
         self.device = None
-        self._run_mask = None
+        self._seg_mask = None
         self._mask_image = None
 
     def __len__(self) -> int:
@@ -391,11 +399,11 @@ class ProposalBatch:
             v = getattr(self, k)
             v = torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v
             arrays[k] = v.to(device=device, dtype=torch.int64, non_blocking=True)
-        counts_m = arrays["run_offsets"].diff()
+        counts_m = arrays["seg_offsets"].diff()
         counts_b = arrays["mask_offsets"].diff()
         n_masks = int(self.mask_offsets[-1])
-        arrays["run_mask"] = torch.repeat_interleave(
-            torch.arange(n_masks, device=device), counts_m, output_size=len(self.starts))
+        arrays["seg_mask"] = torch.repeat_interleave(
+            torch.arange(n_masks, device=device), counts_m, output_size=len(self.seg_x))
         arrays["mask_image"] = torch.repeat_interleave(
             torch.arange(len(self), device=device), counts_b, output_size=n_masks)
         arrays["device"] = device
@@ -406,8 +414,8 @@ class ProposalBatch:
         if not self.is_torch:
             return self
         arrays = {k: getattr(self, k).cpu().numpy() for k in self._FIELDS}
-        arrays["starts"] = arrays["starts"].astype(np.int32)
-        arrays["lengths"] = arrays["lengths"].astype(np.int32)
+        for k in ("starts", "lengths", "seg_x", "seg_y0", "seg_y1"):
+            arrays[k] = arrays[k].astype(np.int32)
         return ProposalBatch(_arrays=arrays, size=self.size)
 
     def __getitem__(self, b: int) -> Proposals:

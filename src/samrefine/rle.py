@@ -26,7 +26,8 @@ being decoded. Cost: ``O(runs + W_out)`` per mask.
 
 Contents: ``string_to_counts``, ``counts_to_string``, ``counts_to_runs``, ``runs_to_counts``,
 ``encode_dense``, ``decode_dense``, ``runs_bbox``, ``nearest_index``, ``resize_maps``,
-``hflip_maps``, ``crop_maps``, ``remap_runs``, ``encode_labels``.
+``hflip_maps``, ``crop_maps``, ``remap_runs``, ``encode_labels``,
+``runs_to_segments``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "crop_maps",
     "remap_runs",
     "encode_labels",
+    "runs_to_segments",
 ]
 
 
@@ -581,3 +583,43 @@ def encode_labels(labels: np.ndarray, n_labels: int | None = None):
     if n_labels is None:
         n_labels = int(labels.max()) + 1 if labels.size else 0
     return _encode_labels(labels, np.int64(n_labels))
+
+
+@nb.njit(**NJIT)
+def _runs_to_segments(starts, lengths, offsets, h):
+    n = offsets.shape[0] - 1
+    total = np.int64(0)
+    for k in range(n):
+        for r in range(offsets[k], offsets[k + 1]):
+            s = np.int64(starts[r])
+            total += (s + lengths[r] - 1) // h - s // h + 1
+    seg_x = np.empty(total, np.int32)
+    seg_y0 = np.empty(total, np.int32)
+    seg_y1 = np.empty(total, np.int32)
+    seg_off = np.zeros(n + 1, np.int64)
+    g = 0
+    for k in range(n):
+        for r in range(offsets[k], offsets[k + 1]):
+            i = np.int64(starts[r])
+            end = i + lengths[r]
+            while i < end:
+                x = i // h
+                y0 = i - x * h
+                y1 = min(end - x * h, h)
+                seg_x[g] = x
+                seg_y0[g] = y0
+                seg_y1[g] = y1
+                g += 1
+                i = x * h + y1
+        seg_off[k + 1] = g
+    return seg_x, seg_y0, seg_y1, seg_off
+
+
+def runs_to_segments(starts, lengths, offsets, h: int):
+    """Split runs at column boundaries: column segments ``(x, y0, y1)`` (rows ``[y0, y1)`` of
+    column ``x``), int32 each, and per-mask ``offsets`` (N + 1,) int64.
+
+    The matching kernels score segments against a per-column prefix sum of the pseudo-label,
+    which is built row-major with vector instructions and needs no transpose.
+    """
+    return _runs_to_segments(starts, lengths, offsets, np.int64(h))

@@ -1,8 +1,9 @@
 """Numba CPU kernels for IOM / CPI matching on runs (private; see :mod:`samrefine.match`).
 
-Per image: one column-major prefix sum ``C`` of the pseudo-label (``C[i]`` = foreground pixels
-before flat index ``i``), then ``|P n S| = sum over runs (C[s + l] - C[s])`` for every proposal:
-``O(H W + runs)``, no proposal decoded. Images run in parallel (``prange``).
+Per image: per-column prefix sums of the pseudo-label, ``cum[y, x]`` = foreground pixels above
+row ``y`` in column ``x`` (built row by row, so it vectorises), then for every proposal
+``|P n S| = sum over its column segments (cum[y1, x] - cum[y0, x])``: ``O(H W + segments)``,
+no proposal decoded. Images run in parallel (``prange``) when there are several.
 """
 
 from __future__ import annotations
@@ -16,21 +17,20 @@ IOM, CPI = 0, 1
 
 
 @nb.njit(**NJIT)
-def _refine_one(b, pseudo, starts, lengths, run_offsets, mask_offsets, area, mode, t_iom,
+def _refine_one(b, pseudo, seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets, area, mode, t_iom,
                 use_under, under, use_over, over, eps, write_masks,
                 inter, iou, s1, s2, selected, chosen, matched, parea, out):
     _, h, w = pseudo.shape
-    hw = h * w
-    # column-major prefix sum of the pseudo-label
-    pref = np.empty(hw + 1, np.int32)
-    acc = np.int32(0)
-    pref[0] = 0
-    i = 1
+    # per-column prefix sums, built row by row (vectorised, no transpose):
+    # cum[y, x] = foreground pixels in rows [0, y) of column x
+    cum = np.empty((h + 1, w), np.int32)
+    cum[0, :] = 0
+    for y in range(h):
+        for x in range(w):
+            cum[y + 1, x] = cum[y, x] + pseudo[b, y, x]
+    acc = np.int64(0)
     for x in range(w):
-        for y in range(h):
-            acc += pseudo[b, y, x]
-            pref[i] = acc
-            i += 1
+        acc += cum[h, x]
     parea[b] = acc
     p_area = np.float64(acc)
     best = 0.0
@@ -38,9 +38,9 @@ def _refine_one(b, pseudo, starts, lengths, run_offsets, mask_offsets, area, mod
     any_sel = False
     for m in range(mask_offsets[b], mask_offsets[b + 1]):
         tot = np.int64(0)
-        for r in range(run_offsets[m], run_offsets[m + 1]):
-            s = starts[r]
-            tot += pref[s + lengths[r]] - pref[s]
+        for g in range(seg_offsets[m], seg_offsets[m + 1]):
+            x = seg_x[g]
+            tot += cum[seg_y1[g], x] - cum[seg_y0[g], x]
         inter[m] = tot
         a = np.float64(area[m])
         t = np.float64(tot)
@@ -68,20 +68,22 @@ def _refine_one(b, pseudo, starts, lengths, run_offsets, mask_offsets, area, mod
     if not write_masks:
         return
     if any_sel:
-        out[b] = 0
+        # difference array down each column over the selected segments (reusing ``cum``),
+        # then a running sum row by row: O(segments + H W), vectorised, whatever the union
+        cum[:, :] = 0
         for m in range(mask_offsets[b], mask_offsets[b + 1]):
             if not selected[m]:
                 continue
-            for r in range(run_offsets[m], run_offsets[m + 1]):
-                j = np.int64(starts[r])
-                end = j + lengths[r]
-                while j < end:
-                    x = j // h
-                    y0 = j - x * h
-                    y1 = min(end - x * h, h)
-                    for y in range(y0, y1):
-                        out[b, y, x] = 1
-                    j = x * h + y1
+            for g in range(seg_offsets[m], seg_offsets[m + 1]):
+                x = seg_x[g]
+                cum[seg_y0[g], x] += 1
+                cum[seg_y1[g], x] -= 1
+        for x in range(w):
+            out[b, 0, x] = cum[0, x] > 0
+        for y in range(1, h):
+            for x in range(w):
+                cum[y, x] += cum[y - 1, x]
+                out[b, y, x] = cum[y, x] > 0
     else:
         out[b] = pseudo[b]
 
@@ -117,8 +119,8 @@ def refine_batch(pseudo_u8, batch, mode, t_iom, under, over, eps, write_masks=Tr
     parea = np.zeros(n_img, np.int64)
     out = np.empty((n_img, h, w) if write_masks else (0, 1, 1), np.uint8)
     kernel = _refine_parallel if n_img > 1 and nb.get_num_threads() > 1 else _refine_serial
-    kernel(pseudo_u8, batch.starts, batch.lengths, batch.run_offsets, batch.mask_offsets,
-                  batch.area, mode, float(t_iom), under is not None,
+    kernel(pseudo_u8, batch.seg_x, batch.seg_y0, batch.seg_y1, batch.seg_offsets,
+           batch.mask_offsets, batch.area, mode, float(t_iom), under is not None,
                   float(under if under is not None else 0.0), over is not None,
                   float(over if over is not None else 0.0), float(eps), write_masks,
                   inter, iou, s1, s2, selected, chosen, matched, parea, out)

@@ -1,8 +1,8 @@
 """Torch kernels for IOM / CPI matching on runs (private; see :mod:`samrefine.match`).
 
-Vectorised over the whole batch and all runs: one column-major prefix sum per image
-(``cumsum``), one gather per run endpoint, one segment sum per mask, and for the refined masks a
-difference array over the selected runs followed by a ``cumsum``. No Python loop over images or
+Vectorised over the whole batch and all column segments: one ``cumsum`` down the columns of
+every pseudo-label, two gathers per segment, one segment sum per mask, and for the refined masks
+a difference array over the selected segments followed by a ``cumsum``. No Python loop over images or
 proposals; no host synchronisation. Same arithmetic as the Numba kernels (int64 counts, float64
 scores), so results are bit-identical.
 """
@@ -22,23 +22,22 @@ def refine_batch(pseudo, batch, mode, t_iom, under, over, eps, write_masks=True)
     """
     dev = pseudo.device
     n_img, h, w = pseudo.shape
-    hw = h * w
     n_masks = batch.area.shape[0]
-    # column-major prefix sums, one row per image: pref[b, i] = sum(P_b[:i]) (flat, F order)
-    flat = pseudo.transpose(1, 2).reshape(n_img, hw)
-    pref = torch.zeros(n_img, hw + 1, dtype=torch.int32, device=dev)
-    torch.cumsum(flat, dim=1, dtype=torch.int32, out=pref[:, 1:])
-    p_area = pref[:, -1].to(torch.float64)                                   # (B,)
-    run_img = batch._mask_image[batch._run_mask]                              # (R,)
-    base = run_img * (hw + 1) + batch.starts
-    pf = pref.view(-1)
-    run_inter = (pf[base + batch.lengths] - pf[base]).to(torch.int64)         # (R,)
+    # per-column prefix sums: cum[b, y, x] = foreground pixels in rows [0, y) of column x
+    cum = torch.zeros(n_img, h + 1, w, dtype=torch.int32, device=dev)
+    torch.cumsum(pseudo, dim=1, dtype=torch.int32, out=cum[:, 1:])
+    p_area = cum[:, -1].sum(1, dtype=torch.int64)                            # (B,)
+    seg_img = batch._mask_image[batch._seg_mask]                              # (G,)
+    col = seg_img * ((h + 1) * w) + batch.seg_x
+    cf = cum.view(-1)
+    seg_inter = (cf[col + batch.seg_y1 * w] - cf[col + batch.seg_y0 * w]).to(torch.int64)
     inter = torch.zeros(n_masks, dtype=torch.int64, device=dev)
-    inter.index_add_(0, batch._run_mask, run_inter)                            # (M,)
+    inter.index_add_(0, batch._seg_mask, seg_inter)                            # (M,)
+    p_area_f = p_area.to(torch.float64)
 
     t = inter.to(torch.float64)
     a = batch.area.to(torch.float64)
-    pa = p_area[batch._mask_image]
+    pa = p_area_f[batch._mask_image]
     union = pa + a - t
     zero = torch.zeros((), dtype=torch.float64, device=dev)
     iou = torch.where(union > 0, t / union.clamp_min(1), zero)
@@ -72,13 +71,12 @@ def refine_batch(pseudo, batch, mode, t_iom, under, over, eps, write_masks=True)
 
     masks = None
     if write_masks:
-        run_sel = selected[batch._run_mask]
-        diff = torch.zeros(n_img * (hw + 1), dtype=torch.int32, device=dev)
-        ones = run_sel.to(torch.int32)
-        diff.index_add_(0, base, ones)
-        diff.index_add_(0, base + batch.lengths, -ones)
-        cover = diff.view(n_img, hw + 1)[:, :hw].cumsum(1, dtype=torch.int32) > 0
-        cover = cover.view(n_img, w, h).transpose(1, 2)
+        # difference array down each column over the selected segments, then a cumsum
+        sel = selected[batch._seg_mask].to(torch.int32)
+        diff = torch.zeros(n_img * (h + 1) * w, dtype=torch.int32, device=dev)
+        diff.index_add_(0, col + batch.seg_y0 * w, sel)
+        diff.index_add_(0, col + batch.seg_y1 * w, -sel)
+        cover = diff.view(n_img, h + 1, w)[:, :h].cumsum(1, dtype=torch.int32) > 0
         masks = torch.where(matched[:, None, None], cover, pseudo.bool())
     return dict(inter=inter, iou=iou, s1=s1, s2=s2, selected=selected, chosen=chosen,
-                matched=matched, pseudo_area=pref[:, -1].to(torch.int64), masks=masks)
+                matched=matched, pseudo_area=p_area, masks=masks)
