@@ -20,7 +20,19 @@ _EAGER = ["Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STR
           "cpi", "refine"]
 
 #: public name -> submodule that defines it (imported on first access)
-_LAZY: dict[str, str] = {
+_LAZY = {
+    "pwa_weight": "pwa",
+    "PWABCELoss": "loss",
+    "EMATeacher": "ema",
+    "unwrap_model": "ema",
+    "PRESETS": "presets",
+    "Preset": "presets",
+    "get_preset": "presets",
+    "list_presets": "presets",
+    "semires_targets": "targets",
+    "SemiRESTargets": "targets",
+    "ProposalCollate": "targets",
+    "follow_geometry": "targets",
 }
 
 __all__ = ["__version__", *_EAGER, *_LAZY]

@@ -310,7 +310,7 @@ def refine(pseudo, proposals, strategy: str = "cpi-u", *, iom_thresh=_UNSET, und
     return Refinement(
         masks=masks, matched=res["matched"], selected_mask=res["selected"], chosen=_local(
             res["chosen"], batch), scores=Scores(res["inter"], res["iou"], res["s1"], res["s2"]),
-        mask_offsets=_host(batch.mask_offsets), strategy=strategy, pseudo_area=res["pseudo_area"])
+        mask_offsets=batch.host_mask_offsets, strategy=strategy, pseudo_area=res["pseudo_area"])
 
 
 def _torch_refine(x, batch, mode, t_iom, u, o):
@@ -319,19 +319,16 @@ def _torch_refine(x, batch, mode, t_iom, u, o):
     return torch_ops.refine_batch(x, batch, mode, t_iom, u, o, _config.CPI_EPS)
 
 
-def _host(a) -> np.ndarray:
-    return a.cpu().numpy() if _is_torch(a) else np.asarray(a)
-
-
 def _local(chosen, batch):
     """Flat proposal index -> index within the image's own proposals (-1 stays -1)."""
     off = batch.mask_offsets
     if _is_torch(chosen):
         import torch
 
-        off_t = torch.as_tensor(off, device=chosen.device)[:-1]
+        off_t = off[:-1] if _is_torch(off) and off.device == chosen.device else \
+            torch.as_tensor(np.asarray(batch.host_mask_offsets)[:-1], device=chosen.device)
         return torch.where(chosen >= 0, chosen - off_t, chosen)
-    off = np.asarray(off)[:-1]
+    off = np.asarray(batch.host_mask_offsets)[:-1]
     return np.where(chosen >= 0, chosen - off, chosen)
 
 
@@ -359,7 +356,7 @@ def _unmatched(pseudo, x, squeeze, out_dtype, batch, torch_in, strategy):
         masks = masks[0]
     area = x.sum(dim=(1, 2)) if torch_in else x.sum(axis=(1, 2), dtype=np.int64)
     return Refinement(masks, matched, sel, chosen, Scores(inter, nan, nan, nan),
-                      _host(batch.mask_offsets), strategy, area)
+                      batch.host_mask_offsets, strategy, area)
 
 
 def iom(pseudo, proposals, thresh: float = _config.IOM_THRESH, *, prob_thresh=None,

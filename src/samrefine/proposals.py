@@ -325,6 +325,8 @@ class ProposalBatch:
         Runs of flat mask ``m`` are ``run_offsets[m]:run_offsets[m + 1]``.
     mask_offsets : (B + 1,) int64
         Flat masks of image ``b`` are ``mask_offsets[b]:mask_offsets[b + 1]``.
+    host_mask_offsets : (B + 1,) int64 numpy
+        The same, always on the host (so device code never syncs to read it).
     area : (M,) int64
         Pixels per mask.
     seg_x, seg_y0, seg_y1 : (G,) int32 numpy array, or int64 tensor after :meth:`to`
@@ -347,6 +349,7 @@ class ProposalBatch:
             self.device = _arrays.get("device")
             self._seg_mask = _arrays.get("seg_mask")
             self._mask_image = _arrays.get("mask_image")
+            self.host_mask_offsets = _arrays["host_mask_offsets"]
             return
         proposals = list(proposals or [])
         if not proposals:
@@ -368,6 +371,7 @@ class ProposalBatch:
         self.area = np.concatenate([p.area for p in proposals]).astype(np.int64)
         self.seg_x, self.seg_y0, self.seg_y1, self.seg_offsets = _rle.runs_to_segments(
             self.starts, self.lengths, self.run_offsets, self.size[0])
+        self.host_mask_offsets = self.mask_offsets
         self.device = None
         self._seg_mask = None
         self._mask_image = None
@@ -407,6 +411,7 @@ class ProposalBatch:
         arrays["mask_image"] = torch.repeat_interleave(
             torch.arange(len(self), device=device), counts_b, output_size=n_masks)
         arrays["device"] = device
+        arrays["host_mask_offsets"] = self.host_mask_offsets
         return ProposalBatch(_arrays=arrays, size=self.size)
 
     def numpy(self) -> ProposalBatch:
@@ -416,6 +421,7 @@ class ProposalBatch:
         arrays = {k: getattr(self, k).cpu().numpy() for k in self._FIELDS}
         for k in ("starts", "lengths", "seg_x", "seg_y0", "seg_y1"):
             arrays[k] = arrays[k].astype(np.int32)
+        arrays["host_mask_offsets"] = self.host_mask_offsets
         return ProposalBatch(_arrays=arrays, size=self.size)
 
     def __getitem__(self, b: int) -> Proposals:
