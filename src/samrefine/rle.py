@@ -304,19 +304,12 @@ def encode_dense(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @nb.njit(**NJIT)
-def _decode_dense(starts, lengths, offsets, h, w, out):
-    n = offsets.shape[0] - 1
-    for k in range(n):
-        for r in range(offsets[k], offsets[k + 1]):
-            i = np.int64(starts[r])
-            end = i + lengths[r]
-            while i < end:
-                x = i // h
-                y = i - x * h
-                stop = min(end - x * h, h)
-                for yy in range(y, stop):
-                    out[k, yy, x] = 1
-                i = x * h + stop
+def _decode_segments(seg_x, seg_y0, seg_y1, seg_off, out):
+    for k in range(seg_off.shape[0] - 1):
+        for g in range(seg_off[k], seg_off[k + 1]):
+            x = seg_x[g]
+            for y in range(seg_y0[g], seg_y1[g]):
+                out[k, y, x] = 1
     return out
 
 
@@ -324,42 +317,34 @@ def decode_dense(starts, lengths, offsets, h: int, w: int) -> np.ndarray:
     """Decode runs to dense row-major masks ``(N, H, W)`` bool."""
     n = len(offsets) - 1
     out = np.zeros((n, h, w), np.uint8)
-    _decode_dense(starts, lengths, offsets, np.int64(h), np.int64(w), out)
+    _decode_segments(*runs_to_segments(starts, lengths, offsets, h), out)
     return out.view(np.bool_)
 
 
 @nb.njit(**NJIT)
-def _runs_bbox(starts, lengths, offsets, h):
-    n = offsets.shape[0] - 1
+def _segments_bbox(seg_x, seg_y0, seg_y1, seg_off):
+    n = seg_off.shape[0] - 1
     out = np.zeros((n, 4), np.float64)
     for k in range(n):
-        r0 = offsets[k]
-        r1 = offsets[k + 1]
-        if r1 == r0:
+        g0 = seg_off[k]
+        g1 = seg_off[k + 1]
+        if g1 == g0:
             continue
-        ys = h
-        ye = np.int64(-1)
-        xs = np.int64(starts[r0]) // h
-        xe = (np.int64(starts[r1 - 1]) + lengths[r1 - 1] - 1) // h
-        for r in range(r0, r1):
-            s = np.int64(starts[r])
-            e = s + lengths[r] - 1
-            if s // h != e // h:
-                ys = 0
-                ye = h - 1
-                break
-            ys = min(ys, s % h)
-            ye = max(ye, e % h)
-        out[k, 0] = xs
+        ys = seg_y0[g0]
+        ye = seg_y1[g0]
+        for g in range(g0 + 1, g1):
+            ys = min(ys, seg_y0[g])
+            ye = max(ye, seg_y1[g])
+        out[k, 0] = seg_x[g0]
         out[k, 1] = ys
-        out[k, 2] = xe - xs + 1
-        out[k, 3] = ye - ys + 1
+        out[k, 2] = seg_x[g1 - 1] - seg_x[g0] + 1
+        out[k, 3] = ye - ys
     return out
 
 
 def runs_bbox(starts, lengths, offsets, h: int) -> np.ndarray:
     """Bounding boxes ``(N, 4)`` float64, XYWH in pixels, as ``pycocotools.mask.toBbox``."""
-    return _runs_bbox(starts, lengths, offsets, np.int64(h))
+    return _segments_bbox(*runs_to_segments(starts, lengths, offsets, h))
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,8 +395,8 @@ def crop_maps(hw: tuple[int, int], box: tuple[int, int, int, int]) -> tuple[np.n
 
 
 @nb.njit(**NJIT)
-def _remap_runs(starts, lengths, offsets, h, w, col_src, row_lo, h2):
-    n = offsets.shape[0] - 1
+def _remap_segments(seg_x, seg_y0, seg_y1, seg_off, w, col_src, row_lo, h2):
+    n = seg_off.shape[0] - 1
     w2 = col_src.shape[0]
     # upper bound on output runs: (column segments) x (max copies of one source column)
     mult = np.zeros(w, np.int64)
@@ -440,49 +425,25 @@ def _remap_runs(starts, lengths, offsets, h, w, col_src, row_lo, h2):
             x2_lo[c] = min(x2_lo[c], x2_lo[c - 1])
         for c in range(w, -1, -1):
             x2_hi[c] = max(x2_hi[c], x2_hi[c + 1])
-    n_seg = np.int64(0)
-    for k in range(n):
-        if offsets[k + 1] > offsets[k]:
-            n_seg += offsets[k + 1] - offsets[k]
-            n_seg += (np.int64(starts[offsets[k + 1] - 1]) + lengths[offsets[k + 1] - 1] - 1) // h
-            n_seg -= np.int64(starts[offsets[k]]) // h
+    n_seg = seg_x.shape[0]
     cap = n_seg * max(1, mult.max()) if w > 0 else 0
     out_s = np.empty(cap, np.int32)
     out_l = np.empty(cap, np.int32)
     out_off = np.zeros(n + 1, np.int64)
-    # per-mask scratch: column segments (col, a, b) and a pointer per source column
-    seg_a = np.empty(16, np.int64)
-    seg_b = np.empty(16, np.int64)
     colptr = np.zeros(w + 1, np.int64)
     r = 0
     for k in range(n):
-        r0 = offsets[k]
-        r1 = offsets[k + 1]
-        if r1 > r0:
-            c_first = np.int64(starts[r0]) // h
-            c_last = (np.int64(starts[r1 - 1]) + lengths[r1 - 1] - 1) // h
-            nseg_max = (r1 - r0) + (c_last - c_first)
-            if seg_a.shape[0] < nseg_max:
-                seg_a = np.empty(nseg_max * 2, np.int64)
-                seg_b = np.empty(nseg_max * 2, np.int64)
-            # split runs into column segments, counting per column
+        g0 = seg_off[k]
+        g1 = seg_off[k + 1]
+        if g1 > g0:
+            c_first = np.int64(seg_x[g0])
+            c_last = np.int64(seg_x[g1 - 1])
+            # colptr[c] = first segment of column c (segments are sorted by column)
             for c in range(c_first, c_last + 2):
                 colptr[c] = 0
-            ns = 0
-            for q in range(r0, r1):
-                i = np.int64(starts[q])
-                end = i + lengths[q]
-                while i < end:
-                    c = i // h
-                    a = i - c * h
-                    b = min(end - c * h, h)
-                    seg_a[ns] = a
-                    seg_b[ns] = b
-                    colptr[c + 1] += 1
-                    ns += 1
-                    i = c * h + b
-            # prefix over columns c_first..c_last: colptr[c] = first segment of column c
-            colptr[c_first] = 0
+            for g in range(g0, g1):
+                colptr[seg_x[g] + 1] += 1
+            colptr[c_first] = g0
             for c in range(c_first + 1, c_last + 2):
                 colptr[c] += colptr[c - 1]
             # destination columns fed by c_first..c_last (contiguous: the map is monotone)
@@ -498,8 +459,8 @@ def _remap_runs(starts, lengths, offsets, h, w, col_src, row_lo, h2):
                     continue
                 base = np.int64(x2) * h2
                 for g in range(colptr[c], colptr[c + 1]):
-                    lo = row_lo[seg_a[g]]
-                    hi = row_lo[seg_b[g]]
+                    lo = row_lo[seg_y0[g]]
+                    hi = row_lo[seg_y1[g]]
                     if hi <= lo:
                         continue
                     st = base + lo
@@ -520,7 +481,7 @@ def remap_runs(starts, lengths, offsets, in_hw, col_src, row_lo, out_h):
     int64 for masks of height ``out_h`` and width ``len(col_src)``.
     """
     h, w = in_hw
-    return _remap_runs(starts, lengths, offsets, np.int64(h), np.int64(w),
+    return _remap_segments(*runs_to_segments(starts, lengths, offsets, h), np.int64(w),
                        np.ascontiguousarray(col_src, np.int64),
                        np.ascontiguousarray(row_lo, np.int64), np.int64(out_h))
 
