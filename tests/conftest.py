@@ -4,8 +4,6 @@ import sys
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -13,29 +11,6 @@ settings.register_profile(
     "ci", max_examples=60, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile("ci")
-
-
-@st.composite
-def mask_stacks(draw, max_n=6, max_side=17, min_n=0):
-    """(N, H, W) bool stacks mixing empty, full, single-pixel and random masks."""
-    h = draw(st.integers(1, max_side))
-    w = draw(st.integers(1, max_side))
-    n = draw(st.integers(min_n, max_n))
-    kinds = draw(st.lists(st.sampled_from(["random", "empty", "full", "pixel", "blob"]),
-                          min_size=n, max_size=n))
-    out = np.zeros((n, h, w), bool)
-    for k, kind in enumerate(kinds):
-        if kind == "random":
-            out[k] = draw(hnp.arrays(np.bool_, (h, w)))
-        elif kind == "full":
-            out[k] = True
-        elif kind == "pixel":
-            out[k, draw(st.integers(0, h - 1)), draw(st.integers(0, w - 1))] = True
-        elif kind == "blob":
-            y0, y1 = sorted(draw(st.lists(st.integers(0, h), min_size=2, max_size=2)))
-            x0, x1 = sorted(draw(st.lists(st.integers(0, w), min_size=2, max_size=2)))
-            out[k, y0:y1, x0:x1] = True
-    return out
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import naive
 import numpy as np
 import pytest
 import torch
-from conftest import mask_stacks
+from strategies import mask_stacks
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

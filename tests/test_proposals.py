@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import mask_stacks
+from strategies import mask_stacks
 from hypothesis import given
 from pycocotools import mask as mask_utils
 

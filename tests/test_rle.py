@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import mask_stacks
+from strategies import mask_stacks
 from hypothesis import given
 from hypothesis import strategies as st
 from naive import torch_nearest

@@ -1,0 +1,1 @@
+"""samrefine worked example: SemiRES on LAVT (referring expression segmentation)."""
