@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import importlib
 
+from .audit import AuditReport, StrategyStats, audit
+from .match import STRATEGIES, Refinement, Scores, cpi, iom, refine
+from .proposals import ProposalBatch, Proposals
+from .rle import RLEError
+from .viz import audit_bars, overlay_refinement, proposal_grid, pwa_map
+
 __version__ = "0.1.0"
 
-from .match import STRATEGIES, Refinement, Scores, cpi, iom, refine  # noqa: E402
-from .proposals import ProposalBatch, Proposals  # noqa: E402
-from .rle import RLEError  # noqa: E402
-
-_EAGER = ["Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STRATEGIES", "iom",
-          "cpi", "refine"]
-
+# ``audit`` is eager on purpose: lazily, ``import samrefine.audit`` would rebind the name
+# ``samrefine.audit`` to the submodule.
 #: public name -> submodule that defines it (imported on first access)
 _LAZY = {
     "pwa_weight": "pwa",
@@ -33,9 +34,23 @@ _LAZY = {
     "SemiRESTargets": "targets",
     "ProposalCollate": "targets",
     "follow_geometry": "targets",
+    "ProposalLibrary": "library",
+    "register_generator": "library",
+    "get_generator": "library",
+    "list_generators": "library",
 }
 
-__all__ = ["__version__", *_EAGER, *_LAZY]
+__all__ = [  # noqa: PLE0604 (the lazy names are strings too)
+    "__version__",
+    # matching (numpy + numba)
+    "Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STRATEGIES", "iom", "cpi",
+    "refine",
+    # audit and pictures
+    "audit", "AuditReport", "StrategyStats", "overlay_refinement", "proposal_grid", "pwa_map",
+    "audit_bars",
+    # lazily imported (torch, sqlite, ...)
+    *_LAZY,
+]
 
 
 def __getattr__(name: str):

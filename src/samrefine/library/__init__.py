@@ -1,1 +1,77 @@
-"""The offline proposal library: on-disk store, builders and generators."""
+"""The offline proposal library: on-disk store, builders, generators, importers.
+
+``ProposalLibrary.open(path)[image_id]`` reads one image's proposals; ``ProposalLibrary.create``
+writes a library (crash-safe, resumable, shardable); ``build_library`` runs a registered
+generator (``"sam"``, ``"sam2"``, ``"classical"``) over a folder of images. The format is
+specified in :mod:`samrefine.library.format` and ``docs/library-format.md``.
+"""
+
+from .format import (
+    FORMAT_VERSION,
+    DuplicateImageError,
+    LibraryCorruptError,
+    LibraryError,
+    LibraryFinishedError,
+)
+from .generate import (
+    BuildResult,
+    Generator,
+    build_library,
+    get_generator,
+    list_generators,
+    register_generator,
+)
+from .importers import (
+    export_coco,
+    export_sa1b,
+    export_semires,
+    import_amg,
+    import_coco,
+    import_sa1b,
+    import_semires,
+    load_instances,
+    load_refs,
+    read_sa1b,
+    read_semires,
+)
+from .reader import ProposalLibrary
+from .writer import (
+    LibraryWriter,
+    VerifyReport,
+    create_library,
+    merge_libraries,
+    shard_path,
+    verify_library,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BuildResult",
+    "DuplicateImageError",
+    "Generator",
+    "LibraryCorruptError",
+    "LibraryError",
+    "LibraryFinishedError",
+    "LibraryWriter",
+    "ProposalLibrary",
+    "VerifyReport",
+    "build_library",
+    "create_library",
+    "export_coco",
+    "export_sa1b",
+    "export_semires",
+    "get_generator",
+    "import_amg",
+    "import_coco",
+    "import_sa1b",
+    "import_semires",
+    "list_generators",
+    "load_instances",
+    "load_refs",
+    "merge_libraries",
+    "read_sa1b",
+    "read_semires",
+    "register_generator",
+    "shard_path",
+    "verify_library",
+]

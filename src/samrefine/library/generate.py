@@ -1,0 +1,445 @@
+"""Mask generators behind one registry, and the library build loop.
+
+A *generator* turns one RGB image ``(H, W, 3)`` uint8 into :class:`~samrefine.Proposals` at the
+image's size, and says what it is (name, model, checkpoint SHA-256, parameters) so the library
+records its provenance. Registered:
+
+``"sam"``
+    ``segment_anything.SamAutomaticMaskGenerator`` with SAM's own defaults (every parameter
+    settable), from a local checkpoint (``vit_h``, ``vit_l``, ``vit_b``) or a prebuilt model.
+``"sam2"``
+    ``sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator`` from a config and checkpoint, or
+    a prebuilt model.
+``"classical"``
+    :func:`~samrefine.library.classical.classical_proposals`, multi-scale superpixel regions:
+    not SAM; for demos and tests without a checkpoint.
+
+Plug in your own::
+
+    @register_generator("mine")
+    def mine(**params):
+        return lambda image: my_masks(image, **params)   # Proposals, SAM records or (N, H, W)
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..proposals import Proposals
+from .format import LibraryFinishedError
+
+__all__ = [
+    "BuildResult",
+    "Generator",
+    "as_proposals",
+    "build_library",
+    "get_generator",
+    "list_generators",
+    "load_image",
+    "register_generator",
+]
+
+log = logging.getLogger("samrefine.library")
+
+_REGISTRY: dict[str, Callable[..., Generator]] = {}
+
+
+class Generator:
+    """A named mask generator with provenance.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (``"sam"``, ``"classical"``, ...), stored as the library's ``generator``.
+    fn : callable
+        ``fn(image) -> masks`` for an ``(H, W, 3)`` uint8 RGB image; masks may be
+        :class:`~samrefine.Proposals`, a list of ``SamAutomaticMaskGenerator`` records (any
+        ``output_mode``), a list of pycocotools RLE dicts, or a dense ``(N, H, W)`` array.
+    model : str, optional
+        Model name (e.g. ``"vit_h"``).
+    checkpoint_sha256 : str, optional
+        SHA-256 of the weights.
+    params : mapping, optional
+        Every setting that changes the masks (recorded; resumes must match).
+    """
+
+    def __init__(self, name: str, fn: Callable, *, model: str | None = None,
+                 checkpoint_sha256: str | None = None, params: Mapping | None = None):
+        self.name = name
+        self.fn = fn
+        self.model = model
+        self.checkpoint_sha256 = checkpoint_sha256
+        self.params = dict(params or {})
+
+    def __call__(self, image: np.ndarray) -> Proposals:
+        """Masks of one image ``(H, W, 3)`` uint8 RGB, as Proposals at ``(H, W)``."""
+        return as_proposals(self.fn(image), image.shape[:2])
+
+    @property
+    def provenance(self) -> dict:
+        """Keyword arguments for :func:`~samrefine.library.writer.create_library`."""
+        return {"generator": self.name, "model": self.model,
+                "checkpoint_sha256": self.checkpoint_sha256, "params": self.params}
+
+    def __repr__(self) -> str:
+        return f"Generator({self.name!r}, model={self.model!r})"
+
+
+def as_proposals(masks, size) -> Proposals:
+    """Convert a generator's output (see :class:`Generator`) to Proposals of ``size = (H, W)``."""
+    if isinstance(masks, Proposals):
+        out = masks
+    elif isinstance(masks, np.ndarray) or type(masks).__module__.startswith("torch"):
+        arr = np.asarray(masks.detach().cpu() if hasattr(masks, "detach") else masks)
+        out = Proposals.from_dense(arr) if arr.shape[0] else Proposals.empty(size)
+    elif isinstance(masks, Sequence):
+        if not masks:
+            return Proposals.empty(size)
+        first = masks[0]
+        if isinstance(first, Mapping) and "segmentation" in first:
+            out = Proposals.from_sam(masks, size)
+        elif isinstance(first, Mapping) and "counts" in first:
+            out = Proposals.from_rle(masks, size)
+        else:
+            raise TypeError("a generator returned a list of "
+                            f"{type(first).__name__}; expected SAM records or RLE dicts")
+    else:
+        raise TypeError(f"a generator returned {type(masks).__name__}; expected Proposals, SAM "
+                        "records, RLE dicts or an (N, H, W) array")
+    if out.size != tuple(size):
+        raise ValueError(f"generator masks are {out.size[0]}x{out.size[1]} but the image is "
+                         f"{size[0]}x{size[1]}")
+    return out
+
+
+def register_generator(name: str, factory: Callable | None = None, *, overwrite: bool = False):
+    """Register ``factory(**params) -> Generator or callable`` under ``name`` (a decorator
+    when ``factory`` is omitted). Re-registering a name needs ``overwrite=True``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"generator name must be a non-empty str, got {name!r}")
+
+    def deco(f):
+        if name in _REGISTRY and not overwrite:
+            raise ValueError(f"generator {name!r} is already registered; pass overwrite=True")
+        _REGISTRY[name] = f
+        return f
+
+    return deco(factory) if factory is not None else deco
+
+
+def list_generators() -> list[str]:
+    """Registered generator names."""
+    return sorted(_REGISTRY)
+
+
+def get_generator(name: str, **params) -> Generator:
+    """Build the generator registered as ``name`` with ``params``.
+
+    Raises
+    ------
+    KeyError
+        If ``name`` is not registered (the message lists the registered names).
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown generator {name!r}; registered: {', '.join(list_generators())}")
+    made = _REGISTRY[name](**params)
+    if isinstance(made, Generator):
+        return made
+    if not callable(made):
+        raise TypeError(f"generator factory {name!r} returned {type(made).__name__}, not a "
+                        "callable")
+    return Generator(name, made, params=params)
+
+
+def _device(device):
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _amg_params(cls, given: Mapping) -> dict:
+    """Every parameter of an automatic mask generator class, defaults filled in."""
+    sig = inspect.signature(cls.__init__)
+    names = [p for p in sig.parameters if p not in ("self", "model", "kwargs")]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} parameter(s) {unknown}; valid: "
+                         f"{', '.join(names)}")
+    out = {p: sig.parameters[p].default for p in names}
+    out.update(given)
+    return out
+
+
+def _model_name(model, default: str) -> str:
+    return default if model is None else type(model).__name__
+
+
+@register_generator("sam")
+def sam_generator(*, checkpoint: str | None = None, model_type: str = "vit_h", model=None,
+                  device=None, **amg_params) -> Generator:
+    """Segment Anything "segment everything" masks.
+
+    Parameters
+    ----------
+    checkpoint : str, optional
+        Local ``sam_vit_{h,l,b}_*.pth``; its SHA-256 is recorded. Needed unless ``model``.
+    model_type : {"vit_h", "vit_l", "vit_b"}
+        Architecture of ``checkpoint``.
+    model : segment_anything.modeling.Sam, optional
+        A prebuilt model (e.g. a custom or tiny one); then ``checkpoint`` is only recorded.
+    device : str or torch.device, optional
+        Default: CUDA (``LOCAL_RANK``) when available, else CPU.
+    **amg_params
+        Any ``SamAutomaticMaskGenerator`` argument (``points_per_side=32``,
+        ``pred_iou_thresh=0.88``, ``stability_score_thresh=0.95``, ...); unset ones keep SAM's
+        defaults, and all are recorded.
+    """
+    import torch
+    from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+
+    from .writer import sha256_file
+
+    params = _amg_params(SamAutomaticMaskGenerator, amg_params)
+    sha = sha256_file(checkpoint) if checkpoint is not None else None
+    dev = _device(device)
+    if model is None:
+        if checkpoint is None:
+            raise ValueError("the 'sam' generator needs checkpoint=<sam_vit_*.pth> (or a "
+                             "prebuilt model=)")
+        if model_type not in sam_model_registry or model_type == "default":
+            raise ValueError(f"model_type={model_type!r}; choose vit_h, vit_l or vit_b")
+        model = sam_model_registry[model_type](checkpoint=checkpoint)
+        name = model_type
+    else:
+        name = _model_name(model, model_type)
+    model = model.to(dev).eval()
+    amg = SamAutomaticMaskGenerator(model, **params)
+
+    def run(image):
+        with torch.inference_mode():
+            return amg.generate(image)
+
+    return Generator("sam", run, model=name, checkpoint_sha256=sha, params=params)
+
+
+@register_generator("sam2")
+def sam2_generator(*, checkpoint: str | None = None,
+                   config: str = "configs/sam2.1/sam2.1_hiera_l.yaml", model=None, device=None,
+                   **amg_params) -> Generator:
+    """SAM 2 "segment everything" masks (``pip install sam2``).
+
+    Parameters
+    ----------
+    checkpoint : str, optional
+        Local SAM 2 checkpoint (e.g. ``sam2.1_hiera_large.pt``); needed unless ``model``.
+    config : str
+        The ``sam2`` package's model config matching the checkpoint.
+    model : sam2.modeling.sam2_base.SAM2Base, optional
+        A prebuilt model.
+    device : str or torch.device, optional
+        Default: CUDA when available, else CPU.
+    **amg_params
+        Any ``SAM2AutomaticMaskGenerator`` argument; unset ones keep SAM 2's defaults.
+    """
+    import torch
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    from .writer import sha256_file
+
+    params = _amg_params(SAM2AutomaticMaskGenerator, amg_params)
+    sha = sha256_file(checkpoint) if checkpoint is not None else None
+    dev = _device(device)
+    if model is None:
+        if checkpoint is None:
+            raise ValueError("the 'sam2' generator needs checkpoint=<sam2*.pt> and config= "
+                             "(or a prebuilt model=)")
+        from sam2.build_sam import build_sam2
+
+        model = build_sam2(config, checkpoint, device=str(dev))
+        name = os.path.splitext(os.path.basename(config))[0]
+    else:
+        name = _model_name(model, "sam2")
+    model = model.to(dev).eval()
+    amg = SAM2AutomaticMaskGenerator(model, **params)
+
+    def run(image):
+        with torch.inference_mode():
+            return amg.generate(image)
+
+    return Generator("sam2", run, model=name, checkpoint_sha256=sha, params=params)
+
+
+@register_generator("classical")
+def classical_generator(**params) -> Generator:
+    """Multi-scale superpixel regions (:func:`~samrefine.library.classical.classical_proposals`);
+    not SAM. ``params`` are that function's keyword arguments."""
+    from .classical import classical_proposals
+
+    sig = inspect.signature(classical_proposals)
+    names = [p for p in sig.parameters if p != "image"]
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise ValueError(f"unknown classical_proposals parameter(s) {unknown}; valid: "
+                         f"{', '.join(names)}")
+    full = {p: sig.parameters[p].default for p in names} | params
+    return Generator("classical", lambda image: classical_proposals(image, **full),
+                     model="felzenszwalb+slic", params=full)
+
+
+# --------------------------------------------------------------------------------------------
+# build loop
+# --------------------------------------------------------------------------------------------
+
+
+def load_image(path) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8 RGB (Pillow; EXIF orientation is not applied, as in
+    the reference code, which reads with OpenCV)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_library` did."""
+
+    path: str
+    total: int
+    added: int
+    skipped: int
+    failures: dict = field(default_factory=dict)
+    finished: bool = False
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        rate = self.added / self.seconds if self.seconds > 0 else 0.0
+        state = "finished" if self.finished else "unfinished (resumable)"
+        return (f"{self.path}: {self.added} images added, {self.skipped} already there, "
+                f"{len(self.failures)} failed, {self.total} in this build; {state}; "
+                f"{self.seconds:.1f} s ({rate:.2f} img/s)")
+
+
+def build_library(output, image_ids, generator, *, images=None,
+                  file_pattern: str = "COCO_train2014_{image_id:012d}.jpg",
+                  file_names: Mapping | None = None, load: Callable | None = None,
+                  shard=None, if_exists: str = "resume", retries: int = 1,
+                  allow_failures: bool = False, progress: bool = True,
+                  compression: str = "zlib", commit_every: int = 1,
+                  extra: Mapping | None = None) -> BuildResult:
+    """Generate proposals for ``image_ids`` and write them to a library (resumable, shardable).
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        Library file. With ``shard = (i, n)`` this process writes
+        :func:`~samrefine.library.writer.shard_path` ``(output, i, n)`` instead.
+    image_ids : iterable of int
+        Images to process (duplicates are folded). A shard takes every ``n``-th sorted id.
+    generator : Generator or str
+        A :class:`Generator` or a registered name (built with default parameters).
+    images : str or os.PathLike, optional
+        Folder of the image files.
+    file_pattern : str
+        File name of an image, formatted with ``image_id`` (RefCOCO's COCO train2014 names by
+        default). Ignored for ids in ``file_names``.
+    file_names : mapping of int to str, optional
+        Image id to file name (e.g. from ``instances.json``).
+    load : callable, optional
+        ``load(image_id) -> (H, W, 3) uint8`` replacing file loading.
+    shard : "i/n" or (i, n), optional
+        Default: ``RANK``/``WORLD_SIZE`` from the environment (``torchrun``), else no sharding.
+    if_exists : {"resume", "error", "overwrite"}
+        ``"resume"`` skips images already committed by an earlier (interrupted) run.
+    retries : int
+        Extra attempts per image after a failure; an image that still fails is logged, recorded
+        in the library's ``failures`` table and skipped.
+    allow_failures : bool
+        Finish the library even if some images failed (otherwise it is left resumable).
+    progress : bool
+        Show a tqdm bar (images/s, ETA).
+
+    Returns
+    -------
+    BuildResult
+    """
+    from tqdm.auto import tqdm
+
+    from .writer import create_library, parse_shard, shard_from_env, shard_ids, shard_path
+
+    if isinstance(generator, str):
+        generator = get_generator(generator)
+    if not isinstance(generator, Generator):
+        raise TypeError(f"generator must be a Generator or a registered name, got "
+                        f"{type(generator).__name__}")
+    if load is None and images is None:
+        raise ValueError("pass images=<folder of image files> (or load=callable)")
+    if images is not None and not os.path.isdir(images):
+        raise FileNotFoundError(f"image folder {images} does not exist")
+    shard = parse_shard(shard) if shard is not None else shard_from_env()
+    ids = shard_ids(image_ids, *shard) if shard else shard_ids(image_ids, 0, 1)
+    path = shard_path(output, *shard) if shard else os.fspath(output)
+    names = dict(file_names or {})
+
+    def default_load(key):
+        name = names.get(key) or file_pattern.format(image_id=key, id=key)
+        return load_image(os.path.join(images, name))
+
+    load = load or default_load
+    t0 = time.perf_counter()
+    try:
+        writer = create_library(path, **generator.provenance, shard=shard, if_exists=if_exists,
+                                compression=compression, commit_every=commit_every, extra=extra)
+    except LibraryFinishedError:
+        log.info("%s is already finished; nothing to do", path)
+        return BuildResult(path, len(ids), 0, len(ids), finished=True)
+    todo = [k for k in ids if k not in writer]
+    skipped = len(ids) - len(todo)
+    failures: dict[int, str] = {}
+    added = 0
+    bar = tqdm(total=len(ids), initial=skipped, unit="img", desc=os.path.basename(path),
+               disable=not progress, smoothing=0.05)
+    try:
+        for key in todo:
+            err = None
+            for attempt in range(1 + max(0, int(retries))):
+                try:
+                    image = load(key)
+                    props = generator(image)
+                    writer.append(key, props, image_size=image.shape[:2])
+                    err = None
+                    break
+                except (KeyboardInterrupt, SystemExit, LibraryFinishedError):
+                    raise
+                except Exception as e:  # noqa: BLE001 - one image must not stop the build
+                    err = f"{type(e).__name__}: {e}"
+                    log.warning("image %d failed (attempt %d): %s", key, attempt + 1, err)
+            if err is None:
+                added += 1
+            else:
+                failures[key] = err
+                writer.record_failure(key, err, attempts=1 + max(0, int(retries)))
+            bar.update(1)
+    finally:
+        bar.close()
+        if not writer.closed:
+            writer.commit()
+    finished = False
+    if not failures or allow_failures:
+        writer.finish()
+        finished = True
+    else:
+        writer.close()
+    return BuildResult(path, len(ids), added, skipped, failures, finished,
+                       time.perf_counter() - t0)

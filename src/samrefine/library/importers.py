@@ -1,0 +1,462 @@
+"""Importers and exporters: SA-1B JSON, SAM generator output, SemiRES reference files, COCO.
+
+Formats
+-------
+SA-1B per-image JSON
+    ``{"image": {"image_id", "height", "width", ...}, "annotations": [{"segmentation":
+    {"size": [H, W], "counts": str}, "area", "bbox", "predicted_iou", "stability_score",
+    "point_coords": [[x, y]], "crop_box"}, ...]}`` (the SA-1B release layout).
+SAM generator output
+    ``SamAutomaticMaskGenerator.generate`` records, any ``output_mode``; in files, JSON lists of
+    ``coco_rle`` or ``uncompressed_rle`` records named ``<image_id>.json``.
+SemiRES reference
+    One JSON per *referent* ``<ref_id>.json`` (SemiRES ``anns/<ds>/sam_rle_mask``): a list of
+    ``{"counts": [start1, len1, start2, len2, ...], "size": [H, W]}`` where starts are
+    **1-based** indices of the column-major flattened mask. Referents map to images through the
+    refs file (``ref_id -> image_id``); an image's referents carry the same proposals, so they
+    are folded into one library entry.
+COCO RLE JSON
+    A COCO results-style list ``[{"image_id", "segmentation": {"size", "counts": str},
+    "area", "bbox", "category_id": 1, "score", ...metadata}, ...]``, readable by
+    ``pycocotools`` (``COCO.loadRes``).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..proposals import Proposals
+from .format import LibraryError
+
+__all__ = [
+    "ImportReport",
+    "export_coco",
+    "export_sa1b",
+    "export_semires",
+    "import_amg",
+    "import_coco",
+    "import_sa1b",
+    "import_semires",
+    "load_instances",
+    "load_refs",
+    "read_sa1b",
+    "read_semires",
+]
+
+log = logging.getLogger("samrefine.library")
+
+
+@dataclass
+class ImportReport:
+    """What an importer did: images added, skipped (already present), and notes."""
+
+    added: int = 0
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "; ".join([f"{self.added} images added, {self.skipped} already present"]
+                         + self.notes)
+
+
+def _files(source, pattern: str = "*.json") -> list[str]:
+    if isinstance(source, (str, os.PathLike)):
+        s = os.fspath(source)
+        if os.path.isdir(s):
+            out = sorted(glob.glob(os.path.join(s, pattern)))
+            if not out:
+                raise FileNotFoundError(f"{s} holds no {pattern} files")
+            return out
+        if not os.path.exists(s):
+            raise FileNotFoundError(f"{s} does not exist")
+        return [s]
+    return [os.fspath(p) for p in source]
+
+
+def _load_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise LibraryError(f"{path}: not valid JSON ({e})") from None
+
+
+def _tqdm(it, progress: bool, desc: str, total=None):
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, unit="file", disable=not progress, total=total)
+
+
+# --------------------------------------------------------------------------------------------
+# SA-1B
+# --------------------------------------------------------------------------------------------
+
+
+def read_sa1b(path) -> tuple[int, Proposals]:
+    """One SA-1B-style JSON file to ``(image_id, Proposals)`` (metadata kept)."""
+    path = os.fspath(path)
+    doc = _load_json(path)
+    try:
+        image = doc["image"]
+        key = int(image["image_id"])
+        size = (int(image["height"]), int(image["width"]))
+        anns = doc["annotations"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise LibraryError(f"{path}: not an SA-1B file (missing {e})") from None
+    try:
+        return key, Proposals.from_sam(anns, size)
+    except ValueError as e:
+        raise LibraryError(f"{path}: {e}") from None
+
+
+def import_sa1b(writer, source, *, progress: bool = True) -> ImportReport:
+    """Append every SA-1B JSON file of ``source`` (a folder, a file or a list of files)."""
+    report = ImportReport()
+    for path in _tqdm(_files(source), progress, "import sa1b"):
+        key, props = read_sa1b(path)
+        if key in writer:
+            report.skipped += 1
+            continue
+        writer.append(key, props)
+        report.added += 1
+    return report
+
+
+def _records(props: Proposals, key: int | None = None) -> list[dict]:
+    """SAM/SA-1B-style records (compressed RLE strings) of one image's proposals."""
+    area, bbox = props.area, props.bbox
+    out = []
+    for k, rle in enumerate(props.to_rle(compressed=True)):
+        rec = {"segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+               "area": int(area[k]), "bbox": [float(v) for v in bbox[k]]}
+        if key is not None:
+            rec = {"image_id": key, **rec}
+        for name, val in props.meta.items():
+            if name in ("area", "bbox"):
+                continue
+            v = np.asarray(val[k]).tolist()
+            rec[name] = [v] if name == "point_coords" else v
+        out.append(rec)
+    return out
+
+
+def export_sa1b(lib, out_dir, *, progress: bool = True) -> int:
+    """Write one SA-1B-style JSON per image (``<image_id>.json``); returns the file count."""
+    os.makedirs(out_dir, exist_ok=True)
+    n = 0
+    for key in _tqdm(lib.image_ids().tolist(), progress, "export sa1b"):
+        props = lib[key]
+        h, w = props.size
+        doc = {"image": {"image_id": key, "height": h, "width": w},
+               "annotations": _records(props)}
+        with open(os.path.join(out_dir, f"{key}.json"), "w") as f:
+            json.dump(doc, f)
+        n += 1
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# SamAutomaticMaskGenerator output
+# --------------------------------------------------------------------------------------------
+
+
+def import_amg(writer, source, *, sizes: Mapping | None = None,
+               progress: bool = True) -> ImportReport:
+    """Append ``SamAutomaticMaskGenerator`` outputs.
+
+    Parameters
+    ----------
+    writer : LibraryWriter
+    source : mapping of int to list of dict, or folder / files
+        ``{image_id: records}`` in any ``output_mode`` (binary masks included), or JSON files
+        ``<image_id>.json`` holding a list of ``coco_rle`` / ``uncompressed_rle`` records.
+    sizes : mapping of int to (H, W), optional
+        Image sizes, needed for images with no masks.
+    """
+    report = ImportReport()
+    sizes = dict(sizes or {})
+    if isinstance(source, Mapping):
+        items = ((int(k), v, f"image {k}") for k, v in source.items())
+        total = len(source)
+    else:
+        files = _files(source)
+        total = len(files)
+
+        def gen():
+            for p in files:
+                stem = os.path.splitext(os.path.basename(p))[0]
+                try:
+                    key = int(stem)
+                except ValueError:
+                    raise LibraryError(f"{p}: AMG output files must be named <image_id>.json")
+                yield key, _load_json(p), p
+
+        items = gen()
+    for key, records, where in _tqdm(items, progress, "import amg", total=total):
+        if key in writer:
+            report.skipped += 1
+            continue
+        try:
+            props = Proposals.from_sam(records, sizes.get(key))
+        except ValueError as e:
+            raise LibraryError(f"{where}: {e}") from None
+        writer.append(key, props)
+        report.added += 1
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# RefCOCO annotation files
+# --------------------------------------------------------------------------------------------
+
+
+def load_refs(path, split: str | None = "train") -> list[dict]:
+    """Referents of a RefCOCO-format ``refs(<splitBy>).p`` pickle, filtered by exact ``split``
+    (``None`` keeps all)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            refs = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError) as e:
+        raise LibraryError(f"{path}: not a refs pickle ({e})") from None
+    if not isinstance(refs, list) or (refs and not {"ref_id", "image_id"} <= set(refs[0])):
+        raise LibraryError(f"{path}: expected a list of refs with ref_id and image_id")
+    if split is not None:
+        refs = [r for r in refs if r.get("split") == split]
+    return refs
+
+
+def load_instances(path) -> dict[int, dict]:
+    """``{image_id: {"file_name", "height", "width"}}`` from a COCO/RefCOCO ``instances.json``."""
+    doc = _load_json(os.fspath(path))
+    try:
+        return {int(im["id"]): {"file_name": im.get("file_name"), "height": int(im["height"]),
+                                "width": int(im["width"])} for im in doc["images"]}
+    except (KeyError, TypeError) as e:
+        raise LibraryError(f"{path}: not an instances.json (missing {e})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# SemiRES reference format
+# --------------------------------------------------------------------------------------------
+
+
+def _semires_runs(counts, h: int, w: int, where: str):
+    arr = np.asarray(counts, dtype=np.int64)
+    if arr.ndim != 1 or arr.size % 2:
+        raise LibraryError(f"{where}: counts must be start/length pairs, got {arr.size} values")
+    st = arr[0::2] - 1
+    ln = arr[1::2]
+    keep = ln > 0
+    st, ln = st[keep], ln[keep]
+    if np.any(st < 0) or np.any(st + ln > h * w):
+        raise LibraryError(f"{where}: a run lies outside the {h}x{w} mask (starts are 1-based)")
+    if st.size == 0:
+        return st.astype(np.int32), ln.astype(np.int32)
+    order = np.argsort(st, kind="stable")
+    st, en = st[order], (st + ln)[order]
+    # union of possibly overlapping or touching intervals (the reference decodes by painting)
+    reach = np.maximum.accumulate(en)
+    new = np.ones(st.size, bool)
+    new[1:] = st[1:] > reach[:-1]
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], st.size) - 1
+    return st[first].astype(np.int32), (reach[last] - st[first]).astype(np.int32)
+
+
+def read_semires(path, size=None) -> Proposals:
+    """One SemiRES reference proposal file (``<ref_id>.json``) to Proposals.
+
+    ``size = (H, W)`` is needed when the file holds no masks (the reference stores the size
+    only inside each mask).
+    """
+    path = os.fspath(path)
+    doc = _load_json(path)
+    if not isinstance(doc, list):
+        raise LibraryError(f"{path}: a SemiRES proposal file holds a JSON list")
+    if not doc:
+        if size is None:
+            raise LibraryError(f"{path}: no masks and no image size; pass instances.json")
+        return Proposals.empty(size)
+    sizes = {tuple(int(v) for v in m["size"]) for m in doc}
+    if len(sizes) != 1:
+        raise LibraryError(f"{path}: masks of different sizes {sorted(sizes)}")
+    h, w = sizes.pop()
+    if size is not None and tuple(size) != (h, w):
+        raise LibraryError(f"{path}: masks are {h}x{w} but the image is {size[0]}x{size[1]}")
+    starts, lengths, off = [], [], [0]
+    for i, m in enumerate(doc):
+        s, ln = _semires_runs(m["counts"], h, w, f"{path} mask {i}")
+        starts.append(s)
+        lengths.append(ln)
+        off.append(off[-1] + s.size)
+    return Proposals(np.concatenate(starts), np.concatenate(lengths), np.array(off, np.int64),
+                     (h, w), validate=False)
+
+
+def import_semires(writer, mask_dir, refs, *, instances=None, on_conflict: str = "first",
+                   progress: bool = True) -> ImportReport:
+    """Fold SemiRES per-referent proposal files into per-image library entries.
+
+    Parameters
+    ----------
+    writer : LibraryWriter
+    mask_dir : str or os.PathLike
+        The ``sam_rle_mask`` folder of ``<ref_id>.json`` files.
+    refs : path or list of dict
+        ``refs(<splitBy>).p`` (all splits are used: a file belongs to whichever ref has its id)
+        or already loaded refs.
+    instances : path or mapping, optional
+        ``instances.json`` (or :func:`load_instances` output), for sizes of mask-less images.
+    on_conflict : {"first", "error"}
+        Referents of one image should carry identical proposals; ``"first"`` keeps the lowest
+        ref id's file and reports how many images differed, ``"error"`` raises.
+    """
+    if on_conflict not in ("first", "error"):
+        raise ValueError(f"on_conflict={on_conflict!r}; choose 'first' or 'error'")
+    if not isinstance(refs, list):
+        refs = load_refs(refs, split=None)
+    ref_image = {int(r["ref_id"]): int(r["image_id"]) for r in refs}
+    if instances is not None and not isinstance(instances, Mapping):
+        instances = load_instances(instances)
+    instances = instances or {}
+    by_image: dict[int, list[tuple[int, str]]] = {}
+    unknown = 0
+    for p in _files(mask_dir):
+        stem = os.path.splitext(os.path.basename(p))[0]
+        try:
+            ref_id = int(stem)
+        except ValueError:
+            raise LibraryError(f"{p}: SemiRES files are named <ref_id>.json") from None
+        if ref_id not in ref_image:
+            unknown += 1
+            continue
+        by_image.setdefault(ref_image[ref_id], []).append((ref_id, p))
+    report = ImportReport()
+    conflicts = 0
+    for key in _tqdm(sorted(by_image), progress, "import semires"):
+        if key in writer:
+            report.skipped += 1
+            continue
+        files = sorted(by_image[key])
+        info = instances.get(key)
+        size = (info["height"], info["width"]) if info else None
+        props = read_semires(files[0][1], size)
+        for _, other in files[1:]:
+            if read_semires(other, props.size) != props:
+                conflicts += 1
+                if on_conflict == "error":
+                    raise LibraryError(f"{other} and {files[0][1]} are referents of image {key} "
+                                       "but hold different proposals")
+                break
+        writer.append(key, props)
+        report.added += 1
+    if unknown:
+        report.notes.append(f"{unknown} files name no ref in the refs file (ignored)")
+    if conflicts:
+        report.notes.append(f"{conflicts} images had referents with differing proposals "
+                            "(kept the lowest ref id's)")
+    return report
+
+
+def semires_counts(props: Proposals, k: int) -> list[int]:
+    """Mask ``k`` in the SemiRES reference run format: 1-based start, length pairs."""
+    a, b = props.offsets[k], props.offsets[k + 1]
+    pairs = np.empty(2 * (b - a), np.int64)
+    pairs[0::2] = props.starts[a:b].astype(np.int64) + 1
+    pairs[1::2] = props.lengths[a:b]
+    return pairs.tolist()
+
+
+def export_semires(lib, out_dir, refs, *, progress: bool = True) -> int:
+    """Write the SemiRES reference layout: one ``<ref_id>.json`` per referent of ``refs``
+    whose image is in the library (so the reference training code can read our proposals).
+    Returns the file count."""
+    if not isinstance(refs, list):
+        refs = load_refs(refs, split=None)
+    os.makedirs(out_dir, exist_ok=True)
+    by_image: dict[int, list[int]] = {}
+    for r in refs:
+        by_image.setdefault(int(r["image_id"]), []).append(int(r["ref_id"]))
+    n = 0
+    for key in _tqdm(sorted(by_image), progress, "export semires"):
+        props = lib.get(key)
+        if props is None:
+            continue
+        h, w = props.size
+        text = json.dumps([{"counts": semires_counts(props, k), "size": [h, w]}
+                           for k in range(len(props))])
+        for ref_id in by_image[key]:
+            with open(os.path.join(out_dir, f"{ref_id}.json"), "w") as f:
+                f.write(text)
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# COCO RLE JSON
+# --------------------------------------------------------------------------------------------
+
+
+def export_coco(lib, path, *, image_ids: Iterable[int] | None = None,
+                progress: bool = True) -> int:
+    """Write a COCO results-style JSON list of every mask (compressed RLE strings).
+
+    Each entry has ``image_id``, ``segmentation`` (``{"size": [H, W], "counts": str}``),
+    ``area``, ``bbox`` (XYWH), the stored metadata, ``category_id = 1`` (proposals are
+    class-agnostic) and ``score`` (``predicted_iou`` when stored, else 1), so
+    ``pycocotools.coco.COCO.loadRes`` accepts the file.
+
+    Returns the number of masks written. Images with no masks contribute nothing (COCO has no
+    per-image record in a results list).
+    """
+    ids = lib.image_ids().tolist() if image_ids is None else [int(i) for i in image_ids]
+    n = 0
+    with open(path, "w") as f:
+        f.write("[")
+        for key in _tqdm(ids, progress, "export coco"):
+            props = lib[key]
+            scores = props.meta.get("predicted_iou", np.ones(len(props)))
+            for k, rec in enumerate(_records(props, key)):
+                rec.update(category_id=1, score=float(scores[k]))
+                f.write(("," if n else "") + json.dumps(rec))
+                n += 1
+        f.write("]")
+    return n
+
+
+def import_coco(writer, path, *, sizes: Mapping | None = None,
+                progress: bool = True) -> ImportReport:
+    """Append a COCO results-style JSON list (as :func:`export_coco` writes), grouped by
+    ``image_id`` in file order. ``sizes`` gives ``(H, W)`` for images with no masks to add."""
+    doc = _load_json(os.fspath(path))
+    if not isinstance(doc, list):
+        raise LibraryError(f"{path}: expected a JSON list of annotations")
+    groups: dict[int, list] = {}
+    for i, ann in enumerate(doc):
+        try:
+            groups.setdefault(int(ann["image_id"]), []).append(ann)
+        except (KeyError, TypeError, ValueError):
+            raise LibraryError(f"{path}: annotation {i} has no integer image_id") from None
+    for key in (sizes or {}):
+        groups.setdefault(int(key), [])
+    report = ImportReport()
+    for key in _tqdm(groups, progress, "import coco"):
+        if key in writer:
+            report.skipped += 1
+            continue
+        try:
+            props = Proposals.from_sam(groups[key], (sizes or {}).get(key))
+        except ValueError as e:
+            raise LibraryError(f"{path}: image {key}: {e}") from None
+        writer.append(key, props)
+        report.added += 1
+    return report
