@@ -230,7 +230,7 @@ def main(argv=None) -> int:
         ours_nb = os.path.getsize(small) / n_img
         ours_b = os.path.getsize(small_z) / n_img
         coco_b = 0
-        for name, p in props.items():
+        for _name, p in props.items():
             rles = pm.encode(np.asfortranarray(p.to_dense().transpose(1, 2, 0).astype(np.uint8)))
             coco_b += len(json.dumps([{"size": r["size"], "counts": r["counts"].decode()}
                                       for r in rles]))

@@ -29,8 +29,8 @@ import time
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 torch.set_num_threads(1)
 
@@ -161,8 +161,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer photos and repetitions")
     args = ap.parse_args()
     reps = 20 if args.quick else 100
-    import samrefine as sr
     from pycocotools import mask as mu
+
+    import samrefine as sr
 
     t0 = time.perf_counter()
     cases = make_cases(args.quick)

@@ -132,7 +132,7 @@ def test_page_snippets_run(page, tmp_path, monkeypatch, capsys, one_thread):
             continue
         where = f"{page.name}:{block.line}"
         if block.lang == "python":
-            exec(compile(block.code, where, "exec"), namespace)  # noqa: S102
+            exec(compile(block.code, where, "exec"), namespace)
         else:
             for cmd in samrefine_commands(block.code):
                 argv = shlex.split(cmd)[1:]

@@ -58,7 +58,7 @@ def _run_child(path, kill_after=None):
         code = 0
         try:
             _build(str(path), w)
-        except BaseException as e:  # noqa: BLE001 - report it, never return into pytest
+        except BaseException as e:
             os.write(w, f"error {e!r}\n".encode())
             code = 1
         os._exit(code)

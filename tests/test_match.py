@@ -4,10 +4,10 @@ import naive
 import numpy as np
 import pytest
 import torch
-from strategies import mask_stacks
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import mask_stacks
 
 import samrefine as sr
 from samrefine import Proposals
@@ -23,7 +23,7 @@ def cases(draw, max_b=3):
     n, h, w = stack.shape
     b = draw(st.integers(1, max_b))
     pseudo, props = [], []
-    for i in range(b):
+    for _ in range(b):
         kind = draw(st.sampled_from(["random", "empty", "full", "copy", "noisy"]))
         if kind == "random":
             p = draw(hnp.arrays(np.bool_, (h, w)))

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from strategies import mask_stacks
 from hypothesis import given
 from pycocotools import mask as mask_utils
+from strategies import mask_stacks
 
 from samrefine import ProposalBatch, Proposals, RLEError
 

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from strategies import mask_stacks
 from hypothesis import given
 from hypothesis import strategies as st
 from naive import torch_nearest
 from pycocotools import mask as mask_utils
+from strategies import mask_stacks
 
 from samrefine import Proposals, RLEError, rle
 

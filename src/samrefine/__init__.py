@@ -40,7 +40,7 @@ _LAZY = {
     "list_generators": "library",
 }
 
-__all__ = [  # noqa: PLE0604 (the lazy names are strings too)
+__all__ = [
     "__version__",
     # matching (numpy + numba)
     "Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STRATEGIES", "iom", "cpi",

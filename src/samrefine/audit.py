@@ -819,7 +819,8 @@ def add_cli(sub) -> None:
         "sweep the thresholds and recommend values. DATA is an .npz with 'pseudo' (B, H, W) "
         "{0,1} or probabilities (with --prob-thresh), 'gt' (B, H, W) {0,1}, optional 'image' "
         "(B, h, w, 3) uint8 and, unless --proposals or --library is given, 'proposals' "
-        "(M, h, w) bool with 'proposal_offsets' (B + 1,). Writes OUT/audit.json, OUT/corrections.png and, with "
+        "(M, h, w) bool with 'proposal_offsets' (B + 1,). Writes OUT/audit.json, "
+        "OUT/corrections.png and, with "
         "--show N, OUT/sample_*.png overlays.")
     a.add_argument("data", nargs="?", metavar="DATA", help="input .npz (see above)")
     a.add_argument("--proposals", metavar="FILE",

@@ -101,8 +101,8 @@ def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed
             ref = refine(pseudo, [small] * samples, strategy)
             times.append((time.perf_counter() - t0) / samples)
         after = np.mean([_iou(m, g) for m, g in zip(ref.masks, gts)])
-        res = dict(matched=float(np.mean(ref.matched)), iou_before=float(before),
-                   iou_after=float(after), ms_per_sample=float(np.median(times) * 1e3))
+        res = {"matched": float(np.mean(ref.matched)), "iou_before": float(before),
+                   "iou_after": float(after), "ms_per_sample": float(np.median(times) * 1e3)}
         results[strategy] = res
         print_fn(f"{strategy:<8} {res['matched']:>8.2f} {before:>11.3f} {after:>10.3f} "
                  f"{res['ms_per_sample']:>10.3f}")

@@ -34,15 +34,15 @@ import numpy as np
 from . import _config
 from .proposals import ProposalBatch, Proposals
 
-__all__ = ["Refinement", "Scores", "iom", "cpi", "refine", "STRATEGIES"]
+__all__ = ["STRATEGIES", "Refinement", "Scores", "cpi", "iom", "refine"]
 
 #: Registry of strategy names -> (kernel mode, default thresholds).
 STRATEGIES: dict[str, dict[str, Any]] = {
-    "iom": dict(mode=0),
-    "cpi": dict(mode=1, under=_config.CPI_UNDER, over=_config.CPI_OVER),
-    "cpi-u": dict(mode=1, under=_config.CPI_UNDER, over=None),
-    "cpi-o": dict(mode=1, under=None, over=_config.CPI_OVER),
-    "none": dict(mode=-1),
+    "iom": {"mode": 0},
+    "cpi": {"mode": 1, "under": _config.CPI_UNDER, "over": _config.CPI_OVER},
+    "cpi-u": {"mode": 1, "under": _config.CPI_UNDER, "over": None},
+    "cpi-o": {"mode": 1, "under": None, "over": _config.CPI_OVER},
+    "none": {"mode": -1},
 }
 
 _UNSET = object()

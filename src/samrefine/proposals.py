@@ -30,7 +30,7 @@ import numpy as np
 from . import rle as _rle
 from .rle import RLEError
 
-__all__ = ["Proposals", "ProposalBatch", "RLEError"]
+__all__ = ["ProposalBatch", "Proposals", "RLEError"]
 
 #: Metadata keys read from SamAutomaticMaskGenerator records (besides segmentation/area/bbox).
 SAM_META_KEYS = ("predicted_iou", "stability_score", "point_coords", "crop_box")
@@ -66,7 +66,7 @@ class Proposals:
         Check the invariants (cheap, ``O(R)``). Constructors that produce canonical runs skip it.
     """
 
-    __slots__ = ("starts", "lengths", "offsets", "size", "meta")
+    __slots__ = ("lengths", "meta", "offsets", "size", "starts")
 
     def __init__(self, starts, lengths, offsets, size, meta=None, *, validate: bool = True):
         self.size = _check_size(size)

@@ -39,20 +39,20 @@ from ._config import NJIT
 
 __all__ = [
     "RLEError",
-    "string_to_counts",
-    "counts_to_string",
     "counts_to_runs",
-    "runs_to_counts",
-    "encode_dense",
-    "decode_dense",
-    "runs_bbox",
-    "nearest_index",
-    "resize_maps",
-    "hflip_maps",
+    "counts_to_string",
     "crop_maps",
-    "remap_runs",
+    "decode_dense",
+    "encode_dense",
     "encode_labels",
+    "hflip_maps",
+    "nearest_index",
+    "remap_runs",
+    "resize_maps",
+    "runs_bbox",
+    "runs_to_counts",
     "runs_to_segments",
+    "string_to_counts",
 ]
 
 
@@ -120,7 +120,8 @@ def string_to_counts(s: bytes | str) -> np.ndarray:
         raise RLEError(f"compressed RLE counts must be bytes or str, got {type(s).__name__}")
     counts, status = _string_to_counts(np.frombuffer(bytes(s), dtype=np.uint8))
     if status == 1:
-        raise RLEError("compressed RLE counts string is truncated (last code has its 'more' bit set)")
+        raise RLEError("compressed RLE counts string is truncated "
+                       "(its last code has the 'more' bit set)")
     if status == 2:
         raise RLEError("compressed RLE counts string holds a character outside '0'..'o'; "
                        "the string is corrupt or not a COCO RLE")

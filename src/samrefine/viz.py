@@ -90,7 +90,7 @@ def _as_rgb(image, hw) -> np.ndarray:
         a = np.repeat(a, 3, axis=2)
     a = a[..., :3]
     if a.dtype != np.uint8:
-        if a.dtype.kind != "f" or a.size and (np.nanmin(a) < 0 or np.nanmax(a) > 1):
+        if a.dtype.kind != "f" or (a.size and (np.nanmin(a) < 0 or np.nanmax(a) > 1)):
             raise ValueError(f"image must be uint8, or float in [0, 1]; got {a.dtype} "
                              "(un-normalise it first)")
         a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -17,7 +17,7 @@ official key (``model``)                               ours
 ``...fusion.project_mm.0.*``                           ``backbone.fusions.{i}.fusion_proj.*``
 ``backbone.layers.{i}.res_gate.{0,2}.weight``          ``backbone.gates.{i}.{fc1,fc2}.weight``
 ``backbone.norm{i}.*``                                 ``backbone.stage_norms.{i}.*``
-``classifier.{conv1,bn1,conv2,bn2}_{4,3,2}.*``         ``decoder.fuse.{0,1,2}.{conv1,bn1,conv2,bn2}.*``
+``classifier.{conv1,bn1,conv2,bn2}_{4,3,2}.*``         ``decoder.fuse.{0,1,2}.{conv1,...,bn2}.*``
 ``classifier.conv1_1.*``                               ``decoder.classifier.*``
 ``bert_model``: ``*``                                  ``text_encoder.bert.*``
 =====================================================  =============================================

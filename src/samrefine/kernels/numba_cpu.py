@@ -105,7 +105,8 @@ def refine_batch(pseudo_u8, batch, mode, t_iom, under, over, eps, write_masks=Tr
 
     ``batch`` is a host ``ProposalBatch``. ``under``/``over`` are floats or None (disabled).
     Returns a dict of numpy arrays: inter (M,) int64, iou/s1/s2 (M,) float64, selected (M,)
-    bool, chosen (B,) int64 (IOM pick, -1 none), matched (B,) bool, pseudo_area (B,) int64, masks (B, H, W) uint8.
+    bool, chosen (B,) int64 (IOM pick, -1 none), matched (B,) bool, pseudo_area (B,) int64,
+    masks (B, H, W) uint8.
     """
     n_img, h, w = pseudo_u8.shape
     m = int(batch.mask_offsets[-1])
@@ -124,5 +125,5 @@ def refine_batch(pseudo_u8, batch, mode, t_iom, under, over, eps, write_masks=Tr
                   float(under if under is not None else 0.0), over is not None,
                   float(over if over is not None else 0.0), float(eps), write_masks,
                   inter, iou, s1, s2, selected, chosen, matched, parea, out)
-    return dict(inter=inter, iou=iou, s1=s1, s2=s2, selected=selected, chosen=chosen,
-                matched=matched, pseudo_area=parea, masks=out)
+    return {"inter": inter, "iou": iou, "s1": s1, "s2": s2, "selected": selected, "chosen": chosen,
+                "matched": matched, "pseudo_area": parea, "masks": out}

@@ -2,9 +2,9 @@
 
 Vectorised over the whole batch and all column segments: one ``cumsum`` down the columns of
 every pseudo-label, two gathers per segment, one segment sum per mask, and for the refined masks
-a difference array over the selected segments followed by a ``cumsum``. No Python loop over images or
-proposals; no host synchronisation. Same arithmetic as the Numba kernels (int64 counts, float64
-scores), so results are bit-identical.
+a difference array over the selected segments followed by a ``cumsum``. No Python loop over
+images or proposals; no host synchronisation. Same arithmetic as the Numba kernels (int64
+counts, float64 scores), so results are bit-identical.
 """
 
 from __future__ import annotations
@@ -78,5 +78,5 @@ def refine_batch(pseudo, batch, mode, t_iom, under, over, eps, write_masks=True)
         diff.index_add_(0, col + batch.seg_y1 * w, -sel)
         cover = diff.view(n_img, h + 1, w)[:, :h].cumsum(1, dtype=torch.int32) > 0
         masks = torch.where(matched[:, None, None], cover, pseudo.bool())
-    return dict(inter=inter, iou=iou, s1=s1, s2=s2, selected=selected, chosen=chosen,
-                matched=matched, pseudo_area=p_area, masks=masks)
+    return {"inter": inter, "iou": iou, "s1": s1, "s2": s2, "selected": selected, "chosen": chosen,
+                "matched": matched, "pseudo_area": p_area, "masks": masks}

@@ -422,7 +422,7 @@ def build_library(output, image_ids, generator, *, images=None,
                     break
                 except (KeyboardInterrupt, SystemExit, LibraryFinishedError):
                     raise
-                except Exception as e:  # noqa: BLE001 - one image must not stop the build
+                except Exception as e:
                     err = f"{type(e).__name__}: {e}"
                     log.warning("image %d failed (attempt %d): %s", key, attempt + 1, err)
             if err is None:

@@ -196,7 +196,8 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
                 try:
                     key = int(stem)
                 except ValueError:
-                    raise LibraryError(f"{p}: AMG output files must be named <image_id>.json")
+                    raise LibraryError(
+                        f"{p}: AMG output files must be named <image_id>.json") from None
                 yield key, _load_json(p), p
 
         items = gen()
