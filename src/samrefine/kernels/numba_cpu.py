@@ -67,7 +67,14 @@ def _refine_one(b, pseudo, seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets, are
     matched[b] = any_sel
     if not write_masks:
         return
-    if any_sel:
+    if any_sel and mode == IOM:
+        # one proposal: fill its column segments directly
+        out[b] = 0
+        for g in range(seg_offsets[pick], seg_offsets[pick + 1]):
+            x = seg_x[g]
+            for y in range(seg_y0[g], seg_y1[g]):
+                out[b, y, x] = 1
+    elif any_sel:
         # difference array down each column over the selected segments (reusing ``cum``),
         # then a running sum row by row: O(segments + H W), vectorised, whatever the union
         cum[:, :] = 0
