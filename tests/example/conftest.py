@@ -31,3 +31,18 @@ def tokenizer():
     from examples.semires_lavt.lavt.text import build_tokenizer
 
     return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def library(synthetic_root, tmp_path_factory) -> Path:
+    """A classical-proposal library of the synthetic train images (built once per session)."""
+    from examples.semires_lavt.data import load_refer
+    from examples.semires_lavt.data.refer import IMAGE_DIR
+    from samrefine.library import build_library, get_generator
+
+    ids = load_refer(synthetic_root).train_image_ids()
+    generator = get_generator("classical", scales=(64, 256), slic_segments=(), max_masks=40)
+    path = tmp_path_factory.mktemp("classical_library") / "classical.srlib"
+    return build_library(
+        path, ids, generator, images=synthetic_root / IMAGE_DIR, progress=False
+    ).path

@@ -93,20 +93,6 @@ ROWS = ["supervised", "baseline", "confidence-filter", "semires-iom", "semires-c
 
 
 @pytest.fixture(scope="module")
-def library(synthetic_root, tmp_path_factory):
-    from examples.semires_lavt.data import load_refer
-    from examples.semires_lavt.data.refer import IMAGE_DIR
-    from samrefine.library import build_library, get_generator
-
-    ids = load_refer(synthetic_root).train_image_ids()
-    generator = get_generator("classical", scales=(64, 256), slic_segments=(), max_masks=40)
-    path = tmp_path_factory.mktemp("rows_library") / "classical.srlib"
-    return build_library(
-        path, ids, generator, images=synthetic_root / IMAGE_DIR, progress=False
-    ).path
-
-
-@pytest.fixture(scope="module")
 def burnin_weights(synthetic_root, tmp_path_factory):
     from examples.semires_lavt.train import train
 

@@ -33,20 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "semires_lavt" / "train.py"
 
 
-@pytest.fixture(scope="module")
-def library(synthetic_root, tmp_path_factory):
-    from examples.semires_lavt.data import load_refer
-    from examples.semires_lavt.data.refer import IMAGE_DIR
-    from samrefine.library import build_library, get_generator
-
-    ids = load_refer(synthetic_root).train_image_ids()
-    generator = get_generator("classical", scales=(64, 256), slic_segments=(), max_masks=40)
-    path = tmp_path_factory.mktemp("ddp_library") / "classical.srlib"
-    return build_library(
-        path, ids, generator, images=synthetic_root / IMAGE_DIR, progress=False
-    ).path
-
-
 DRIVER = """
 import sys
 sys.path.insert(0, {repo!r})

@@ -11,20 +11,6 @@ from examples.semires_lavt.train import train
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def library(synthetic_root, tmp_path_factory):
-    from examples.semires_lavt.data import load_refer
-    from examples.semires_lavt.data.refer import IMAGE_DIR
-    from samrefine.library import build_library, get_generator
-
-    ids = load_refer(synthetic_root).train_image_ids()
-    generator = get_generator("classical", scales=(64, 256), slic_segments=(), max_masks=40)
-    path = tmp_path_factory.mktemp("resume_library") / "classical.srlib"
-    return build_library(
-        path, ids, generator, images=synthetic_root / IMAGE_DIR, progress=False
-    ).path
-
-
 def _config(root, out, **changes):
     return build_config(
         [

@@ -19,20 +19,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 SIZE = 48
 
 
-@pytest.fixture(scope="module")
-def library(synthetic_root, tmp_path_factory):
-    """Classical-generator proposals of every train image (reduced scales, for speed)."""
-    from examples.semires_lavt.data import load_refer
-    from examples.semires_lavt.data.refer import IMAGE_DIR
-    from samrefine.library import build_library, get_generator
-
-    ids = load_refer(synthetic_root).train_image_ids()
-    generator = get_generator("classical", scales=(64, 256), slic_segments=(), max_masks=40)
-    path = tmp_path_factory.mktemp("library") / "classical.srlib"
-    result = build_library(path, ids, generator, images=synthetic_root / IMAGE_DIR, progress=False)
-    return result.path
-
-
 def _model():
     from examples.semires_lavt.lavt import build_lavt
 
