@@ -102,28 +102,9 @@ def burnin_weights(synthetic_root, tmp_path_factory):
 
 
 def _row_config(root, method, out, **changes):
-    return build_config(
-        [
-            {
-                "method": method,
-                "data_root": str(root),
-                "model": "tiny_random",
-                "image_size": 48,
-                "labelled_percent": 30,
-                "batch_size": 2,
-                "unlabelled_batch_size": 2,
-                "workers": 0,
-                "max_steps": 1,
-                "eval_batch_size": 2,
-                "eval_max_batches": 1,
-                "progress": False,
-                "tensorboard": False,
-                "out_dir": str(out),
-                "lr": 1e-3,
-                **changes,
-            }
-        ]
-    )
+    from tiny_settings import tiny_train_settings
+
+    return build_config([tiny_train_settings(root, out, method=method, max_steps=1, **changes)])
 
 
 @pytest.mark.parametrize("method", ROWS)

@@ -12,28 +12,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def _config(root, out, **changes):
-    return build_config(
-        [
-            {
-                "data_root": str(root),
-                "model": "tiny_random",
-                "image_size": 48,
-                "labelled_percent": 30,
-                "batch_size": 2,
-                "unlabelled_batch_size": 2,
-                "workers": 0,
-                "eval_batch_size": 2,
-                "eval_max_batches": 1,
-                "progress": False,
-                "tensorboard": False,
-                "lr": 1e-3,
-                "hflip_p": 0.5,
-                "ckpt_every": 2,
-                "out_dir": str(out),
-                **changes,
-            }
-        ]
-    )
+    from tiny_settings import tiny_train_settings
+
+    settings = tiny_train_settings(root, out, hflip_p=0.5, ckpt_every=2)
+    settings.update(changes)
+    return build_config([settings])
 
 
 def _assert_same_state(a: dict, b: dict) -> None:
