@@ -43,13 +43,11 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from samrefine.match import STRATEGIES, Refinement, refine
+from samrefine.match import _UNSET, Refinement, refine, resolve_strategy
 from samrefine.proposals import ProposalBatch, Proposals
 from samrefine.pwa import _check_params, pwa_weight
 
 __all__ = ["ProposalCollate", "SemiRESTargets", "follow_geometry", "semires_targets"]
-
-_UNSET: Any = object()
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,7 @@ def semires_targets(
     strategy: str = "cpi-u",
     *,
     from_logits: bool = True,
-    iom_thresh: float = _UNSET,
+    iom_thresh: float | None = _UNSET,
     under: float | None = _UNSET,
     over: float | None = _UNSET,
     pseudo_thresh: float = 0.5,
@@ -167,9 +165,10 @@ def semires_targets(
     from_logits : bool, default True
         Whether ``teacher_out`` holds logits (True) or probabilities in [0, 1] (False).
     iom_thresh, under, over : float or None, optional
-        Strategy thresholds, forwarded to :func:`samrefine.refine` only when given (strict;
-        ``None`` disables a CPI test). Defaults: the strategy's (IOM 0.5, CPI 0.7/0.7,
-        CPI-U 0.7/None, CPI-O None/0.7).
+        Strategy thresholds (strict), resolved by :func:`samrefine.match.resolve_strategy`:
+        defaults are the strategy's (IOM 0.5, CPI 0.7/0.7, CPI-U ``under`` 0.7, CPI-O
+        ``over`` 0.7); a threshold the strategy does not read raises; with ``cpi``, ``None``
+        switches a test off.
     pseudo_thresh : float, default 0.5
         Pseudo-label = ``prob > pseudo_thresh``. At 0.5 with logits it is computed on the logits
         (``z1 > z0``, i.e. ``argmax`` with ties to background, as the reference does).
@@ -191,8 +190,8 @@ def semires_targets(
     TypeError
         If ``teacher_out`` is not a floating-point tensor.
     ValueError
-        On a bad shape, an unknown strategy, NaN or out-of-range probabilities, or proposals of
-        another batch size or image size.
+        On a bad shape, an unknown strategy or a threshold it does not read, NaN or
+        out-of-range probabilities, or proposals of another batch size or image size.
 
     Notes
     -----
@@ -211,8 +210,7 @@ def semires_targets(
         raise ValueError(
             f"teacher_out must be (B, H, W), (B, 1, H, W) or (B, 2, H, W), got {shape}"
         )
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    resolved = resolve_strategy(strategy, iom_thresh=iom_thresh, under=under, over=over)
     if not (isinstance(pseudo_thresh, (int, float)) and 0.0 <= pseudo_thresh <= 1.0):
         raise ValueError(f"pseudo_thresh must be in [0, 1], got {pseudo_thresh!r}")
     _check_params(gamma, mu, var)
@@ -227,12 +225,7 @@ def semires_targets(
             )
 
     prob, pseudo = _teacher_prob_and_pseudo(teacher_out, from_logits, float(pseudo_thresh))
-    kwargs = {
-        k: v
-        for k, v in (("iom_thresh", iom_thresh), ("under", under), ("over", over))
-        if v is not _UNSET
-    }
-    ref = refine(pseudo, proposals, strategy, backend=backend, **kwargs)
+    ref = refine(pseudo, proposals, resolved, backend=backend)
     target = ref.masks
     matched = ref.matched
     device = prob.device

@@ -12,8 +12,9 @@ import numba as nb
 import numpy as np
 
 from .._config import NJIT, NJIT_PARALLEL
+from . import KernelMode
 
-IOM, CPI = 0, 1
+IOM, CPI = int(KernelMode.IOM), int(KernelMode.CPI)
 
 
 @nb.njit(**NJIT)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import torch
 
-IOM, CPI = 0, 1
+from . import KernelMode
+
+IOM, CPI = int(KernelMode.IOM), int(KernelMode.CPI)
 
 
 def refine_batch(pseudo, batch, mode, t_iom, under, over, eps, write_masks=True):
