@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 from strategies import mask_stacks
 
 import samrefine as sr
-from samrefine import Proposals
+from samrefine import Proposals, kernels
 from samrefine.match import KernelMode, resolve_strategy
 
 CUDA = torch.cuda.is_available()
@@ -265,3 +265,24 @@ def test_refine_takes_a_resolved_strategy(rng):
     assert a.strategy == "cpi"
     with pytest.raises(ValueError, match="resolve_strategy"):
         sr.refine(pseudo, props, r, under=0.5)
+
+
+@pytest.mark.parametrize("mode, kw", [(KernelMode.IOM, {"iom_thresh": 0.2, "under": None,
+                                                         "over": None}),
+                                      (KernelMode.CPI, {"iom_thresh": 0.0, "under": 0.3,
+                                                        "over": 0.6})])
+def test_both_kernels_return_one_result_type(rng, mode, kw):
+    props = [Proposals.from_dense(rng.random((k, 9, 7)) < 0.4) for k in (5, 0, 3)]
+    batch = sr.ProposalBatch(props)
+    x = (rng.random((3, 9, 7)) < 0.5).astype(np.uint8)
+    a = kernels.refine_batch(x, batch.segments(), mode, eps=1e-9, backend="numba", **kw)
+    b = kernels.refine_batch(torch.from_numpy(x), batch.segments("cpu"), mode, eps=1e-9,
+                             backend="torch", **kw)
+    assert type(a) is type(b) is kernels.KernelResult
+    for name, va, vb in zip(a._fields, a, b):
+        vb = vb.numpy()
+        assert va.dtype == vb.dtype, name
+        assert np.array_equal(va, vb), name
+    assert a.masks.dtype == np.bool_ and a.masks.shape == (3, 9, 7)
+    # chosen is local to each image: within [-1, len(props[b]))
+    assert all(-1 <= c < len(p) for c, p in zip(a.chosen, props))

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _config
+from . import _config, kernels
 from .kernels import KernelMode
 from .proposals import ProposalBatch, Proposals
 
@@ -251,7 +251,6 @@ class Refinement:
     mask_offsets : (B + 1,) int64 numpy
         Proposals of image ``b`` are ``mask_offsets[b]:mask_offsets[b + 1]`` of the flat arrays.
     strategy : str
-    pseudo_area : (B,) int64 numpy-or-tensor, foreground pixels of each pseudo-label.
     """
 
     masks: Any
@@ -261,7 +260,6 @@ class Refinement:
     scores: Scores
     mask_offsets: np.ndarray
     strategy: str
-    pseudo_area: Any = None
 
     @property
     def batch_size(self) -> int:
@@ -357,17 +355,6 @@ def _as_batch(proposals, n_img: int, hw) -> ProposalBatch:
     return proposals
 
 
-def _pick_backend(backend, pseudo_is_torch, device):
-    if backend is None:
-        return "torch" if (pseudo_is_torch and device.type != "cpu") else "numba"
-    if backend not in ("numba", "torch"):
-        raise ValueError(f"backend must be 'numba', 'torch' or None, got {backend!r}")
-    if backend == "numba" and pseudo_is_torch and device.type != "cpu":
-        raise ValueError(f"the numba backend runs on the CPU but pseudo is on {device}; use "
-                         "backend='torch' or move pseudo to the CPU")
-    return backend
-
-
 # ---------------------------------------------------------------------------- entry points
 
 
@@ -424,70 +411,32 @@ def refine(pseudo, proposals, strategy: str | ResolvedStrategy = "cpi-u", *,
     x, squeeze, out_dtype = _binarize(pseudo, prob_thresh)
     n_img, h, w = x.shape
     batch = _as_batch(proposals, n_img, (h, w))
-    device = pseudo.device if torch_in else None
-    be = _pick_backend(backend, torch_in, device)
+    be = kernels.pick_backend(backend, pseudo.device if torch_in else None)
 
     if mode == KernelMode.NONE:
-        return _unmatched(pseudo, x, squeeze, out_dtype, batch, torch_in, strategy)
+        return _unmatched(x, squeeze, out_dtype, batch, torch_in, strategy)
 
-    if be == "numba":
-        from .kernels import numba_cpu
-
-        xn = x.cpu().numpy() if torch_in else x
-        res = numba_cpu.refine_batch(xn, batch.numpy(), int(mode), t_iom, u, o, _config.CPI_EPS)
-        masks = res["masks"]
-        if torch_in:
-            import torch
-
-            res = {k: torch.from_numpy(v) for k, v in res.items()}
-            masks = res["masks"]
-            masks = masks.bool() if out_dtype in ("bool", torch.bool) else masks.to(out_dtype)
-        else:
-            masks = masks.view(np.bool_) if out_dtype in ("bool", np.bool_) else \
-                masks.astype(out_dtype)
-    else:
+    # numba reads host segments; torch those on the pseudo-label's device (CPU for numpy)
+    seg_device = None if be == "numba" else (x.device if torch_in else "cpu")
+    res = kernels.refine_batch(x, batch.segments(seg_device), mode, t_iom, u, o,
+                               _config.CPI_EPS, be)
+    if torch_in and be == "numba":
         import torch
 
-        if not torch_in:
-            x = torch.from_numpy(x)
-        dev = x.device
-        tb = batch if (batch.is_torch and batch.device == dev) else batch.to(dev)
-        res = _torch_refine(x, tb, int(mode), t_iom, u, o)
-        masks = res["masks"]
-        if torch_in:
-            masks = masks if out_dtype in ("bool", torch.bool) else masks.to(out_dtype)
-        else:
-            res = {k: v.cpu().numpy() for k, v in res.items()}
-            masks = res["masks"]
-            masks = masks if out_dtype in ("bool", np.bool_) else masks.astype(out_dtype)
+        res = kernels.KernelResult(*(torch.from_numpy(v) for v in res))
+    elif not torch_in and be == "torch":
+        res = kernels.KernelResult(*(v.cpu().numpy() for v in res))
+    masks = res.masks
+    if not (out_dtype == "bool" or out_dtype == masks.dtype):  # the kernels give bool
+        masks = masks.to(out_dtype) if torch_in else masks.astype(out_dtype)
     if squeeze:
         masks = masks[0]
-    return Refinement(
-        masks=masks, matched=res["matched"], selected_mask=res["selected"], chosen=_local(
-            res["chosen"], batch), scores=Scores(res["inter"], res["iou"], res["s1"], res["s2"]),
-        mask_offsets=batch.host_mask_offsets, strategy=strategy, pseudo_area=res["pseudo_area"])
+    return Refinement(masks=masks, matched=res.matched, selected_mask=res.selected,
+                      chosen=res.chosen, scores=Scores(res.inter, res.iou, res.s1, res.s2),
+                      mask_offsets=batch.host_mask_offsets, strategy=strategy)
 
 
-def _torch_refine(x, batch, mode, t_iom, u, o):
-    from .kernels import torch_ops
-
-    return torch_ops.refine_batch(x, batch, mode, t_iom, u, o, _config.CPI_EPS)
-
-
-def _local(chosen, batch):
-    """Flat proposal index -> index within the image's own proposals (-1 stays -1)."""
-    off = batch.mask_offsets
-    if _is_torch(chosen):
-        import torch
-
-        off_t = off[:-1] if _is_torch(off) and off.device == chosen.device else \
-            torch.as_tensor(np.asarray(batch.host_mask_offsets)[:-1], device=chosen.device)
-        return torch.where(chosen >= 0, chosen - off_t, chosen)
-    off = np.asarray(batch.host_mask_offsets)[:-1]
-    return np.where(chosen >= 0, chosen - off, chosen)
-
-
-def _unmatched(pseudo, x, squeeze, out_dtype, batch, torch_in, strategy):
+def _unmatched(x, squeeze, out_dtype, batch, torch_in, strategy):
     n_img = x.shape[0]
     m = batch.num_masks
     if torch_in:
@@ -509,9 +458,8 @@ def _unmatched(pseudo, x, squeeze, out_dtype, batch, torch_in, strategy):
         inter = np.full(m, -1, np.int64)
     if squeeze:
         masks = masks[0]
-    area = x.sum(dim=(1, 2)) if torch_in else x.sum(axis=(1, 2), dtype=np.int64)
     return Refinement(masks, matched, sel, chosen, Scores(inter, nan, nan, nan),
-                      batch.host_mask_offsets, strategy, area)
+                      batch.host_mask_offsets, strategy)
 
 
 def iom(pseudo, proposals, thresh: float = _config.IOM_THRESH, *, prob_thresh=None,

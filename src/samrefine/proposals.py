@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import rle as _rle
+from .kernels import Segments
 from .rle import RLEError
 
 __all__ = ["ProposalBatch", "Proposals", "RLEError"]
@@ -410,7 +411,7 @@ class ProposalBatch:
             torch.arange(n_masks, device=device), counts_m, output_size=len(self.seg_x))
         arrays["mask_image"] = torch.repeat_interleave(
             torch.arange(len(self), device=device), counts_b, output_size=n_masks)
-        arrays["device"] = device
+        arrays["device"] = arrays["starts"].device  # with its index: cuda -> cuda:0
         arrays["host_mask_offsets"] = self.host_mask_offsets
         return ProposalBatch(_arrays=arrays, size=self.size)
 
@@ -424,6 +425,30 @@ class ProposalBatch:
         arrays["host_mask_offsets"] = self.host_mask_offsets
         return ProposalBatch(_arrays=arrays, size=self.size)
 
+    def segments(self, device=None) -> Segments:
+        """The column segments the matching kernels read, as a plain tuple.
+
+        Parameters
+        ----------
+        device : torch.device or str, optional
+            None: numpy arrays on the host (the numba kernels' form). Otherwise int64 tensors on
+            that device, with the per-segment mask and per-mask image indices the torch kernels
+            need (moved once, reused when the batch already lives there).
+
+        Returns
+        -------
+        Segments
+        """
+        if device is None:
+            nb = self.numpy()
+            return Segments(nb.seg_x, nb.seg_y0, nb.seg_y1, nb.seg_offsets, nb.mask_offsets,
+                            nb.area)
+        tb = self
+        if not (self.is_torch and self.device == _torch_device(device)):
+            tb = self.to(device)
+        return Segments(tb.seg_x, tb.seg_y0, tb.seg_y1, tb.seg_offsets, tb.mask_offsets,
+                        tb.area, tb._seg_mask, tb._mask_image)
+
     def __getitem__(self, b: int) -> Proposals:
         """The proposals of image ``b`` (on the host)."""
         nb = self.numpy()
@@ -431,6 +456,12 @@ class ProposalBatch:
         r0, r1 = int(nb.run_offsets[m0]), int(nb.run_offsets[m1])
         return Proposals(nb.starts[r0:r1], nb.lengths[r0:r1], nb.run_offsets[m0:m1 + 1] - r0,
                          self.size, validate=False)
+
+
+def _torch_device(device):
+    import torch
+
+    return torch.device(device)
 
 
 def _as_numpy(x) -> np.ndarray:
