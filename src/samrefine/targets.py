@@ -9,6 +9,7 @@ field           shape, dtype         meaning
 ==============  ===================  =========================================================
 target          (B, H, W) bool       refined pseudo-label (SAM-refined, or the pseudo-label)
 weight          (B, H, W) float32    1 on matched samples, ``pwa_weight(prob)`` on unmatched
+                                     (a property, computed on access; the loss never needs it)
 matched         (B,) bool            a proposal replaced the pseudo-label
 prob            (B, H, W) float32    teacher foreground probability
 pseudo          (B, H, W) bool       teacher pseudo-label (``argmax`` / ``prob > 0.5``)
@@ -59,9 +60,6 @@ class SemiRESTargets:
     target : torch.Tensor, (B, H, W) bool
         Refined label: union/best of the selected proposals for matched samples, the
         pseudo-label for unmatched ones.
-    weight : torch.Tensor, (B, H, W) float32
-        Per-pixel loss weight: 1 on matched samples, ``pwa_weight(prob)`` on unmatched ones
-        (no class weights; :class:`samrefine.PWABCELoss` adds them).
     matched : torch.Tensor, (B,) bool
     prob : torch.Tensor, (B, H, W) float32 (float64 for float64 input)
         Teacher foreground probability in [0, 1].
@@ -75,15 +73,28 @@ class SemiRESTargets:
         from ``pseudo``), ``selected_per_image`` (selected proposals / B),
         ``pseudo_foreground`` and ``target_foreground`` (foreground share of the pixels),
         ``unmatched_weight`` (mean PWA weight over unmatched pixels; 0 when none).
+    pwa_params : tuple of 3 floats
+        ``(gamma, mu, var)`` of Eq. 9, as given to :func:`semires_targets`; ``weight`` uses them.
     """
 
     target: torch.Tensor
-    weight: torch.Tensor
     matched: torch.Tensor
     prob: torch.Tensor
     pseudo: torch.Tensor
     refinement: Refinement
     stats: dict[str, torch.Tensor]
+    pwa_params: tuple[float, float, float] = (1.3, 0.5, 0.1)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Per-pixel loss weight ``(B, H, W)`` float32, computed on each access.
+
+        1 on matched samples, ``pwa_weight(prob, *pwa_params)`` on unmatched ones (no class
+        weights). For inspection and plots: :class:`samrefine.PWABCELoss` forms the same
+        weights inside its fused loss, so training never builds this buffer.
+        """
+        psi = pwa_weight(self.prob, *self.pwa_params, validate=False)
+        return torch.where(self.matched.view(-1, 1, 1), torch.ones_like(psi), psi).float()
 
     @property
     def batch_size(self) -> int:
@@ -183,7 +194,8 @@ def semires_targets(
     Returns
     -------
     SemiRESTargets
-        ``target``, ``weight``, ``matched``, ``prob``, ``pseudo``, ``refinement``, ``stats``.
+        ``target``, ``matched``, ``prob``, ``pseudo``, ``refinement``, ``stats`` (and
+        ``weight``, computed on access).
 
     Raises
     ------
@@ -235,9 +247,8 @@ def semires_targets(
     matched = matched.to(device)
     target = target.to(device=device, dtype=torch.bool)
 
-    psi = pwa_weight(prob, gamma, mu, var, validate=False)
+    psi = pwa_weight(prob, gamma, mu, var, validate=False)  # for the statistics only
     m3 = matched.view(-1, 1, 1)
-    weight = torch.where(m3, torch.ones_like(psi), psi).float()
 
     n = pseudo.shape[0]
     n_pix = max(pseudo[0].numel(), 1)
@@ -255,12 +266,12 @@ def semires_targets(
     }
     return SemiRESTargets(
         target=target,
-        weight=weight,
         matched=matched,
         prob=prob,
         pseudo=pseudo,
         refinement=ref,
         stats=stats,
+        pwa_params=(float(gamma), float(mu), float(var)),
     )
 
 
