@@ -130,7 +130,7 @@ def coco_match(pseudo: np.ndarray, rles: list, areas: np.ndarray, strategy: str)
 # ---------------------------------------------------------------- inputs
 
 
-def make_cases(quick: bool):
+def make_cases(quick: bool, limit: int | None = None):
     from samrefine.demo import corrupt_mask, photo, pick_object
     from samrefine.library.classical import classical_proposals
 
@@ -138,7 +138,7 @@ def make_cases(quick: bool):
     names = ("coffee", "astronaut") if quick else ("coffee", "astronaut", "chelsea", "rocket",
                                                    "motorcycle")
     cases = []
-    for name in names:
+    for name in names[:limit]:
         props = classical_proposals(photo(name), max_masks=300)
         cases.append((name, props))
     if not quick:
@@ -162,11 +162,19 @@ def make_cases(quick: bool):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer photos and repetitions")
+    ap.add_argument("--cuda-only", action="store_true",
+                    help="only the CUDA batch of 16 (benchmarks/gpu_check.sh)")
     args = ap.parse_args()
     reps = 20 if args.quick else 100
     from pycocotools import mask as mu
 
     import samrefine as sr
+
+    if args.cuda_only:
+        if not torch.cuda.is_available():
+            sys.exit("--cuda-only needs a CUDA device")
+        bench_cuda(make_cases(True, limit=1))
+        return
 
     t0 = time.perf_counter()
     cases = make_cases(args.quick)
@@ -251,24 +259,30 @@ def main() -> None:
               f"{c * 1e3:>11.2f}{d * 1e3:>12.2f}{b / a:>12.0f}")
 
     if torch.cuda.is_available():
-        print("\nCUDA: a batch of 16 samples (ms per batch, median; torch.cuda.synchronize)")
-        name, props, small, pseudo = cases[0]
-        rng = np.random.default_rng(1)
-        pseudos = np.stack([pseudo] * 16)
-        batch = sr.ProposalBatch([small] * 16)
-        cb = batch.to("cuda")
-        cp = torch.from_numpy(pseudos).cuda()
-        for strategy in ("iom", "cpi-u", "cpi"):
-            def run():
-                sr.refine(cp, cb, strategy)
-                torch.cuda.synchronize()
-            t = median_time(run, 200, 10)
-            a = sr.refine(pseudos, batch, strategy)
-            b = sr.refine(cp, cb, strategy)
-            same = np.array_equal(a.masks, b.masks.cpu().numpy()) and np.array_equal(
-                a.scores.iou, b.scores.iou.cpu().numpy())
-            print(f"  {strategy:<6} {t * 1e3:.3f} ms  bit-identical to numba: {same}")
-        del rng
+        bench_cuda(cases)
+
+
+def bench_cuda(cases) -> None:
+    """A batch of 16 on CUDA: median ms per batch per strategy, and bit-identity with numba."""
+    import samrefine as sr
+
+    print(f"\nCUDA ({torch.cuda.get_device_name()}): a batch of 16 samples (ms per batch, "
+          "median; torch.cuda.synchronize)")
+    name, props, small, pseudo = cases[0]
+    pseudos = np.stack([pseudo] * 16)
+    batch = sr.ProposalBatch([small] * 16)
+    cb = batch.to("cuda")
+    cp = torch.from_numpy(pseudos).cuda()
+    for strategy in ("iom", "cpi-u", "cpi"):
+        def run():
+            sr.refine(cp, cb, strategy)
+            torch.cuda.synchronize()
+        t = median_time(run, 200, 10)
+        a = sr.refine(pseudos, batch, strategy)
+        b = sr.refine(cp, cb, strategy)
+        same = np.array_equal(a.masks, b.masks.cpu().numpy()) and np.array_equal(
+            a.scores.iou, b.scores.iou.cpu().numpy())
+        print(f"  {strategy:<6} {t * 1e3:.3f} ms  bit-identical to numba: {same}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from samrefine import Proposals, kernels
 from samrefine.match import KernelMode, resolve_strategy
 
 CUDA = torch.cuda.is_available()
-BACKENDS = ["numba", "torch"] + (["cuda"] if CUDA else [])
+BACKENDS = ["numba", "torch"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if CUDA else [])
 
 
 @st.composite
@@ -186,6 +186,7 @@ def test_bad_input_is_named(rng):
         sr.iom(pseudo, props.to_dense())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_cuda_matches_numba_bit_for_bit(rng):
     h = w = 96

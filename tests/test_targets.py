@@ -160,6 +160,7 @@ def test_errors():
         semires_targets(logits[:, :1].expand(-1, 3, -1, -1), props)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_all_on_device_and_equal_to_cpu():
     logits, _, props = _scene(5)
