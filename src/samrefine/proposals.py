@@ -386,8 +386,9 @@ class ProposalBatch:
     area : (M,) int64
         Pixels per mask.
     seg_x, seg_y0, seg_y1 : (G,) int32 numpy array, or int64 tensor after :meth:`to`
-        The runs split at column boundaries: rows ``[seg_y0, seg_y1)`` of column ``seg_x``
-        (what the matching kernels read).
+        The runs split at column boundaries: rows ``[seg_y0, seg_y1)`` of column ``seg_x``,
+        joined from each image's cached :attr:`Proposals.segments`. The matching kernels read
+        them as a plain tuple, :meth:`segments`.
     seg_offsets : (M + 1,) int64
         Segments of flat mask ``m`` are ``seg_offsets[m]:seg_offsets[m + 1]``.
     size : (H, W)
