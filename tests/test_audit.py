@@ -1,4 +1,4 @@
-"""samrefine.audit: correction counts on a hand-built case, sweep, validation, CLI.
+"""samrefine.audit (in samrefine.auditing): correction counts, sweep, validation, CLI.
 
 Every expected number below is derived by hand from the masks (see the comments), or, in the
 property test, from the independent dense reference of ``tests/naive.py`` with exact fractions;

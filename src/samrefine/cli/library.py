@@ -1,8 +1,7 @@
-"""The ``samrefine`` command line. ``samrefine --help`` lists the commands.
+"""``samrefine build | import | merge | info | verify | export``: the proposal library verbs.
 
-Every command prints one line ``samrefine <command>: error: <reason>`` and exits with status 2
-when it cannot do its work; ``verify`` exits 1 when a library is damaged and ``build`` exits 1
-when some images failed (the library is then left resumable).
+Each ``_cmd_*`` reads its arguments, calls the public functions of :mod:`samrefine.library`
+and prints what it did; :func:`add_parsers` registers the commands.
 """
 
 from __future__ import annotations
@@ -12,54 +11,18 @@ import json
 import os
 import sys
 
-__all__ = ["build_parser", "main"]
+from ..library import importers as im
+from ..library.generate import BuildResult, build_library, get_generator
+from ..library.reader import ProposalLibrary
+from ..library.writer import create_library, merge_libraries, verify_library
+from ._common import load_callable, one_or_many
 
-
-def _cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    run_demo(args.photo, size=args.size, samples=args.samples, seed=args.seed)
-    return 0
+__all__ = ["add_parsers"]
 
 
 # --------------------------------------------------------------------------------------------
-# helpers
+# which images
 # --------------------------------------------------------------------------------------------
-
-
-def _parse_params(items) -> dict:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--param takes KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def _load_factory(spec: str):
-    """``module:attr`` or ``path/to/file.py:attr`` to the callable it names."""
-    import importlib
-    import importlib.util
-
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise ValueError(f"--model-factory takes MODULE:FUNCTION or FILE.py:FUNCTION, got {spec!r}")
-    if target.endswith(".py"):
-        if not os.path.isfile(target):
-            raise FileNotFoundError(f"model factory file {target} does not exist")
-        spec_ = importlib.util.spec_from_file_location("_samrefine_model_factory", target)
-        module = importlib.util.module_from_spec(spec_)
-        spec_.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise TypeError(f"{spec}: {attr} is not a callable in {target}")
-    return fn
 
 
 def _read_ids(path: str) -> list[int]:
@@ -79,19 +42,17 @@ def _read_ids(path: str) -> list[int]:
             from None
 
 
-def _image_ids(args):
+def _image_ids(args: argparse.Namespace) -> tuple[list[int], dict[int, str]]:
     """``(ids, file_names)`` from --ids / --refs / --instances."""
-    from .library.importers import load_instances, load_refs
-
-    names = {}
+    names: dict[int, str] = {}
     if args.instances:
-        inst = load_instances(args.instances)
+        inst = im.load_instances(args.instances)
         names = {k: v["file_name"] for k, v in inst.items() if v.get("file_name")}
     if args.ids:
         return _read_ids(args.ids), names
     if args.refs:
         split = None if args.split == "all" else args.split
-        refs = load_refs(args.refs, split=split)
+        refs = im.load_refs(args.refs, split=split)
         if not refs:
             raise ValueError(f"{args.refs}: no referents in split {args.split!r}")
         return sorted({int(r["image_id"]) for r in refs}), names
@@ -102,33 +63,50 @@ def _image_ids(args):
 
 
 # --------------------------------------------------------------------------------------------
-# commands
+# build
 # --------------------------------------------------------------------------------------------
 
 
-def _cmd_build(args) -> int:
-    from .library.generate import build_library, get_generator
+def _parse_params(items: list[str] | None) -> dict:
+    """``["k=v", ...]`` -> ``{k: json.loads(v) or the string v}``."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
-    ids, names = _image_ids(args)
-    if args.limit is not None:
-        ids = sorted(ids)[: args.limit]
+
+def _generator_settings(args: argparse.Namespace, name: str) -> dict:
+    """The generator's keyword arguments from --param and the sam/sam2 flags."""
     kw = _parse_params(args.param)
-    if args.generator in ("sam", "sam2"):
+    if name in ("sam", "sam2"):
         if args.checkpoint:
             kw["checkpoint"] = args.checkpoint
         if args.device:
             kw["device"] = args.device
         if args.model_factory:
-            kw["model"] = _load_factory(args.model_factory)()
-        if args.generator == "sam" and args.model_type:
+            kw["model"] = load_callable(args.model_factory, "--model-factory")()
+        if name == "sam" and args.model_type:
             kw["model_type"] = args.model_type
-        if args.generator == "sam2" and args.config:
+        if name == "sam2" and args.config:
             kw["config"] = args.config
     elif args.checkpoint or args.model_factory or args.model_type or args.config:
         raise ValueError(f"--checkpoint/--model-type/--config/--model-factory apply to the sam "
-                         f"and sam2 generators, not {args.generator!r} (use --param)")
-    gen = get_generator(args.generator, **kw)
-    result = build_library(
+                         f"and sam2 generators, not {name!r} (use --param)")
+    return kw
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    ids, names = _image_ids(args)
+    if args.limit is not None:
+        ids = sorted(ids)[: args.limit]
+    gen = get_generator(args.generator, **_generator_settings(args, args.generator))
+    result: BuildResult = build_library(
         args.output, ids, gen, images=args.images, file_pattern=args.file_pattern,
         file_names=names, shard=args.shard, retries=args.retries,
         if_exists="overwrite" if args.overwrite else "resume",
@@ -143,10 +121,12 @@ def _cmd_build(args) -> int:
     return 0
 
 
-def _cmd_import(args) -> int:
-    from .library import importers as im
-    from .library.writer import create_library
+# --------------------------------------------------------------------------------------------
+# import, merge, info, verify, export
+# --------------------------------------------------------------------------------------------
 
+
+def _cmd_import(args: argparse.Namespace) -> int:
     fmt = args.format
     sources = args.source
     writer = create_library(
@@ -158,9 +138,9 @@ def _cmd_import(args) -> int:
     progress = not args.no_progress
     try:
         if fmt == "sa1b":
-            report = im.import_sa1b(writer, _one_or_many(sources), progress=progress)
+            report = im.import_sa1b(writer, one_or_many(sources), progress=progress)
         elif fmt == "amg":
-            report = im.import_amg(writer, _one_or_many(sources), progress=progress)
+            report = im.import_amg(writer, one_or_many(sources), progress=progress)
         elif fmt == "coco":
             if len(sources) != 1:
                 raise ValueError("--format coco takes one JSON file")
@@ -179,25 +159,16 @@ def _cmd_import(args) -> int:
     return 0
 
 
-def _one_or_many(sources):
-    return sources[0] if len(sources) == 1 else sources
-
-
-def _cmd_merge(args) -> int:
-    from .library.writer import merge_libraries
-
-    shards = args.shards[0] if len(args.shards) == 1 else args.shards
-    out = merge_libraries(shards, args.output,
-                          if_exists="overwrite" if args.overwrite else "error",
+def _cmd_merge(args: argparse.Namespace) -> int:
+    if_exists = "overwrite" if args.overwrite else "error"
+    out = merge_libraries(one_or_many(args.shards), args.output, if_exists=if_exists,
                           progress=not args.no_progress)
     print(f"merged into {out}")
     return 0
 
 
-def _cmd_info(args) -> int:
-    from .library.reader import ProposalLibrary
-
-    lib = ProposalLibrary.open(args.library[0] if len(args.library) == 1 else args.library)
+def _cmd_info(args: argparse.Namespace) -> int:
+    lib = ProposalLibrary.open(one_or_many(args.library))
     info = lib.info
     info["n_failures"] = len(lib.failures())
     if args.json:
@@ -222,11 +193,9 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _cmd_verify(args) -> int:
-    from .library.writer import verify_library
-
-    src = args.library[0] if len(args.library) == 1 else args.library
-    report = verify_library(src, deep=args.deep, progress=not args.no_progress)
+def _cmd_verify(args: argparse.Namespace) -> int:
+    report = verify_library(one_or_many(args.library), deep=args.deep,
+                            progress=not args.no_progress)
     print(report)
     if not report.ok:
         print(f"samrefine verify: {len(report.errors)} problem(s); first: {report.errors[0]}",
@@ -235,10 +204,7 @@ def _cmd_verify(args) -> int:
     return 0
 
 
-def _cmd_export(args) -> int:
-    from .library import importers as im
-    from .library.reader import ProposalLibrary
-
+def _cmd_export(args: argparse.Namespace) -> int:
     lib = ProposalLibrary.open(args.library)
     progress = not args.no_progress
     if args.format == "coco":
@@ -256,21 +222,11 @@ def _cmd_export(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# parser
+# parsers
 # --------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="samrefine", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    d = sub.add_parser("demo", help="refine corrupted pseudo-labels on a real photo; print a table")
-    d.add_argument("--photo", default="coffee", help="skimage.data photo name (default coffee)")
-    d.add_argument("--size", type=int, default=480, help="model input size (default 480)")
-    d.add_argument("--samples", type=int, default=8)
-    d.add_argument("--seed", type=int, default=0)
-    d.set_defaults(func=_cmd_demo)
-
+def _add_build(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser(
         "build", help="generate a proposal library over a folder of images",
         description="Run a mask generator over images and write a library. Re-running the same "
@@ -309,11 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_cmd_build)
 
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register build, import, merge, info, verify and export."""
+    _add_build(sub)
     i = sub.add_parser("import", help="convert existing proposals into a library",
                        description="Formats: sa1b (per-image SA-1B JSON), amg "
                                    "(<image_id>.json lists of SamAutomaticMaskGenerator "
                                    "records), semires (SemiRES sam_rle_mask folder + --refs), "
-                                   "coco (a COCO results-style RLE JSON list).")
+                                   "coco (a COCO results-style RLE JSON list). Re-running "
+                                   "resumes an interrupted import.")
     i.add_argument("output", help="library file to write")
     i.add_argument("source", nargs="+", help="input folder or files")
     i.add_argument("--format", required=True, choices=("sa1b", "amg", "semires", "coco"))
@@ -331,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("merge", help="merge the shards of one build into one library")
     m.add_argument("output", help="merged library file")
     m.add_argument("shards", nargs="+", help="shard files or a glob pattern")
-    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     m.add_argument("--no-progress", action="store_true")
     m.set_defaults(func=_cmd_merge)
 
@@ -354,27 +315,3 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--refs", help="refs(<splitBy>).p (semires: one file per referent)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_cmd_export)
-    from .audit import add_cli as _add_audit_cli  # samrefine audit (issue 7)
-    from .viz import add_cli as _add_viz_cli  # samrefine viz (issue 7)
-
-    _add_audit_cli(sub)
-    _add_viz_cli(sub)
-    return p
-
-
-def main(argv=None) -> int:
-    import sqlite3
-
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except KeyError as e:
-        msg = e.args[0] if e.args else repr(e)
-    except (ValueError, TypeError, OSError, RuntimeError, ImportError, sqlite3.Error) as e:
-        msg = str(e) or type(e).__name__
-    print(f"samrefine {args.command}: error: {' '.join(str(msg).split())}", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

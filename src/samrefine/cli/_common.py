@@ -1,0 +1,62 @@
+"""Helpers shared by the ``samrefine`` commands: list and callable arguments, error lines."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["error_line", "load_callable", "one_or_many", "parse_list"]
+
+T = TypeVar("T")
+
+def parse_list(text: str, cast: Callable[[str], T] = str) -> tuple[T, ...]:
+    """``"a,b,,c"`` -> ``(cast("a"), cast("b"), cast("c"))``."""
+    return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
+
+
+def one_or_many(items: list[str]) -> str | list[str]:
+    """One path as itself (it may be a glob pattern), several as a list."""
+    return items[0] if len(items) == 1 else items
+
+
+def load_callable(spec: str, flag: str) -> Callable[..., Any]:
+    """The callable named by ``module.path:attr`` or ``path/to/file.py:attr``.
+
+    Parameters
+    ----------
+    spec : str
+        What the user passed.
+    flag : str
+        The option it came from (named in error messages), e.g. ``"--model-factory"``.
+    """
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise ValueError(f"{flag} takes MODULE:FUNCTION or FILE.py:FUNCTION, got {spec!r}")
+    if target.endswith(".py"):
+        if not os.path.isfile(target):
+            raise FileNotFoundError(f"{flag}: file {target} does not exist")
+        name = "_samrefine_user_" + re.sub(r"\W", "_", os.path.splitext(target)[0])
+        file_spec = importlib.util.spec_from_file_location(name, target)
+        if file_spec is None or file_spec.loader is None:
+            raise ImportError(f"{flag}: cannot load {target} as a Python module")
+        module = importlib.util.module_from_spec(file_spec)
+        file_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise TypeError(f"{flag} {spec}: {attr} is not a callable in {target}")
+    return fn
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line reason printed after ``samrefine COMMAND: error:``."""
+    if isinstance(exc, KeyError):
+        msg = str(exc.args[0]) if exc.args else repr(exc)
+    else:
+        msg = str(exc) or type(exc).__name__
+    return " ".join(msg.split())
