@@ -9,9 +9,33 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["error_line", "load_callable", "one_or_many", "parse_list"]
+__all__ = ["error_line", "install_hint", "load_callable", "one_or_many", "parse_list"]
 
 T = TypeVar("T")
+
+#: Top-level module -> the ``samrefine`` extra that installs it (``pyproject.toml``).
+EXTRA_OF_MODULE = {
+    "segment_anything": "sam",
+    "cv2": "sam",
+    "torchvision": "sam",
+    "sam2": "sam2",
+    "skimage": "classical",
+    "scipy": "classical",
+    "timm": "example",
+    "transformers": "example",
+    "yaml": "example",
+    "matplotlib": "docs",
+}
+#: Top-level module -> pip package, for modules several extras share.
+PACKAGE_OF_MODULE = {"PIL": "pillow"}
+
+# Python-API wording in library messages -> the flag a command-line user passes instead
+_FLAG_FOR = {
+    "if_exists='resume'": "--resume",
+    "if_exists='overwrite'": "--overwrite",
+    "or 'overwrite'": "or --overwrite",
+}
+
 
 def parse_list(text: str, cast: Callable[[str], T] = str) -> tuple[T, ...]:
     """``"a,b,,c"`` -> ``(cast("a"), cast("b"), cast("c"))``."""
@@ -53,10 +77,26 @@ def load_callable(spec: str, flag: str) -> Callable[..., Any]:
     return fn
 
 
+def install_hint(exc: ModuleNotFoundError) -> str | None:
+    """``pip install ...`` for a missing optional package, or None when it is not ours."""
+    top = (exc.name or "").split(".")[0]
+    if top in EXTRA_OF_MODULE:
+        return f'pip install "samrefine[{EXTRA_OF_MODULE[top]}]"'
+    if top in PACKAGE_OF_MODULE:
+        return f"pip install {PACKAGE_OF_MODULE[top]}"
+    return None
+
+
 def error_line(exc: BaseException) -> str:
     """The one-line reason printed after ``samrefine COMMAND: error:``."""
     if isinstance(exc, KeyError):
         msg = str(exc.args[0]) if exc.args else repr(exc)
     else:
         msg = str(exc) or type(exc).__name__
+    if isinstance(exc, ModuleNotFoundError):
+        hint = install_hint(exc)
+        if hint:
+            msg = (f"{msg}: an optional dependency is missing; install it with: {hint}")
+    for words, flag in _FLAG_FOR.items():
+        msg = msg.replace(words, flag)
     return " ".join(msg.split())

@@ -10,14 +10,20 @@ import argparse
 import json
 import os
 import sys
+import tempfile
+from collections.abc import Mapping, Sequence
 
 from ..library import importers as im
-from ..library.generate import BuildResult, build_library, get_generator
+from ..library.generate import BuildResult, Generator, build_library, get_generator
 from ..library.reader import ProposalLibrary
 from ..library.writer import create_library, merge_libraries, verify_library
 from ._common import load_callable, one_or_many
+from .params import check_params, parse_params, resolve_generator
 
 __all__ = ["add_parsers"]
+
+#: Default of ``build --fail-fast``: stop when this many first images all fail.
+FAIL_FAST = 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,45 +73,63 @@ def _image_ids(args: argparse.Namespace) -> tuple[list[int], dict[int, str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _parse_params(items: list[str] | None) -> dict:
-    """``["k=v", ...]`` -> ``{k: json.loads(v) or the string v}``."""
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--param takes KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def _generator_settings(args: argparse.Namespace, name: str) -> dict:
-    """The generator's keyword arguments from --param and the sam/sam2 flags."""
-    kw = _parse_params(args.param)
-    if name in ("sam", "sam2"):
+def _generator_settings(args: argparse.Namespace, name: str) -> tuple[str, dict]:
+    """The generator's registry name and its keyword arguments from --param and the sam/sam2
+    flags, checked."""
+    registry_name, factory = resolve_generator(name)
+    kw = check_params(registry_name, factory, parse_params(args.param))
+    if registry_name in ("sam", "sam2"):
         if args.checkpoint:
             kw["checkpoint"] = args.checkpoint
         if args.device:
             kw["device"] = args.device
         if args.model_factory:
             kw["model"] = load_callable(args.model_factory, "--model-factory")()
-        if name == "sam" and args.model_type:
+        if registry_name == "sam" and args.model_type:
             kw["model_type"] = args.model_type
-        if name == "sam2" and args.config:
+        if registry_name == "sam2" and args.config:
             kw["config"] = args.config
     elif args.checkpoint or args.model_factory or args.model_type or args.config:
         raise ValueError(f"--checkpoint/--model-type/--config/--model-factory apply to the sam "
                          f"and sam2 generators, not {name!r} (use --param)")
-    return kw
+    return registry_name, kw
+
+
+def _fail_fast(args: argparse.Namespace, ids: Sequence[int], names: Mapping[int, str],
+               gen: Generator, n: int) -> None:
+    """Try the first ``n`` images one at a time, each into a scratch library, until one works.
+
+    Raises ValueError, before the real library is touched, when all of them fail (a wrong
+    folder, file pattern or parameter fails every image). When the build works this costs one
+    image's generation.
+    """
+    tried: list[tuple[int, str]] = []
+    with tempfile.TemporaryDirectory(prefix="samrefine-first-images-") as tmp:
+        for key in list(ids)[:n]:
+            trial = build_library(
+                os.path.join(tmp, f"{len(tried)}.srlib"), [key], gen, images=args.images,
+                file_pattern=args.file_pattern, file_names=names, shard=(0, 1), retries=0,
+                allow_failures=True, progress=False, compression=args.compression)
+            if not trial.failures:
+                return
+            tried.append((key, trial.failures[key]))
+    key, err = tried[0]
+    raise ValueError(f"the first {len(tried)} images all failed, so nothing was built (first: "
+                     f"image {key}: {err}); check --images, --file-pattern and --param "
+                     "(--fail-fast 0 turns this check off)")
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    if args.fail_fast < 0:
+        raise ValueError(f"--fail-fast must be >= 0 (0: off), got {args.fail_fast}")
+    # checked before any model or image is loaded
+    registry_name, kw = _generator_settings(args, args.generator)
     ids, names = _image_ids(args)
     if args.limit is not None:
         ids = sorted(ids)[: args.limit]
-    gen = get_generator(args.generator, **_generator_settings(args, args.generator))
+    gen = get_generator(registry_name, **kw)
+    if args.fail_fast:
+        _fail_fast(args, sorted(ids), names, gen, args.fail_fast)
     result: BuildResult = build_library(
         args.output, ids, gen, images=args.images, file_pattern=args.file_pattern,
         file_names=names, shard=args.shard, retries=args.retries,
@@ -160,7 +184,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    if_exists = "overwrite" if args.overwrite else "error"
+    if args.overwrite and args.resume:
+        raise ValueError("pass --resume (continue an interrupted merge) or --overwrite (start "
+                         "again), not both")
+    if_exists = "overwrite" if args.overwrite else "resume" if args.resume else "error"
     out = merge_libraries(one_or_many(args.shards), args.output, if_exists=if_exists,
                           progress=not args.no_progress)
     print(f"merged into {out}")
@@ -245,7 +272,9 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                    help="image file name from its id (default %(default)s)")
     g = b.add_argument_group("generator")
     g.add_argument("--generator", default="sam",
-                   help="registered generator: sam, sam2, classical (default sam)")
+                   help="registered generator (sam, sam2, classical), a factory "
+                   "MODULE:FUNCTION or FILE.py:FUNCTION, or the name of an installed "
+                   "'samrefine.generators' entry point (default sam)")
     g.add_argument("--checkpoint", help="sam/sam2 checkpoint file (SHA-256 is recorded)")
     g.add_argument("--model-type", help="sam architecture: vit_h (default), vit_l, vit_b")
     g.add_argument("--config", help="sam2 model config, e.g. configs/sam2.1/sam2.1_hiera_l.yaml")
@@ -253,11 +282,15 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                    help="MODULE:FUNCTION or FILE.py:FUNCTION returning a prebuilt model")
     g.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     g.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="generator parameter (JSON value), repeatable, e.g. points_per_side=16")
+                   help="generator parameter (JSON value), repeatable, e.g. points_per_side=16; "
+                   "checked (name, type, range) before anything runs")
     b.add_argument("--shard", help="i/n: build only shard i of n (default from RANK/WORLD_SIZE)")
     b.add_argument("--retries", type=int, default=1, help="extra attempts per failed image")
     b.add_argument("--allow-failures", action="store_true",
                    help="finish the library even if some images failed")
+    b.add_argument("--fail-fast", type=int, default=FAIL_FAST, metavar="N",
+                   help="stop before building when the first N images all fail (default "
+                   "%(default)s; 0: off). Costs one image's generation when they do not")
     b.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     b.add_argument("--compression", choices=("none", "zlib"), default="zlib",
                    help="record compression (default zlib: about half the bytes)")
@@ -292,6 +325,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("merge", help="merge the shards of one build into one library")
     m.add_argument("output", help="merged library file")
     m.add_argument("shards", nargs="+", help="shard files or a glob pattern")
+    m.add_argument("--resume", action="store_true",
+                   help="continue a merge that was interrupted (OUTPUT exists, unfinished)")
     m.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     m.add_argument("--no-progress", action="store_true")
     m.set_defaults(func=_cmd_merge)
