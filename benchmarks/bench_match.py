@@ -13,7 +13,10 @@ Routes, per sample, median of many runs, one core:
 - ``naive (pre-resized)``: the same loop on proposals already dense at 480x480;
 - ``pycocotools``: proposals pre-resized as compressed RLE; encode the pseudo-label,
   ``mask.iou``, then ``merge``/``decode`` the selection;
-- ``samrefine numba`` and ``samrefine torch`` (CPU; CUDA when available): resized runs.
+- ``samrefine numba`` and ``samrefine torch`` (CPU; CUDA when available): resized runs,
+  collated once into a ``ProposalBatch`` (the batch path);
+- ``single``: ``refine(pseudo, proposals)`` on the image's own ``Proposals`` (numba), the call
+  most users write, and its ratio to the batch path.
 
 Also ``Proposals.resize`` against decoding + torch nearest, the first-call JIT time, and a
 warm ``import samrefine``. Run: ``python benchmarks/bench_match.py [--quick]``.
@@ -203,13 +206,15 @@ def main() -> None:
             t_pre = median_time(lambda: naive_match(pt, dense_small, strategy), r, 1)
             t_coco = median_time(lambda: coco_match(pseudo, rles, areas, strategy), reps)
             t_nb = median_time(lambda: sr.refine(pseudo, batch, strategy), reps * 5)
+            t_one = median_time(lambda: sr.refine(pseudo, small, strategy), reps * 5)
             t_th = median_time(lambda: sr.refine(pseudo_t, tbatch, strategy, backend="torch"),
                                reps)
             # same answer on every route
             want = naive_match(pt, dense_small, strategy).bool().numpy()
             assert np.array_equal(sr.refine(pseudo, batch, strategy).masks, want)
             assert np.array_equal(coco_match(pseudo, rles, areas, strategy), want)
-            rows.append((name, n, strategy, t_naive, t_pre, t_coco, t_nb, t_th))
+            assert np.array_equal(sr.refine(pseudo, small, strategy).masks, want)
+            rows.append((name, n, strategy, t_naive, t_pre, t_coco, t_nb, t_th, t_one))
         t_res = median_time(lambda: props.resize(SIZE), reps)
         dense_full = torch.from_numpy(props.to_dense())
         t_dec = median_time(lambda: torch.nn.functional.interpolate(
@@ -223,16 +228,18 @@ def main() -> None:
     print("\nMatching one 480x480 pseudo-label, per sample, median, one core "
           "(ms; ratio = naive / route)")
     hdr = (f"{'photo':<15}{'N':>5} {'strategy':<7}{'naive':>9}{'naive-pre':>10}"
-           f"{'pycoco':>9}{'numba':>8}{'torch':>8}{'x naive':>9}{'x pycoco':>9}")
+           f"{'pycoco':>9}{'numba':>8}{'torch':>8}{'x naive':>9}{'x pycoco':>9}"
+           f"{'single':>8}{'single/batch':>13}")
     print(hdr)
     print("-" * len(hdr))
-    for name, n, strategy, a, b, c, d, e in rows:
+    for name, n, strategy, a, b, c, d, e, f in rows:
         print(f"{name:<15}{n:>5} {strategy:<7}{a * 1e3:>9.2f}{b * 1e3:>10.2f}{c * 1e3:>9.3f}"
-              f"{d * 1e3:>8.3f}{e * 1e3:>8.3f}{a / d:>9.0f}{c / d:>9.1f}")
+              f"{d * 1e3:>8.3f}{e * 1e3:>8.3f}{a / d:>9.0f}{c / d:>9.1f}{f * 1e3:>8.3f}"
+              f"{f / d:>13.2f}")
     med = lambda i: float(np.median([r[i] for r in rows]))  # noqa: E731
     print(f"{'median':<28}{med(3) * 1e3:>9.2f}{med(4) * 1e3:>10.2f}{med(5) * 1e3:>9.3f}"
           f"{med(6) * 1e3:>8.3f}{med(7) * 1e3:>8.3f}{med(3) / med(6):>9.0f}"
-          f"{med(5) / med(6):>9.1f}")
+          f"{med(5) / med(6):>9.1f}{med(8) * 1e3:>8.3f}{med(8) / med(6):>13.2f}")
 
     print("\nResizing one image's proposals to 480x480, median, one core (ms)")
     hdr = (f"{'photo':<15}{'N':>5} {'from':<10}{'samrefine':>10}{'decode+torch':>13}"

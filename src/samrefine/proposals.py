@@ -4,7 +4,9 @@ A ``Proposals`` holds ``N`` masks of one ``H x W`` image as canonical foreground
 :mod:`samrefine.rle`): flat ``starts``/``lengths`` (int32, column-major pixel indices) and
 ``offsets`` (int64, ``N + 1``), plus per-mask metadata (``area``, ``bbox`` and whatever the
 generator gave: ``predicted_iou``, ``stability_score``, ``point_coords``, ``crop_box``).
-Nothing here decodes a mask unless asked to (``to_dense``).
+Nothing here decodes a mask unless asked to (``to_dense``). A ``Proposals`` is immutable (its
+runs and size are fixed; ``meta`` may change), so its column ``segments``, what matching and
+geometry read, are split from the runs once, on first use, and kept.
 
 Build from: pycocotools RLE dicts (compressed or list counts), dense ``(N, H, W)`` masks, or
 the output of ``segment_anything``'s ``SamAutomaticMaskGenerator`` in any ``output_mode``.
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import rle as _rle
+from .kernels import Segments
 from .rle import RLEError
 
 __all__ = ["ProposalBatch", "Proposals", "RLEError"]
@@ -66,16 +69,29 @@ class Proposals:
         Check the invariants (cheap, ``O(R)``). Constructors that produce canonical runs skip it.
     """
 
-    __slots__ = ("lengths", "meta", "offsets", "size", "starts")
+    __slots__ = ("_area", "_segments", "lengths", "meta", "offsets", "size", "starts")
+
+    #: Fields fixed at construction (what the cached segments and areas are computed from).
+    _GEOMETRY = frozenset({"lengths", "offsets", "size", "starts"})
 
     def __init__(self, starts, lengths, offsets, size, meta=None, *, validate: bool = True):
-        self.size = _check_size(size)
-        self.starts = np.ascontiguousarray(starts, dtype=np.int32)
-        self.lengths = np.ascontiguousarray(lengths, dtype=np.int32)
-        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        setattr_ = object.__setattr__
+        setattr_(self, "size", _check_size(size))
+        setattr_(self, "starts", np.ascontiguousarray(starts, dtype=np.int32))
+        setattr_(self, "lengths", np.ascontiguousarray(lengths, dtype=np.int32))
+        setattr_(self, "offsets", np.ascontiguousarray(offsets, dtype=np.int64))
+        setattr_(self, "_segments", None)
+        setattr_(self, "_area", None)
         self.meta = {k: np.asarray(v) for k, v in (meta or {}).items()}
         if validate:
             self._validate()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._GEOMETRY or name in ("_segments", "_area"):
+            raise AttributeError(f"Proposals.{name} is fixed at construction (the proposals are "
+                                 "immutable); build new ones, e.g. with resize/crop/hflip or "
+                                 "Proposals(starts, lengths, offsets, size)")
+        object.__setattr__(self, name, value)
 
     def _validate(self) -> None:
         s, ln, off = self.starts, self.lengths, self.offsets
@@ -226,18 +242,39 @@ class Proposals:
 
     @property
     def area(self) -> np.ndarray:
-        """Foreground pixels per mask, ``(N,)`` int64."""
-        cs = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
-        return cs[self.offsets[1:]] - cs[self.offsets[:-1]]
+        """Foreground pixels per mask, ``(N,)`` int64 (computed once; do not modify)."""
+        if self._area is None:
+            cs = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
+            object.__setattr__(self, "_area", cs[self.offsets[1:]] - cs[self.offsets[:-1]])
+        return self._area
+
+    @property
+    def segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The runs split at column boundaries, what matching and geometry read.
+
+        Returns
+        -------
+        x, y0, y1 : (G,) int32
+            Rows ``[y0, y1)`` of column ``x``, mask after mask, sorted by column.
+        offsets : (N + 1,) int64
+            Segments of mask ``k`` are ``offsets[k]:offsets[k + 1]``.
+
+        Computed on first use and kept (the proposals are immutable), so matching one image
+        again and again splits its runs once. Do not modify the arrays.
+        """
+        if self._segments is None:
+            object.__setattr__(self, "_segments", _rle.runs_to_segments(
+                self.starts, self.lengths, self.offsets, self.size[0]))
+        return self._segments
 
     @property
     def bbox(self) -> np.ndarray:
         """Boxes ``(N, 4)`` float64, XYWH in pixels, as ``pycocotools.mask.toBbox``."""
-        return _rle.runs_bbox(self.starts, self.lengths, self.offsets, self.size[0])
+        return _rle.segments_bbox(self.segments)
 
     def to_dense(self) -> np.ndarray:
         """Decode to ``(N, H, W)`` bool, row-major."""
-        return _rle.decode_dense(self.starts, self.lengths, self.offsets, *self.size)
+        return _rle.segments_to_dense(self.segments, *self.size)
 
     def counts(self, k: int) -> np.ndarray:
         """COCO counts (int64) of mask ``k``."""
@@ -274,8 +311,8 @@ class Proposals:
     # ---------------------------------------------------------------- geometry
 
     def _remap(self, col_src, row_lo, out_hw) -> Proposals:
-        s, ln, off = _rle.remap_runs(self.starts, self.lengths, self.offsets, self.size,
-                                     col_src, row_lo, out_hw[0])
+        s, ln, off = _rle.remap_segments(self.segments, self.size[1], col_src, row_lo,
+                                         out_hw[0])
         return Proposals(s, ln, off, out_hw, dict(self.meta), validate=False)
 
     def resize(self, size) -> Proposals:
@@ -362,15 +399,22 @@ class ProposalBatch:
             raise ValueError(f"all images of a batch must have proposals of one size, got "
                              f"{sorted(sizes)}; resize them with Proposals.resize((H, W))")
         self.size = sizes.pop()
-        self.starts = np.concatenate([p.starts for p in proposals])
-        self.lengths = np.concatenate([p.lengths for p in proposals])
-        n_runs = np.cumsum([0] + [p.starts.size for p in proposals])
-        self.run_offsets = np.concatenate(
-            [[0]] + [p.offsets[1:] + n_runs[i] for i, p in enumerate(proposals)]).astype(np.int64)
-        self.mask_offsets = np.cumsum([0] + [len(p) for p in proposals]).astype(np.int64)
-        self.area = np.concatenate([p.area for p in proposals]).astype(np.int64)
-        self.seg_x, self.seg_y0, self.seg_y1, self.seg_offsets = _rle.runs_to_segments(
-            self.starts, self.lengths, self.run_offsets, self.size[0])
+        self.mask_offsets = np.array([0] + [len(p) for p in proposals], np.int64).cumsum()
+        if len(proposals) == 1:  # the single-image call: share the arrays, no copies
+            (p,) = proposals
+            self.starts, self.lengths, self.run_offsets = p.starts, p.lengths, p.offsets
+            self.area = p.area
+            self.seg_x, self.seg_y0, self.seg_y1, self.seg_offsets = p.segments
+        else:
+            segs = [p.segments for p in proposals]
+            self.starts = np.concatenate([p.starts for p in proposals])
+            self.lengths = np.concatenate([p.lengths for p in proposals])
+            self.run_offsets = _concat_offsets([p.offsets for p in proposals])
+            self.area = np.concatenate([p.area for p in proposals])
+            self.seg_x = np.concatenate([g[0] for g in segs])
+            self.seg_y0 = np.concatenate([g[1] for g in segs])
+            self.seg_y1 = np.concatenate([g[2] for g in segs])
+            self.seg_offsets = _concat_offsets([g[3] for g in segs])
         self.host_mask_offsets = self.mask_offsets
         self.device = None
         self._seg_mask = None
@@ -410,7 +454,7 @@ class ProposalBatch:
             torch.arange(n_masks, device=device), counts_m, output_size=len(self.seg_x))
         arrays["mask_image"] = torch.repeat_interleave(
             torch.arange(len(self), device=device), counts_b, output_size=n_masks)
-        arrays["device"] = device
+        arrays["device"] = arrays["starts"].device  # with its index: cuda -> cuda:0
         arrays["host_mask_offsets"] = self.host_mask_offsets
         return ProposalBatch(_arrays=arrays, size=self.size)
 
@@ -424,6 +468,30 @@ class ProposalBatch:
         arrays["host_mask_offsets"] = self.host_mask_offsets
         return ProposalBatch(_arrays=arrays, size=self.size)
 
+    def segments(self, device=None) -> Segments:
+        """The column segments the matching kernels read, as a plain tuple.
+
+        Parameters
+        ----------
+        device : torch.device or str, optional
+            None: numpy arrays on the host (the numba kernels' form). Otherwise int64 tensors on
+            that device, with the per-segment mask and per-mask image indices the torch kernels
+            need (moved once, reused when the batch already lives there).
+
+        Returns
+        -------
+        Segments
+        """
+        if device is None:
+            nb = self.numpy()
+            return Segments(nb.seg_x, nb.seg_y0, nb.seg_y1, nb.seg_offsets, nb.mask_offsets,
+                            nb.area)
+        tb = self
+        if not (self.is_torch and self.device == _torch_device(device)):
+            tb = self.to(device)
+        return Segments(tb.seg_x, tb.seg_y0, tb.seg_y1, tb.seg_offsets, tb.mask_offsets,
+                        tb.area, tb._seg_mask, tb._mask_image)
+
     def __getitem__(self, b: int) -> Proposals:
         """The proposals of image ``b`` (on the host)."""
         nb = self.numpy()
@@ -431,6 +499,18 @@ class ProposalBatch:
         r0, r1 = int(nb.run_offsets[m0]), int(nb.run_offsets[m1])
         return Proposals(nb.starts[r0:r1], nb.lengths[r0:r1], nb.run_offsets[m0:m1 + 1] - r0,
                          self.size, validate=False)
+
+
+def _concat_offsets(offsets: list[np.ndarray]) -> np.ndarray:
+    """Join per-image ``(N_i + 1,)`` offset arrays into one ``(sum N_i + 1,)`` int64 array."""
+    shift = np.cumsum([0] + [int(o[-1]) for o in offsets[:-1]])
+    return np.concatenate([[0]] + [o[1:] + d for o, d in zip(offsets, shift)]).astype(np.int64)
+
+
+def _torch_device(device):
+    import torch
+
+    return torch.device(device)
 
 
 def _as_numpy(x) -> np.ndarray:

@@ -316,9 +316,13 @@ def _decode_segments(seg_x, seg_y0, seg_y1, seg_off, out):
 
 def decode_dense(starts, lengths, offsets, h: int, w: int) -> np.ndarray:
     """Decode runs to dense row-major masks ``(N, H, W)`` bool."""
-    n = len(offsets) - 1
-    out = np.zeros((n, h, w), np.uint8)
-    _decode_segments(*runs_to_segments(starts, lengths, offsets, h), out)
+    return segments_to_dense(runs_to_segments(starts, lengths, offsets, h), h, w)
+
+
+def segments_to_dense(segments: tuple, h: int, w: int) -> np.ndarray:
+    """Decode column segments ``(x, y0, y1, offsets)`` to dense masks ``(N, H, W)`` bool."""
+    out = np.zeros((len(segments[3]) - 1, h, w), np.uint8)
+    _decode_segments(*segments, out)
     return out.view(np.bool_)
 
 
@@ -346,6 +350,11 @@ def _segments_bbox(seg_x, seg_y0, seg_y1, seg_off):
 def runs_bbox(starts, lengths, offsets, h: int) -> np.ndarray:
     """Bounding boxes ``(N, 4)`` float64, XYWH in pixels, as ``pycocotools.mask.toBbox``."""
     return _segments_bbox(*runs_to_segments(starts, lengths, offsets, h))
+
+
+def segments_bbox(segments: tuple) -> np.ndarray:
+    """:func:`runs_bbox` from column segments ``(x, y0, y1, offsets)``."""
+    return _segments_bbox(*segments)
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,9 +491,14 @@ def remap_runs(starts, lengths, offsets, in_hw, col_src, row_lo, out_h):
     int64 for masks of height ``out_h`` and width ``len(col_src)``.
     """
     h, w = in_hw
-    return _remap_segments(*runs_to_segments(starts, lengths, offsets, h), np.int64(w),
-                       np.ascontiguousarray(col_src, np.int64),
-                       np.ascontiguousarray(row_lo, np.int64), np.int64(out_h))
+    return remap_segments(runs_to_segments(starts, lengths, offsets, h), w, col_src, row_lo,
+                          out_h)
+
+
+def remap_segments(segments: tuple, in_w: int, col_src, row_lo, out_h: int):
+    """:func:`remap_runs` from column segments ``(x, y0, y1, offsets)`` of width ``in_w``."""
+    return _remap_segments(*segments, np.int64(in_w), np.ascontiguousarray(col_src, np.int64),
+                           np.ascontiguousarray(row_lo, np.int64), np.int64(out_h))
 
 
 @nb.njit(**NJIT)
