@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import _config
+from .match import STRATEGIES
 
 __all__ = ["CATEGORIES", "AuditReport", "StrategyStats"]
 
@@ -30,7 +30,9 @@ class StrategyStats:
     strategy : str
         ``"iom"``, ``"cpi"``, ``"cpi-u"`` or ``"cpi-o"``.
     thresholds : dict of str to float or None
-        The thresholds used: ``iom_thresh`` (IOM) or ``under`` / ``over`` (CPI family).
+        The thresholds used, those the strategy reads (:data:`samrefine.STRATEGIES`): e.g.
+        ``{"iom_thresh": 0.5}`` for IOM, ``{"under": 0.7}`` for CPI-U; ``refine(...,
+        strategy, **thresholds)`` repeats the setting.
     n : int
         Samples audited.
     positive, negative, tie, no_correction : int
@@ -129,7 +131,8 @@ class AuditReport:
         key = f"{objective}_after"
 
         def rank(s: StrategyStats):
-            dist = sum(abs(v - _default_for(k)) for k, v in s.thresholds.items() if v is not None)
+            defaults = STRATEGIES[s.strategy].defaults
+            dist = sum(abs(v - defaults[k]) for k, v in s.thresholds.items() if v is not None)
             return (-getattr(s, key), s.negative, dist)
 
         per = {}
@@ -204,10 +207,6 @@ class AuditReport:
             out += ["", (f"recommended: {rec['strategy']} {_fmt_thresh(rec['thresholds'])} "
                     f"(mean IoU {rec['before']:.4f} -> {rec['after']:.4f}; {rec['note']})")]
         return "\n".join(out)
-
-
-def _default_for(key: str) -> float:
-    return _config.IOM_THRESH if key == "iom_thresh" else _config.CPI_UNDER
 
 
 def _fmt_thresh(t: dict) -> str:

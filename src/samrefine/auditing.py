@@ -24,8 +24,9 @@ the RES "overall IoU" ``sum(|A n G|) / sum(|A u G|)``; "before" uses ``P``, "aft
 Worked example: ``P`` covers 4 pixels of which 3 are in ``G`` (``|G| = 6``), so ``IoU(P, G) =
 3 / 7``. A proposal equal to ``G`` gives ``IoU(R, G) = 1 > 3 / 7``: positive.
 
-The threshold sweep reruns each strategy on a grid (IOM ``iom_thresh``; CPI-U ``under``; CPI-O
-``over``; CPI the ``under x over`` grid) and :meth:`AuditReport.recommend` picks, per strategy
+The threshold sweep reruns each strategy on a grid of every threshold it reads (as listed in
+:data:`samrefine.STRATEGIES`: IOM ``iom_thresh``; CPI-U ``under``; CPI-O ``over``; CPI the
+``under x over`` grid) and :meth:`AuditReport.recommend` picks, per strategy
 and overall, the setting with the highest mean IoU after refinement (ties: fewer negative
 corrections, then closer to the paper's default).
 
@@ -39,6 +40,7 @@ in :mod:`samrefine.audit_report`.
 
 from __future__ import annotations
 
+import itertools
 import numbers
 import sys
 from collections.abc import Iterable, Sequence
@@ -48,13 +50,13 @@ from tqdm.auto import tqdm
 
 from . import _config
 from .audit_report import CATEGORIES, AuditReport, StrategyStats
-from .match import STRATEGIES, refine
+from .match import STRATEGIES, KernelMode, refine, resolve_strategy
 from .proposals import ProposalBatch, Proposals
 
 __all__ = ["DEFAULT_STRATEGIES", "DEFAULT_SWEEP", "audit"]
 
-#: Strategies audited by default (the four of the paper's Fig. 6).
-DEFAULT_STRATEGIES = ("iom", "cpi", "cpi-u", "cpi-o")
+#: Strategies audited by default: every one that matches (the four of the paper's Fig. 6).
+DEFAULT_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.mode != KernelMode.NONE)
 #: Default threshold grid of the sweep (strict thresholds, as everywhere).
 DEFAULT_SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -140,8 +142,8 @@ def _check_thresholds(strategies, iom_thresh, under, over, sweep):
     if not strategies:
         raise ValueError("strategies is empty; pass e.g. ('iom', 'cpi-u')")
     for s in strategies:
-        if s not in STRATEGIES or s == "none":
-            valid = ", ".join(k for k in STRATEGIES if k != "none")
+        if s not in DEFAULT_STRATEGIES:
+            valid = ", ".join(DEFAULT_STRATEGIES)
             raise ValueError(f"unknown strategy {s!r}; valid: {valid}")
     if len(set(strategies)) != len(strategies):
         raise ValueError(f"strategies has duplicates: {strategies}")
@@ -156,22 +158,21 @@ def _check_thresholds(strategies, iom_thresh, under, over, sweep):
     return strategies, tuple(sorted(set(grid)))
 
 
-def _settings(strategies, iom_thresh, under, over, grid):
-    """(main settings, sweep settings): lists of (strategy, thresholds dict)."""
-    def one(s, t_iom, u, o):
-        if s == "iom":
-            return s, {"iom_thresh": float(t_iom)}
-        u = None if s == "cpi-o" else float(u)
-        o = None if s == "cpi-u" else float(o)
-        return s, {"under": u, "over": o}
+def _settings(strategies: Sequence[str], given: dict[str, float], grid: tuple[float, ...]):
+    """(main settings, sweep settings): lists of (strategy, the thresholds it reads).
 
-    main = [one(s, iom_thresh, under, over) for s in strategies]
+    Each strategy takes from ``given`` the thresholds it reads (:data:`samrefine.STRATEGIES`);
+    its sweep is the grid over each of them (CPI: every pair).
+    """
+    def one(s: str, values: dict[str, float]) -> tuple[str, dict]:
+        return s, resolve_strategy(s, **values).thresholds
+
+    main = [one(s, {k: given[k] for k in STRATEGIES[s].thresholds}) for s in strategies]
     sweep = []
     for s in strategies:
-        if s == "cpi":
-            sweep += [one(s, 0, u, o) for u in grid for o in grid]
-        else:
-            sweep += [one(s, t, t, t) for t in grid]
+        keys = STRATEGIES[s].thresholds
+        sweep += [one(s, dict(zip(keys, values)))
+                  for values in itertools.product(grid, repeat=len(keys))]
     return main, sweep
 
 
@@ -285,8 +286,9 @@ def audit(pseudo, proposals=None, gt=None, strategies: Sequence[str] = DEFAULT_S
     sweep : sequence of float in [0, 1] or None
         Threshold grid; None skips the sweep. Default :data:`DEFAULT_SWEEP` (0.3 to 0.9).
     iom_thresh, under, over : float in [0, 1]
-        Thresholds of the main (non-sweep) rows, strict. CPI uses ``under`` and ``over``,
-        CPI-U ``under`` only, CPI-O ``over`` only. Defaults: the paper's 0.5, 0.7, 0.7.
+        Thresholds of the main (non-sweep) rows, strict. Each strategy reads those
+        :data:`samrefine.STRATEGIES` lists for it (IOM ``iom_thresh``, CPI ``under`` and
+        ``over``, CPI-U ``under``, CPI-O ``over``). Defaults: the paper's 0.5, 0.7, 0.7.
     prob_thresh : float, optional
         Foreground is ``pseudo > prob_thresh`` when ``pseudo`` holds probabilities.
     resize : bool
@@ -330,7 +332,8 @@ def audit(pseudo, proposals=None, gt=None, strategies: Sequence[str] = DEFAULT_S
         raise ValueError(f"prob_thresh must be a number in [0, 1], got {prob_thresh!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    main, sweep_settings = _settings(strategies, iom_thresh, under, over, grid)
+    given = {"iom_thresh": iom_thresh, "under": under, "over": over}
+    main, sweep_settings = _settings(strategies, given, grid)
     main_acc = [_Accumulator(s, t) for s, t in main]
     sweep_acc = [_Accumulator(s, t) for s, t in sweep_settings]
     iou_before: list[np.ndarray] = []

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .library.classical import classical_proposals
-from .match import refine
+from .match import STRATEGIES, KernelMode, refine
 from .proposals import Proposals
 
 __all__ = ["PHOTOS", "corrupt_mask", "demo_data", "photo", "pick_object", "run_demo"]
@@ -191,7 +191,7 @@ def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed
              f"{'ms/sample':>10}")
     results = {}
     before = np.mean([_iou(p, g) for p, g in zip(pseudo, gts)])
-    for strategy in ("iom", "cpi", "cpi-u", "cpi-o"):
+    for strategy in (n for n, s in STRATEGIES.items() if s.mode != KernelMode.NONE):
         ref = refine(pseudo, [small] * samples, strategy)  # warm-up (JIT)
         times = []
         for _ in range(5):

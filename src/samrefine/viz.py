@@ -55,7 +55,7 @@ from ._draw import (
     tint,
 )
 from .audit_report import AuditReport
-from .match import refine
+from .match import STRATEGIES, refine
 from .proposals import Proposals
 
 __all__ = ["GAP", "TITLE_HEIGHT", "audit_bars", "overlay_refinement", "proposal_grid", "pwa_map"]
@@ -112,7 +112,8 @@ def overlay_refinement(image, pseudo, proposals: Proposals, path=None,
     gt : np.ndarray, (H, W), optional
         Ground truth: adds a panel and the IoUs in the titles.
     iom_thresh, under, over : float
-        Thresholds (strict); CPI-U uses ``under`` only, CPI-O ``over`` only.
+        Thresholds (strict); each strategy reads those :data:`samrefine.STRATEGIES` lists for
+        it (CPI-U ``under`` only, CPI-O ``over`` only).
     panel : int
         Longer side of every panel, pixels.
     max_labels : int
@@ -141,14 +142,10 @@ def overlay_refinement(image, pseudo, proposals: Proposals, path=None,
     suffix = "" if g is None else f"  IoU {_iou(p, g):.3f}"
     panels = [(title or "image", rgb),
               ("pseudo-label" + suffix, tint(base, sp, RED))]
+    given = {"iom_thresh": iom_thresh, "under": under, "over": over}
     for s in strategies:
-        if s == "iom":
-            kw = {"iom_thresh": iom_thresh}
-        elif s in ("cpi", "cpi-u", "cpi-o"):
-            kw = {"under": None if s == "cpi-o" else under, "over": None if s == "cpi-u" else over}
-        else:
-            raise ValueError(f"unknown strategy {s!r}; valid: iom, cpi, cpi-u, cpi-o")
-        ref = refine(p, proposals, s, **kw)
+        reads = STRATEGIES[s].thresholds if s in STRATEGIES else ()  # refine rejects unknown s
+        ref = refine(p, proposals, s, **{k: given[k] for k in reads})
         sel = ref.selected[0]
         matched = bool(np.asarray(ref.matched)[0])
         sel_panel = base.copy()

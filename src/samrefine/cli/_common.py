@@ -9,7 +9,10 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["error_line", "install_hint", "load_callable", "one_or_many", "parse_list"]
+from ..match import STRATEGIES
+
+__all__ = ["error_line", "install_hint", "load_callable", "one_or_many", "parse_list",
+           "strategies_reading"]
 
 T = TypeVar("T")
 
@@ -35,6 +38,11 @@ _FLAG_FOR = {
     "if_exists='overwrite'": "--overwrite",
     "or 'overwrite'": "or --overwrite",
 }
+
+
+def strategies_reading(threshold: str) -> str:
+    """``"cpi, cpi-u"``: the strategies that read ``threshold`` (for help texts)."""
+    return ", ".join(name for name, s in STRATEGIES.items() if threshold in s.thresholds)
 
 
 def parse_list(text: str, cast: Callable[[str], T] = str) -> tuple[T, ...]:

@@ -11,7 +11,7 @@ from .. import _config
 from ..audit_report import AuditReport
 from ..auditing import DEFAULT_STRATEGIES, DEFAULT_SWEEP, audit
 from ..viz import audit_bars, overlay_refinement
-from ._common import parse_list
+from ._common import parse_list, strategies_reading
 from .inputs import load_inputs
 
 __all__ = ["add_parser"]
@@ -95,12 +95,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--size", type=int, default=256, help="--demo input size (default 256)")
     a.add_argument("--seed", type=int, default=0, help="--demo seed")
     a.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
-                   help="comma-separated (default iom,cpi,cpi-u,cpi-o)")
-    a.add_argument("--iom-thresh", type=float, default=_config.IOM_THRESH)
+                   help="comma-separated (default %(default)s)")
+    a.add_argument("--iom-thresh", type=float, default=_config.IOM_THRESH,
+                   help=f"IoU threshold, read by {strategies_reading('iom_thresh')}")
     a.add_argument("--under", type=float, default=_config.CPI_UNDER,
-                   help="CPI s1 threshold (CPI, CPI-U)")
+                   help=f"s1 threshold, read by {strategies_reading('under')}")
     a.add_argument("--over", type=float, default=_config.CPI_OVER,
-                   help="CPI s2 threshold (CPI, CPI-O)")
+                   help=f"s2 threshold, read by {strategies_reading('over')}")
     a.add_argument("--sweep", default=",".join(f"{v:g}" for v in DEFAULT_SWEEP),
                    help="threshold grid, comma-separated, or 'none'")
     a.add_argument("--prob-thresh", type=float, default=None,
