@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._common import mask_iou
 from .library.classical import classical_proposals
 from .match import STRATEGIES, KernelMode, refine
 from .proposals import Proposals
@@ -157,12 +158,6 @@ def demo_data(photo: str = "coffee", samples: int = 16, size: int = 256, seed: i
     return {"image": image, "pseudo": pseudo, "gt": gt, "proposals": props, "library": library}
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two bool masks; 1 when both are empty (as in :func:`samrefine.audit`)."""
-    u = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / u if u else 1.0
-
-
 def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed: int = 0,
              print_fn: Callable[[str], object] = print) -> dict:
     """Refine ``samples`` corrupted objects of a photo with every strategy; print a table.
@@ -190,7 +185,7 @@ def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed
     print_fn(f"{'strategy':<8} {'matched':>8} {'IoU before':>11} {'IoU after':>10} "
              f"{'ms/sample':>10}")
     results = {}
-    before = np.mean([_iou(p, g) for p, g in zip(pseudo, gts)])
+    before = np.mean([mask_iou(p, g) for p, g in zip(pseudo, gts)])
     for strategy in (n for n, s in STRATEGIES.items() if s.mode != KernelMode.NONE):
         ref = refine(pseudo, [small] * samples, strategy)  # warm-up (JIT)
         times = []
@@ -198,7 +193,7 @@ def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed
             t0 = time.perf_counter()
             ref = refine(pseudo, [small] * samples, strategy)
             times.append((time.perf_counter() - t0) / samples)
-        after = np.mean([_iou(m, g) for m, g in zip(ref.masks, gts)])
+        after = np.mean([mask_iou(m, g) for m, g in zip(ref.masks, gts)])
         res = {"matched": float(np.mean(ref.matched)), "iou_before": float(before),
                "iou_after": float(after), "ms_per_sample": float(np.median(times) * 1e3)}
         results[strategy] = res

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from . import _config, kernels
+from ._common import UNSET, binary_labels, check_unit_interval, is_torch
 from .kernels import KernelMode
 from .proposals import ProposalBatch, Proposals
 
@@ -129,25 +130,10 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType({s.name: s for s in (
 
 _THRESHOLDS = ("iom_thresh", "under", "over")
 
-#: Marks a threshold the caller did not give (``None`` is a value: it switches a CPI test off).
-_UNSET: Any = object()
 
-
-def _check_thresh(name: str, v: object) -> float:
-    if isinstance(v, bool):
-        raise TypeError(f"{name} must be a number in [0, 1], got {v!r}")
-    try:
-        f = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number in [0, 1], got {v!r}") from None
-    if not 0.0 <= f <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1], got {f}")
-    return f
-
-
-def resolve_strategy(name: str, *, iom_thresh: float | None = _UNSET,
-                     under: float | None = _UNSET,
-                     over: float | None = _UNSET) -> ResolvedStrategy:
+def resolve_strategy(name: str, *, iom_thresh: float | None = UNSET,
+                     under: float | None = UNSET,
+                     over: float | None = UNSET) -> ResolvedStrategy:
     """Decide a strategy's thresholds: the one place strategy semantics are applied.
 
     Parameters
@@ -189,7 +175,7 @@ def resolve_strategy(name: str, *, iom_thresh: float | None = _UNSET,
     for key in _THRESHOLDS:
         v = given[key]
         if key not in spec.thresholds:
-            if v is not _UNSET and v is not None:
+            if v is not UNSET and v is not None:
                 reads = ", ".join(spec.thresholds) or "no thresholds"
                 hint = ""
                 if key in ("under", "over") and spec.mode == KernelMode.CPI:
@@ -199,13 +185,13 @@ def resolve_strategy(name: str, *, iom_thresh: float | None = _UNSET,
                 raise ValueError(f"strategy {name!r} does not read {key} (it reads: {reads})"
                                  f"{hint}")
             continue
-        if v is _UNSET:
+        if v is UNSET:
             values[key] = spec.defaults[key]
         elif v is None:
             if not spec.may_disable:
                 raise ValueError(f"strategy {name!r} needs {key}, a number in [0, 1], got None")
         else:
-            values[key] = _check_thresh(key, v)
+            values[key] = check_unit_interval(key, v)
     if spec.may_disable and all(values[k] is None for k in spec.thresholds):
         raise ValueError(f"strategy {name!r} needs at least one of "
                          f"{'/'.join(spec.thresholds)} (None switches a test off)")
@@ -269,13 +255,13 @@ class Refinement:
     def match_rate(self) -> float:
         """Share of samples matched (a host float; syncs a CUDA tensor)."""
         m = self.matched
-        return float(m.float().mean()) if _is_torch(m) else float(np.mean(m))
+        return float(m.float().mean()) if is_torch(m) else float(np.mean(m))
 
     @property
     def selected(self) -> list[np.ndarray]:
         """Per image, the indices of the selected proposals within that image (host arrays)."""
         sel = self.selected_mask
-        sel = sel.cpu().numpy() if _is_torch(sel) else np.asarray(sel)
+        sel = sel.cpu().numpy() if is_torch(sel) else np.asarray(sel)
         off = self.mask_offsets
         return [np.flatnonzero(sel[off[b]:off[b + 1]]) for b in range(self.batch_size)]
 
@@ -283,59 +269,22 @@ class Refinement:
 # ---------------------------------------------------------------------------- validation
 
 
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "device")
-
-
 def _binarize(pseudo, prob_thresh):
-    """Return (uint8 {0,1} view/copy (B,H,W), squeeze flag, output dtype)."""
-    torch_in = _is_torch(pseudo)
-    if torch_in:
-        import torch
-
-        x = pseudo.detach()
-        is_float = x.is_floating_point()
-        is_bool = x.dtype == torch.bool
-        valid_dtype = is_float or is_bool or x.dtype in (
-            torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-    else:
-        x = np.asarray(pseudo)
-        is_float = x.dtype.kind == "f"
-        is_bool = x.dtype == np.bool_
-        valid_dtype = is_float or is_bool or x.dtype.kind in "iu"
-    if not valid_dtype:
-        raise TypeError(f"pseudo must be bool, integer {{0, 1}} or float, got dtype {x.dtype}")
+    """Return (uint8 {0, 1} (B, H, W) view or copy, squeeze flag, output dtype)."""
+    torch_in = is_torch(pseudo)
+    x = pseudo.detach() if torch_in else np.asarray(pseudo)
     if x.ndim not in (2, 3):
         raise ValueError(f"pseudo must be (H, W) or (B, H, W), got shape {tuple(x.shape)}")
-    squeeze = x.ndim == 2
+    out_dtype = "bool" if prob_thresh is not None else x.dtype
+    hard = binary_labels(x, "pseudo", prob_thresh)
+    squeeze = hard.ndim == 2
     if squeeze:
-        x = x[None]
-    if prob_thresh is not None:
-        t = _check_thresh("prob_thresh", prob_thresh)
-        if not is_float:
-            raise TypeError(f"prob_thresh is for float probabilities; pseudo has dtype "
-                            f"{x.dtype}. Pass hard labels without prob_thresh")
-        if torch_in:
-            bad = bool(((x < 0) | (x > 1) | x.isnan()).any())
-        else:
-            bad = bool(((x < 0) | (x > 1) | np.isnan(x)).any())
-        if bad:
-            raise ValueError("probabilities must lie in [0, 1] with no NaN; apply sigmoid or "
-                             "softmax to logits first")
-        hard = x > t
-        return (hard.to(torch.uint8) if torch_in else hard.view(np.uint8)), squeeze, "bool"
-    if is_bool:
-        return (x.view(torch.uint8) if torch_in else x.view(np.uint8)), squeeze, x.dtype
+        hard = hard[None]
     if torch_in:
-        bad = bool(((x != 0) & (x != 1)).any())
-    else:
-        bad = bool(((x != 0) & (x != 1)).any())
-    if bad:
-        hint = " (it looks like probabilities: pass prob_thresh=0.5)" if is_float else ""
-        raise ValueError(f"pseudo-labels must hold only 0 and 1{hint}")
-    if torch_in:
-        return x.to(torch.uint8), squeeze, x.dtype
-    return x.astype(np.uint8), squeeze, x.dtype
+        import torch  # already loaded: ``pseudo`` is a tensor
+
+        return hard.view(torch.uint8), squeeze, out_dtype
+    return hard.view(np.uint8), squeeze, out_dtype
 
 
 def _as_batch(proposals, n_img: int, hw) -> ProposalBatch:
@@ -359,8 +308,8 @@ def _as_batch(proposals, n_img: int, hw) -> ProposalBatch:
 
 
 def refine(pseudo, proposals, strategy: str | ResolvedStrategy = "cpi-u", *,
-           iom_thresh: float | None = _UNSET, under: float | None = _UNSET,
-           over: float | None = _UNSET, prob_thresh: float | None = None,
+           iom_thresh: float | None = UNSET, under: float | None = UNSET,
+           over: float | None = UNSET, prob_thresh: float | None = None,
            backend: str | None = None) -> Refinement:
     """Refine pseudo-labels with proposals by a named strategy.
 
@@ -396,7 +345,7 @@ def refine(pseudo, proposals, strategy: str | ResolvedStrategy = "cpi-u", *,
         :func:`resolve_strategy`), and for the input problems listed in the module header.
     """
     if isinstance(strategy, ResolvedStrategy):
-        if any(v is not _UNSET for v in (iom_thresh, under, over)):
+        if any(v is not UNSET for v in (iom_thresh, under, over)):
             raise ValueError("pass thresholds to resolve_strategy, not beside a "
                              "ResolvedStrategy")
         resolved = strategy
@@ -407,7 +356,7 @@ def refine(pseudo, proposals, strategy: str | ResolvedStrategy = "cpi-u", *,
     u, o = resolved.under, resolved.over
     strategy = resolved.name
 
-    torch_in = _is_torch(pseudo)
+    torch_in = is_torch(pseudo)
     x, squeeze, out_dtype = _binarize(pseudo, prob_thresh)
     n_img, h, w = x.shape
     batch = _as_batch(proposals, n_img, (h, w))

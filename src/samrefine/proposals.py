@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import rle as _rle
+from ._common import to_numpy
 from .kernels import Segments
 from .rle import RLEError
 
@@ -131,7 +132,7 @@ class Proposals:
     @classmethod
     def from_dense(cls, masks, meta=None) -> Proposals:
         """From dense masks ``(N, H, W)`` (bool or {0, 1}; numpy or torch; any memory order)."""
-        masks = _as_numpy(masks)
+        masks = to_numpy(masks)
         if masks.ndim != 3:
             raise ValueError(f"dense masks must be (N, H, W), got shape {masks.shape}; "
                              "for one mask use masks[None]")
@@ -201,7 +202,7 @@ class Proposals:
         if all(isinstance(s, Mapping) for s in segs):
             out = cls.from_rle(segs, size)
         elif not any(isinstance(s, Mapping) for s in segs):
-            out = cls.from_dense(np.stack([_as_numpy(s) for s in segs]))
+            out = cls.from_dense(np.stack([to_numpy(s) for s in segs]))
             if size is not None and _check_size(size) != out.size:
                 raise ValueError(f"size={tuple(size)} but the masks are {out.size}")
         else:
@@ -511,9 +512,3 @@ def _torch_device(device):
     import torch
 
     return torch.device(device)
-
-
-def _as_numpy(x) -> np.ndarray:
-    if type(x).__module__.startswith("torch"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)

@@ -44,7 +44,8 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from samrefine.match import _UNSET, Refinement, refine, resolve_strategy
+from samrefine._common import UNSET
+from samrefine.match import Refinement, refine, resolve_strategy
 from samrefine.proposals import ProposalBatch, Proposals
 from samrefine.pwa import _check_params, pwa_weight
 
@@ -149,9 +150,9 @@ def semires_targets(
     strategy: str = "cpi-u",
     *,
     from_logits: bool = True,
-    iom_thresh: float | None = _UNSET,
-    under: float | None = _UNSET,
-    over: float | None = _UNSET,
+    iom_thresh: float | None = UNSET,
+    under: float | None = UNSET,
+    over: float | None = UNSET,
     pseudo_thresh: float = 0.5,
     gamma: float = 1.3,
     mu: float = 0.5,

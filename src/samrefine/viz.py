@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _config
+from ._common import mask_iou
 from ._draw import (
     BG,
     BLUE,
@@ -74,11 +75,6 @@ def _mask(x, name: str, hw=None) -> np.ndarray:
         raise ValueError(f"{name} is {a.shape[0]}x{a.shape[1]} but the pseudo-label is "
                          f"{hw[0]}x{hw[1]}; resize it (nearest) first")
     return a
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / u if u else 1.0
 
 
 # ------------------------------------------------------------------------------ public
@@ -139,7 +135,7 @@ def overlay_refinement(image, pseudo, proposals: Proposals, path=None,
     rgb = resize_rgb(as_rgb(image, hw), phw)
     base = dim(rgb)
     sp = resize_mask(p, phw)
-    suffix = "" if g is None else f"  IoU {_iou(p, g):.3f}"
+    suffix = "" if g is None else f"  IoU {mask_iou(p, g):.3f}"
     panels = [(title or "image", rgb),
               ("pseudo-label" + suffix, tint(base, sp, RED))]
     given = {"iom_thresh": iom_thresh, "under": under, "over": over}
@@ -165,7 +161,7 @@ def overlay_refinement(image, pseudo, proposals: Proposals, path=None,
         panels.append((f"{s}: {sel.size} selected", sel_panel))
         r = _mask(np.asarray(ref.masks), "refined")
         if matched:
-            t = f"{s} refined" + ("" if g is None else f"  IoU {_iou(r, g):.3f}")
+            t = f"{s} refined" + ("" if g is None else f"  IoU {mask_iou(r, g):.3f}")
             panels.append((t, tint(base, resize_mask(r, phw), GREEN)))
         else:
             panels.append((f"{s}: unmatched -> PWA", tint(base, sp, RED, 0.25)))
