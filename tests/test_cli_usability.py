@@ -15,10 +15,9 @@ from PIL import Image
 import samrefine
 from samrefine.cli import main
 from samrefine.cli._common import install_hint
-from samrefine.cli.params import check_params
-from samrefine.library import ProposalLibrary, create_library
+from samrefine.cli.generators import check_params
+from samrefine.library import ProposalLibrary, create_library, list_generators
 from samrefine.library import writer as writer_module
-from samrefine.library.generate import _REGISTRY
 
 SRC = str(Path(samrefine.__file__).resolve().parents[1])  # the samrefine under test
 
@@ -246,11 +245,10 @@ def plugin(tmp_path, monkeypatch):
     (dist / "entry_points.txt").write_text("[samrefine.generators]\n"
                                            "bands = samrefine_test_bands:bands\n")
     monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
+    before = list_generators()
     yield tmp_path / "plugin"
-    for name in ("samrefine_test_bands:bands", "bands",
-                 f"{tmp_path / 'plugin' / 'samrefine_test_bands.py'}:bands"):
-        _REGISTRY.pop(name, None)
     sys.modules.pop("samrefine_test_bands", None)
+    assert list_generators() == before  # the CLI leaves the process-wide registry alone
 
 
 @pytest.mark.parametrize("how", ["module", "file", "entry point"])

@@ -11,14 +11,15 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ..library import importers as im
-from ..library.generate import BuildResult, Generator, build_library, get_generator
+from ..library.generate import BuildResult, Generator, build_library
 from ..library.reader import ProposalLibrary
 from ..library.writer import create_library, merge_libraries, verify_library
 from ._common import load_callable, one_or_many
-from .params import check_params, parse_params, resolve_generator
+from .generators import check_params, make_generator, parse_params, resolve_generator
 
 __all__ = ["add_parsers"]
 
@@ -73,9 +74,10 @@ def _image_ids(args: argparse.Namespace) -> tuple[list[int], dict[int, str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _generator_settings(args: argparse.Namespace, name: str) -> tuple[str, dict]:
-    """The generator's registry name and its keyword arguments from --param and the sam/sam2
-    flags, checked."""
+def _generator_spec(args: argparse.Namespace,
+                    name: str) -> tuple[str, Callable[..., Any] | None, dict]:
+    """``(name, factory, settings)`` for :func:`make_generator`: --param checked, the sam/sam2
+    flags added; a --model-factory is loaded (and called later) as ``settings["model"]``."""
     registry_name, factory = resolve_generator(name)
     kw = check_params(registry_name, factory, parse_params(args.param))
     if registry_name in ("sam", "sam2"):
@@ -84,7 +86,7 @@ def _generator_settings(args: argparse.Namespace, name: str) -> tuple[str, dict]
         if args.device:
             kw["device"] = args.device
         if args.model_factory:
-            kw["model"] = load_callable(args.model_factory, "--model-factory")()
+            kw["model"] = load_callable(args.model_factory, "--model-factory")
         if registry_name == "sam" and args.model_type:
             kw["model_type"] = args.model_type
         if registry_name == "sam2" and args.config:
@@ -92,7 +94,7 @@ def _generator_settings(args: argparse.Namespace, name: str) -> tuple[str, dict]
     elif args.checkpoint or args.model_factory or args.model_type or args.config:
         raise ValueError(f"--checkpoint/--model-type/--config/--model-factory apply to the sam "
                          f"and sam2 generators, not {name!r} (use --param)")
-    return registry_name, kw
+    return registry_name, factory, kw
 
 
 def _fail_fast(args: argparse.Namespace, ids: Sequence[int], names: Mapping[int, str],
@@ -104,6 +106,8 @@ def _fail_fast(args: argparse.Namespace, ids: Sequence[int], names: Mapping[int,
     image's generation.
     """
     tried: list[tuple[int, str]] = []
+    if not ids:
+        return
     with tempfile.TemporaryDirectory(prefix="samrefine-first-images-") as tmp:
         for key in list(ids)[:n]:
             trial = build_library(
@@ -122,12 +126,14 @@ def _fail_fast(args: argparse.Namespace, ids: Sequence[int], names: Mapping[int,
 def _cmd_build(args: argparse.Namespace) -> int:
     if args.fail_fast < 0:
         raise ValueError(f"--fail-fast must be >= 0 (0: off), got {args.fail_fast}")
-    # checked before any model or image is loaded
-    registry_name, kw = _generator_settings(args, args.generator)
+    spec = _generator_spec(args, args.generator)  # before any image is read
     ids, names = _image_ids(args)
     if args.limit is not None:
         ids = sorted(ids)[: args.limit]
-    gen = get_generator(registry_name, **kw)
+    name, factory, kw = spec
+    if args.model_factory:
+        kw["model"] = kw["model"]()  # build the --model-factory model
+    gen = make_generator(name, factory, kw)
     if args.fail_fast:
         _fail_fast(args, sorted(ids), names, gen, args.fail_fast)
     result: BuildResult = build_library(

@@ -1,8 +1,8 @@
 """Which generator ``samrefine build`` runs, and checking its ``--param KEY=VALUE`` settings.
 
 ``--generator`` names a registered generator (``sam``, ``sam2``, ``classical``), a factory
-``package.module:callable`` or ``path/to/file.py:callable`` (registered under that name for
-this run), or an installed entry point of the group :data:`ENTRY_POINT_GROUP`, e.g. in a
+``package.module:callable`` or ``path/to/file.py:callable`` (the library records that text as
+its generator), or an installed entry point of the group :data:`ENTRY_POINT_GROUP`, e.g. in a
 plug-in's ``pyproject.toml``::
 
     [project.entry-points."samrefine.generators"]
@@ -10,7 +10,8 @@ plug-in's ``pyproject.toml``::
 
 A factory takes the generator's parameters as keyword arguments and returns a
 :class:`~samrefine.library.Generator` or a callable ``image -> masks`` (see
-:func:`~samrefine.library.register_generator`).
+:func:`~samrefine.library.register_generator`). Factories loaded here are not added to the
+process-wide registry.
 
 ``--param`` values are JSON (``max_masks=50``, ``scales=[64,256]``, ``output_mode=coco_rle``;
 a value that is not JSON is a string). Before any model is loaded or image read, every value is
@@ -30,11 +31,11 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from ..library.generate import list_generators, register_generator
+from ..library.generate import Generator, get_generator, list_generators
 from ._common import load_callable
 
-__all__ = ["ENTRY_POINT_GROUP", "RULES", "Rule", "check_params", "parse_params",
-           "resolve_generator"]
+__all__ = ["ENTRY_POINT_GROUP", "RULES", "Rule", "check_params", "make_generator",
+           "parse_params", "resolve_generator"]
 
 #: Entry-point group in which installed packages register generator factories.
 ENTRY_POINT_GROUP = "samrefine.generators"
@@ -173,22 +174,15 @@ def parse_params(items: Iterable[str] | None) -> dict[str, Any]:
 
 
 def resolve_generator(name: str) -> tuple[str, Callable[..., Any] | None]:
-    """The registry name to build ``name`` by, and its factory when the CLI loaded one.
-
-    Registered names come back as they are (factory None); ``module:callable`` and entry
-    points are loaded and registered for this process.
-    """
+    """``(name, factory)``: factory None for a registered name, else the callable that
+    ``module:callable`` or the entry point ``name`` loads."""
     if ":" in name:
-        factory = load_callable(name, "--generator")
-        register_generator(name, factory, overwrite=True)
-        return name, factory
+        return name, load_callable(name, "--generator")
     if name in list_generators():
         return name, None
     found = list(entry_points(group=ENTRY_POINT_GROUP, name=name))
     if found:
-        factory = found[0].load()
-        register_generator(name, factory, overwrite=True)
-        return name, factory
+        return name, found[0].load()
     raise KeyError(f"unknown generator {name!r}; registered: {', '.join(list_generators())}; "
                    f"or give MODULE:FACTORY, FILE.py:FACTORY, or install a package with an "
                    f"entry point in the group {ENTRY_POINT_GROUP!r}")
@@ -284,3 +278,18 @@ def check_params(generator: str, factory: Callable[..., Any] | None,
         else:
             out[key] = rule.check(key, value)
     return out
+
+
+def make_generator(name: str, factory: Callable[..., Any] | None,
+                   params: Mapping[str, Any]) -> Generator:
+    """The generator ``name`` built with ``params``: from the registry, or from ``factory``
+    (a :class:`~samrefine.library.Generator`, or a callable wrapped in one named ``name``)."""
+    if factory is None:
+        return get_generator(name, **params)
+    made = factory(**params)
+    if isinstance(made, Generator):
+        return made
+    if not callable(made):
+        raise TypeError(f"generator factory {name!r} returned {type(made).__name__}, not a "
+                        "callable")
+    return Generator(name, made, params=dict(params))
