@@ -47,6 +47,9 @@ __all__ = [
     "iom", "refine", "resolve_strategy",
 ]
 
+#: What the entry points accept as proposals: one image's, a list of them, or a batch.
+ProposalsLike = Proposals | Sequence[Proposals] | ProposalBatch
+
 # ---------------------------------------------------------------------------- strategies
 
 
@@ -269,7 +272,7 @@ class Refinement:
 # ---------------------------------------------------------------------------- validation
 
 
-def _binarize(pseudo, prob_thresh):
+def _binarize(pseudo: Any, prob_thresh: float | None) -> tuple[Any, bool, Any]:
     """Return (uint8 {0, 1} (B, H, W) view or copy, squeeze flag, output dtype)."""
     torch_in = is_torch(pseudo)
     x = pseudo.detach() if torch_in else np.asarray(pseudo)
@@ -287,7 +290,7 @@ def _binarize(pseudo, prob_thresh):
     return hard.view(np.uint8), squeeze, out_dtype
 
 
-def _as_batch(proposals, n_img: int, hw) -> ProposalBatch:
+def _as_batch(proposals: Any, n_img: int, hw: tuple[int, int]) -> ProposalBatch:
     if isinstance(proposals, Proposals):
         proposals = ProposalBatch([proposals])
     elif isinstance(proposals, Sequence) and not isinstance(proposals, ProposalBatch):
@@ -307,7 +310,7 @@ def _as_batch(proposals, n_img: int, hw) -> ProposalBatch:
 # ---------------------------------------------------------------------------- entry points
 
 
-def refine(pseudo, proposals, strategy: str | ResolvedStrategy = "cpi-u", *,
+def refine(pseudo: Any, proposals: ProposalsLike, strategy: str | ResolvedStrategy = "cpi-u", *,
            iom_thresh: float | None = UNSET, under: float | None = UNSET,
            over: float | None = UNSET, prob_thresh: float | None = None,
            backend: str | None = None) -> Refinement:
@@ -385,7 +388,14 @@ def refine(pseudo, proposals, strategy: str | ResolvedStrategy = "cpi-u", *,
                       mask_offsets=batch.host_mask_offsets, strategy=strategy)
 
 
-def _unmatched(x, squeeze, out_dtype, batch, torch_in, strategy):
+def _unmatched(x: Any, squeeze: bool, out_dtype: Any, batch: ProposalBatch, torch_in: bool,
+               strategy: str) -> Refinement:
+    masks: Any
+    matched: Any
+    sel: Any
+    chosen: Any
+    nan: Any
+    inter: Any
     n_img = x.shape[0]
     m = batch.num_masks
     if torch_in:
@@ -411,7 +421,8 @@ def _unmatched(x, squeeze, out_dtype, batch, torch_in, strategy):
                       batch.host_mask_offsets, strategy)
 
 
-def iom(pseudo, proposals, thresh: float = _config.IOM_THRESH, *, prob_thresh=None,
+def iom(pseudo: Any, proposals: ProposalsLike, thresh: float = _config.IOM_THRESH, *,
+        prob_thresh: float | None = None,
         backend: str | None = None) -> Refinement:
     """IoU-based Optimal Matching (paper Eq. 6, Algorithm 1 lines 4-9).
 
@@ -423,8 +434,8 @@ def iom(pseudo, proposals, thresh: float = _config.IOM_THRESH, *, prob_thresh=No
                   backend=backend)
 
 
-def cpi(pseudo, proposals, under: float | None = _config.CPI_UNDER,
-        over: float | None = _config.CPI_OVER, *, prob_thresh=None,
+def cpi(pseudo: Any, proposals: ProposalsLike, under: float | None = _config.CPI_UNDER,
+        over: float | None = _config.CPI_OVER, *, prob_thresh: float | None = None,
         backend: str | None = None) -> Refinement:
     """Composite Parts Integration (paper Eqs. 7-8, Algorithm 1 lines 10-15).
 

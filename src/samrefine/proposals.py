@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import rle as _rle
 from ._common import to_numpy
@@ -40,7 +41,7 @@ __all__ = ["ProposalBatch", "Proposals", "RLEError"]
 SAM_META_KEYS = ("predicted_iou", "stability_score", "point_coords", "crop_box")
 
 
-def _check_size(size) -> tuple[int, int]:
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
@@ -72,10 +73,20 @@ class Proposals:
 
     __slots__ = ("_area", "_segments", "lengths", "meta", "offsets", "size", "starts")
 
+    size: tuple[int, int]
+    starts: np.ndarray
+    lengths: np.ndarray
+    offsets: np.ndarray
+    meta: dict[str, np.ndarray]
+    _segments: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+    _area: np.ndarray | None
+
     #: Fields fixed at construction (what the cached segments and areas are computed from).
     _GEOMETRY = frozenset({"lengths", "offsets", "size", "starts"})
 
-    def __init__(self, starts, lengths, offsets, size, meta=None, *, validate: bool = True):
+    def __init__(self, starts: ArrayLike, lengths: ArrayLike, offsets: ArrayLike,
+                 size: Sequence[int], meta: Mapping[str, ArrayLike] | None = None, *,
+                 validate: bool = True) -> None:
         setattr_ = object.__setattr__
         setattr_(self, "size", _check_size(size))
         setattr_(self, "starts", np.ascontiguousarray(starts, dtype=np.int32))
@@ -124,13 +135,13 @@ class Proposals:
     # ---------------------------------------------------------------- constructors
 
     @classmethod
-    def empty(cls, size) -> Proposals:
+    def empty(cls, size: Sequence[int]) -> Proposals:
         """No masks, for an image of ``size = (H, W)``."""
         return cls(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64), size,
                    validate=False)
 
     @classmethod
-    def from_dense(cls, masks, meta=None) -> Proposals:
+    def from_dense(cls, masks: Any, meta: Mapping[str, ArrayLike] | None = None) -> Proposals:
         """From dense masks ``(N, H, W)`` (bool or {0, 1}; numpy or torch; any memory order)."""
         masks = to_numpy(masks)
         if masks.ndim != 3:
@@ -147,7 +158,8 @@ class Proposals:
         return out
 
     @classmethod
-    def from_rle(cls, rles: Sequence[Mapping[str, Any]], size=None, meta=None) -> Proposals:
+    def from_rle(cls, rles: Sequence[Mapping[str, Any]], size: Sequence[int] | None = None,
+                 meta: Mapping[str, ArrayLike] | None = None) -> Proposals:
         """From pycocotools RLE dicts ``{"size": [H, W], "counts": bytes | str | list}``.
 
         All masks must share one size. ``size`` is required when ``rles`` is empty. Counts are
@@ -186,7 +198,8 @@ class Proposals:
         return out
 
     @classmethod
-    def from_sam(cls, records: Sequence[Mapping[str, Any]], size=None) -> Proposals:
+    def from_sam(cls, records: Sequence[Mapping[str, Any]],
+                 size: Sequence[int] | None = None) -> Proposals:
         """From ``SamAutomaticMaskGenerator.generate`` output, in any ``output_mode``.
 
         ``binary_mask`` records carry an ``(H, W)`` bool array, ``uncompressed_rle`` a dict with
@@ -232,22 +245,24 @@ class Proposals:
         h, w = self.size
         return f"Proposals(n={len(self)}, size=({h}, {w}), runs={self.starts.size})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Proposals):
             return NotImplemented
         return (self.size == other.size and np.array_equal(self.offsets, other.offsets)
                 and np.array_equal(self.starts, other.starts)
                 and np.array_equal(self.lengths, other.lengths))
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable-equality semantics: unhashable
 
     @property
     def area(self) -> np.ndarray:
         """Foreground pixels per mask, ``(N,)`` int64 (computed once; do not modify)."""
-        if self._area is None:
+        area = self._area
+        if area is None:
             cs = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
-            object.__setattr__(self, "_area", cs[self.offsets[1:]] - cs[self.offsets[:-1]])
-        return self._area
+            area = cs[self.offsets[1:]] - cs[self.offsets[:-1]]
+            object.__setattr__(self, "_area", area)
+        return area
 
     @property
     def segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -263,10 +278,12 @@ class Proposals:
         Computed on first use and kept (the proposals are immutable), so matching one image
         again and again splits its runs once. Do not modify the arrays.
         """
-        if self._segments is None:
-            object.__setattr__(self, "_segments", _rle.runs_to_segments(
-                self.starts, self.lengths, self.offsets, self.size[0]))
-        return self._segments
+        segments = self._segments
+        if segments is None:
+            segments = _rle.runs_to_segments(self.starts, self.lengths, self.offsets,
+                                             self.size[0])
+            object.__setattr__(self, "_segments", segments)
+        return segments
 
     @property
     def bbox(self) -> np.ndarray:
@@ -296,7 +313,7 @@ class Proposals:
             out.append({"size": [h, w], "counts": counts})
         return out
 
-    def __getitem__(self, index) -> Proposals:
+    def __getitem__(self, index: Any) -> Proposals:
         """A subset: ``index`` is an int, a slice, an int array or a bool mask ``(N,)``."""
         n = len(self)
         idx = np.arange(n)[index]
@@ -311,12 +328,13 @@ class Proposals:
 
     # ---------------------------------------------------------------- geometry
 
-    def _remap(self, col_src, row_lo, out_hw) -> Proposals:
+    def _remap(self, col_src: np.ndarray, row_lo: np.ndarray,
+               out_hw: tuple[int, int]) -> Proposals:
         s, ln, off = _rle.remap_segments(self.segments, self.size[1], col_src, row_lo,
                                          out_hw[0])
         return Proposals(s, ln, off, out_hw, dict(self.meta), validate=False)
 
-    def resize(self, size) -> Proposals:
+    def resize(self, size: Sequence[int]) -> Proposals:
         """Nearest-neighbour resize to ``size = (H', W')``, on runs.
 
         Equal pixel for pixel to ``torch.nn.functional.interpolate(dense[None].float(),
@@ -332,7 +350,7 @@ class Proposals:
         """Mirror left-right, on runs."""
         return self._remap(*_rle.hflip_maps(self.size), self.size)
 
-    def crop(self, box) -> Proposals:
+    def crop(self, box: Sequence[int]) -> Proposals:
         """Crop to ``box = (x, y, w, h)`` (ints, pixels); parts outside the image are empty.
 
         A box reaching outside the image pads with background, as padding an image and then
@@ -379,11 +397,27 @@ class ProposalBatch:
     _FIELDS = ("starts", "lengths", "run_offsets", "mask_offsets", "area", "seg_x", "seg_y0",
                "seg_y1", "seg_offsets")
 
-    def __init__(self, proposals: Sequence[Proposals] | None = None, *, _arrays=None, size=None):
+    # numpy arrays on the host, int64 tensors after ``to(device)``
+    starts: Any
+    lengths: Any
+    run_offsets: Any
+    mask_offsets: Any
+    area: Any
+    seg_x: Any
+    seg_y0: Any
+    seg_y1: Any
+    seg_offsets: Any
+    host_mask_offsets: np.ndarray
+    size: tuple[int, int]
+    device: Any
+
+    def __init__(self, proposals: Sequence[Proposals] | None = None, *,
+                 _arrays: dict[str, Any] | None = None,
+                 size: tuple[int, int] | None = None) -> None:
         if _arrays is not None:
             for k in self._FIELDS:
                 setattr(self, k, _arrays[k])
-            self.size = size
+            self.size = size  # type: ignore[assignment]  # set by to()/numpy()
             self.device = _arrays.get("device")
             self._seg_mask = _arrays.get("seg_mask")
             self._mask_image = _arrays.get("mask_image")
@@ -438,12 +472,12 @@ class ProposalBatch:
     def is_torch(self) -> bool:
         return self.device is not None
 
-    def to(self, device) -> ProposalBatch:
+    def to(self, device: Any) -> ProposalBatch:
         """Torch tensors (int64) on ``device``, with the index maps the torch kernels need."""
         import torch
 
         device = torch.device(device)
-        arrays = {}
+        arrays: dict[str, Any] = {}
         for k in self._FIELDS:
             v = getattr(self, k)
             v = torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v
@@ -469,7 +503,7 @@ class ProposalBatch:
         arrays["host_mask_offsets"] = self.host_mask_offsets
         return ProposalBatch(_arrays=arrays, size=self.size)
 
-    def segments(self, device=None) -> Segments:
+    def segments(self, device: Any = None) -> Segments:
         """The column segments the matching kernels read, as a plain tuple.
 
         Parameters
@@ -508,7 +542,7 @@ def _concat_offsets(offsets: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([[0]] + [o[1:] + d for o, d in zip(offsets, shift)]).astype(np.int64)
 
 
-def _torch_device(device):
+def _torch_device(device: Any) -> Any:
     import torch
 
     return torch.device(device)

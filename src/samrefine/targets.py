@@ -428,7 +428,9 @@ class ProposalCollate:
                     f"sample {i} has no {self.key!r} entry (keys: {sorted(map(str, sample))}); "
                     "set ProposalCollate(key=...)"
                 )
-            rest = {k: v for k, v in sample.items() if k not in (self.key, self.geometry_key)}
+            rest: Any = {
+                k: v for k, v in sample.items() if k not in (self.key, self.geometry_key)
+            }
             geom = sample.get(self.geometry_key) if self.geometry_key is not None else None
             p = follow_geometry(self._check(sample[self.key], i), geom)
             return p, geom, rest

@@ -8,6 +8,8 @@ no proposal decoded. Images run in parallel (``prange``) when there are several.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
@@ -18,9 +20,13 @@ IOM, CPI = int(KernelMode.IOM), int(KernelMode.CPI)
 
 
 @nb.njit(**NJIT)
-def _refine_one(b, pseudo, seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets, area, mode, t_iom,
-                use_under, under, use_over, over, eps,
-                inter, iou, s1, s2, selected, chosen, matched, out):
+def _refine_one(b: int, pseudo: np.ndarray, seg_x: np.ndarray, seg_y0: np.ndarray,
+                seg_y1: np.ndarray, seg_offsets: np.ndarray, mask_offsets: np.ndarray,
+                area: np.ndarray, mode: int, t_iom: float, use_under: bool, under: float,
+                use_over: bool, over: float, eps: float, inter: np.ndarray, iou: np.ndarray,
+                s1: np.ndarray, s2: np.ndarray, selected: np.ndarray, chosen: np.ndarray,
+                matched: np.ndarray, out: np.ndarray) -> None:
+    """Score image ``b``'s proposals and write its refined mask into ``out[b]`` (in place)."""
     _, h, w = pseudo.shape
     # per-column prefix sums, built row by row (vectorised, no transpose):
     # cum[y, x] = foreground pixels in rows [0, y) of column x
@@ -93,13 +99,13 @@ def _refine_one(b, pseudo, seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets, are
 
 
 @nb.njit(**NJIT)
-def _refine_serial(*args):
+def _refine_serial(*args: Any) -> None:
     for b in range(args[0].shape[0]):
         _refine_one(b, *args)
 
 
 @nb.njit(**NJIT_PARALLEL)
-def _refine_parallel(*args):
+def _refine_parallel(*args: Any) -> None:
     for b in nb.prange(args[0].shape[0]):
         _refine_one(b, *args)
 
