@@ -76,7 +76,7 @@ def as_rgb(image: Any, hw: tuple[int, int]) -> np.ndarray:
                              "(un-normalise it first)")
         a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
     if a.shape[:2] != tuple(hw):
-        a = np.asarray(Image.fromarray(a).resize((hw[1], hw[0]), Image.BILINEAR))
+        a = np.asarray(Image.fromarray(a).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
     return a
 
 
@@ -93,7 +93,7 @@ def resize_rgb(a: np.ndarray, phw: tuple[int, int]) -> np.ndarray:
 
     if a.shape[:2] == tuple(phw):
         return a
-    return np.asarray(Image.fromarray(a).resize((phw[1], phw[0]), Image.BILINEAR))
+    return np.asarray(Image.fromarray(a).resize((phw[1], phw[0]), Image.Resampling.BILINEAR))
 
 
 def _edge(m: np.ndarray) -> np.ndarray:

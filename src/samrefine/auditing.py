@@ -90,9 +90,10 @@ class _Accumulator:
     def stats(self) -> StrategyStats:
         n = self.n
         m = int(self.counts[:3].sum())
+        pos, neg, tie, none = (int(c) for c in self.counts)
         return StrategyStats(
-            self.strategy, self.thresholds, n, *(int(c) for c in self.counts),
-            miou_before=self.sum_iou_b / n if n else 0.0,
+            self.strategy, self.thresholds, n, positive=pos, negative=neg, tie=tie,
+            no_correction=none, miou_before=self.sum_iou_b / n if n else 0.0,
             miou_after=self.sum_iou_a / n if n else 0.0,
             oiou_before=self.sum_i_b / self.sum_u_b if self.sum_u_b else 1.0,
             oiou_after=self.sum_i_a / self.sum_u_a if self.sum_u_a else 1.0,
@@ -120,7 +121,7 @@ def _check_thresholds(strategies, iom_thresh, under, over, sweep):
     if len(set(strategies)) != len(strategies):
         raise ValueError(f"strategies has duplicates: {strategies}")
     for name, v in (("iom_thresh", iom_thresh), ("under", under), ("over", over)):
-        if isinstance(v, bool) or not (isinstance(v, numbers.Real) and 0.0 <= v <= 1.0):
+        if isinstance(v, bool) or not (isinstance(v, numbers.Real) and 0.0 <= float(v) <= 1.0):
             raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
     if sweep is None:
         return strategies, ()

@@ -76,7 +76,7 @@ def _resize_rgb(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an ``(H, W, 3)`` uint8 image to ``hw = (h, w)`` (Pillow)."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.BILINEAR))
+    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
 
 
 @functools.lru_cache(maxsize=4)

@@ -26,6 +26,7 @@ Contents: :func:`overlay_refinement`, :func:`proposal_grid`, :func:`pwa_map`,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +139,7 @@ def overlay_refinement(image, pseudo, proposals: Proposals, path=None,
     suffix = "" if g is None else f"  IoU {mask_iou(p, g):.3f}"
     panels = [(title or "image", rgb),
               ("pseudo-label" + suffix, tint(base, sp, RED))]
-    given = {"iom_thresh": iom_thresh, "under": under, "over": over}
+    given: dict[str, Any] = {"iom_thresh": iom_thresh, "under": under, "over": over}
     for s in strategies:
         reads = STRATEGIES[s].thresholds if s in STRATEGIES else ()  # refine rejects unknown s
         ref = refine(p, proposals, s, **{k: given[k] for k in reads})

@@ -7,14 +7,12 @@ import importlib.util
 import os
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from ..match import STRATEGIES
 
 __all__ = ["error_line", "install_hint", "load_callable", "one_or_many", "parse_list",
            "strategies_reading"]
-
-T = TypeVar("T")
 
 #: Top-level module -> the ``samrefine`` extra that installs it (``pyproject.toml``).
 EXTRA_OF_MODULE = {
@@ -45,7 +43,7 @@ def strategies_reading(threshold: str) -> str:
     return ", ".join(name for name, s in STRATEGIES.items() if threshold in s.thresholds)
 
 
-def parse_list(text: str, cast: Callable[[str], T] = str) -> tuple[T, ...]:
+def parse_list(text: str, cast: Callable[[str], Any] = str) -> tuple[Any, ...]:
     """``"a,b,,c"`` -> ``(cast("a"), cast("b"), cast("c"))``."""
     return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
 

@@ -221,10 +221,11 @@ def _rule_from_signature(p: inspect.Parameter) -> Rule | None:
         return Rule("str")
     if isinstance(d, (list, tuple)) and d and all(isinstance(v, numbers.Real) for v in d):
         return Rule("list", item="int" if all(isinstance(v, int) for v in d) else "float")
-    ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__",
-                                                                      None)
+    if d is not None and d is not inspect.Parameter.empty:
+        return None
+    ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
     return {"int": Rule("int"), "float": Rule("float"), "bool": Rule("bool"),
-            "str": Rule("str")}.get(ann) if d is None or d is inspect.Parameter.empty else None
+            "str": Rule("str")}.get(str(ann))
 
 
 def check_params(generator: str, factory: Callable[..., Any] | None,
