@@ -48,8 +48,18 @@ def dataset(tmp_path):
 
 def build_argv(out, dataset, *extra):
     images, ids = dataset
-    return ["build", str(out), "--images", str(images), "--ids", str(ids), "--file-pattern",
-            "{image_id}.png", "--no-progress", *extra]
+    return [
+        "build",
+        str(out),
+        "--images",
+        str(images),
+        "--ids",
+        str(ids),
+        "--file-pattern",
+        "{image_id}.png",
+        "--no-progress",
+        *extra,
+    ]
 
 
 # ------------------------------------------------------------------ --version, python -m
@@ -63,8 +73,9 @@ def test_version_flag(capsys):
 
 
 def test_python_dash_m_samrefine_runs_the_cli():
-    p = run_module("samrefine", "--version", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                   text=True)
+    p = run_module(
+        "samrefine", "--version", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert out.strip() == f"samrefine {samrefine.__version__}"
@@ -79,8 +90,9 @@ def test_info_json_into_a_closed_pipe_exits_quietly(tmp_path):
     w.append(1, samrefine.Proposals.from_dense(np.eye(4, dtype=bool)[None]))
     w.finish()
     # the reader closes its end before the command writes (as `| head -c 0` would)
-    p = run_module("samrefine", "info", "--json", str(lib), stdout=subprocess.PIPE,
-                   stderr=subprocess.PIPE)
+    p = run_module(
+        "samrefine", "info", "--json", str(lib), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     p.stdout.close()
     err = p.stderr.read().decode()
     p.wait(timeout=120)
@@ -100,10 +112,14 @@ def test_missing_extra_names_the_pip_install(tmp_path, dataset, monkeypatch, cap
 
 
 def test_install_hints():
-    assert install_hint(ModuleNotFoundError("x", name="skimage.segmentation")) == \
-        'pip install "samrefine[classical]"'
-    assert install_hint(ModuleNotFoundError("x", name="segment_anything")) == \
-        'pip install "samrefine[sam]"'
+    assert (
+        install_hint(ModuleNotFoundError("x", name="skimage.segmentation"))
+        == 'pip install "samrefine[classical]"'
+    )
+    assert (
+        install_hint(ModuleNotFoundError("x", name="segment_anything"))
+        == 'pip install "samrefine[sam]"'
+    )
     assert install_hint(ModuleNotFoundError("x", name="PIL")) == "pip install pillow"
     assert install_hint(ModuleNotFoundError("x", name="my_own_module")) is None
 
@@ -111,19 +127,32 @@ def test_install_hints():
 # ------------------------------------------------------------------ --param checks
 
 
-@pytest.mark.parametrize("param, words", [
-    ("max_masks=abc", ["max_masks", "an int >= 1"]),
-    ("max_masks=-5", ["max_masks", "an int >= 1"]),
-    ("max_masks=2.5", ["max_masks", "an int >= 1"]),
-    ("dedup_iou=1.5", ["dedup_iou", "a number in [0, 1]"]),
-    ("scales=[64,-1]", ["scales", "a list of numbers > 0"]),
-    ("max_mask=5", ["no parameter 'max_mask'", "valid: scales", "max_masks"]),
-])
+@pytest.mark.parametrize(
+    "param, words",
+    [
+        ("max_masks=abc", ["max_masks", "an int >= 1"]),
+        ("max_masks=-5", ["max_masks", "an int >= 1"]),
+        ("max_masks=2.5", ["max_masks", "an int >= 1"]),
+        ("dedup_iou=1.5", ["dedup_iou", "a number in [0, 1]"]),
+        ("scales=[64,-1]", ["scales", "a list of numbers > 0"]),
+        ("max_mask=5", ["no parameter 'max_mask'", "valid: scales", "max_masks"]),
+    ],
+)
 def test_bad_classical_params_fail_before_any_work(tmp_path, dataset, capsys, param, words):
     images, _ = dataset
     # the ids file does not exist: the parameter error comes first, before anything is read
-    argv = ["build", str(tmp_path / "x.srlib"), "--images", str(images), "--ids",
-            str(tmp_path / "missing.txt"), "--generator", "classical", "--param", param]
+    argv = [
+        "build",
+        str(tmp_path / "x.srlib"),
+        "--images",
+        str(images),
+        "--ids",
+        str(tmp_path / "missing.txt"),
+        "--generator",
+        "classical",
+        "--param",
+        param,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("samrefine build: error: --param ")
@@ -132,13 +161,16 @@ def test_bad_classical_params_fail_before_any_work(tmp_path, dataset, capsys, pa
     assert not (tmp_path / "x.srlib").exists()
 
 
-@pytest.mark.parametrize("param, words", [
-    ("pred_iou_thresh=1.5", ["pred_iou_thresh", "[0, 1]"]),
-    ("points_per_side=0", ["points_per_side", ">= 1"]),
-    ("output_mode=png", ["output_mode", "one of binary_mask, uncompressed_rle, coco_rle"]),
-    ("model_type=vit_x", ["model_type", "one of vit_h, vit_l, vit_b"]),
-    ("point_grids=[[0.5,0.5]]", ["point_grids", "Python API"]),
-])
+@pytest.mark.parametrize(
+    "param, words",
+    [
+        ("pred_iou_thresh=1.5", ["pred_iou_thresh", "[0, 1]"]),
+        ("points_per_side=0", ["points_per_side", ">= 1"]),
+        ("output_mode=png", ["output_mode", "one of binary_mask, uncompressed_rle, coco_rle"]),
+        ("model_type=vit_x", ["model_type", "one of vit_h, vit_l, vit_b"]),
+        ("point_grids=[[0.5,0.5]]", ["point_grids", "Python API"]),
+    ],
+)
 def test_bad_sam_params(tmp_path, dataset, capsys, param, words):
     assert main(build_argv(tmp_path / "x.srlib", dataset, "--param", param)) == 2
     err = capsys.readouterr().err
@@ -147,12 +179,12 @@ def test_bad_sam_params(tmp_path, dataset, capsys, param, words):
 
 
 def test_good_params_are_converted():
-    got = check_params("classical", None, {"max_masks": 50, "scales": [64, 256],
-                                           "dedup_iou": 1})
+    got = check_params("classical", None, {"max_masks": 50, "scales": [64, 256], "dedup_iou": 1})
     assert got == {"max_masks": 50, "scales": [64.0, 256.0], "dedup_iou": 1.0}
     assert isinstance(got["dedup_iou"], float)
-    got = check_params("sam", None, {"pred_iou_thresh": 0, "output_mode": "coco_rle",
-                                     "crop_n_layers": 1})
+    got = check_params(
+        "sam", None, {"pred_iou_thresh": 0, "output_mode": "coco_rle", "crop_n_layers": 1}
+    )
     assert got == {"pred_iou_thresh": 0.0, "output_mode": "coco_rle", "crop_n_layers": 1}
 
 
@@ -161,8 +193,9 @@ def test_good_params_are_converted():
 
 def test_fail_fast_when_the_first_images_all_fail(tmp_path, dataset, capsys):
     out = tmp_path / "x.srlib"
-    base = build_argv(out, dataset, "--generator", "classical", "--param", "max_masks=5",
-                      "--retries", "0")
+    base = build_argv(
+        out, dataset, "--generator", "classical", "--param", "max_masks=5", "--retries", "0"
+    )
     base[base.index("{image_id}.png")] = "{image_id}.jpg"  # wrong pattern: every file missing
     assert main(base + ["--fail-fast", "2"]) == 2
     err = capsys.readouterr().err
@@ -180,8 +213,21 @@ def test_fail_fast_when_the_first_images_all_fail(tmp_path, dataset, capsys):
 
 def test_a_killed_merge_resumes_from_the_command_line(tmp_path, dataset, monkeypatch, capsys):
     for i in range(2):
-        assert main(build_argv(tmp_path / "s.srlib", dataset, "--generator", "classical",
-                               "--param", "max_masks=5", "--shard", f"{i}/2")) == 0
+        assert (
+            main(
+                build_argv(
+                    tmp_path / "s.srlib",
+                    dataset,
+                    "--generator",
+                    "classical",
+                    "--param",
+                    "max_masks=5",
+                    "--shard",
+                    f"{i}/2",
+                )
+            )
+            == 0
+        )
     shards = str(tmp_path / "s-shard-*.srlib")
     merged = tmp_path / "m.srlib"
     original = writer_module.LibraryWriter.append_record
@@ -229,7 +275,7 @@ def expected_bands(key_image, n):
     h, w = key_image.shape[:2]
     masks = np.zeros((n, h, w), bool)
     for k in range(n):
-        masks[k, k * h // n:(k + 1) * h // n] = True
+        masks[k, k * h // n : (k + 1) * h // n] = True
     return masks
 
 
@@ -240,10 +286,12 @@ def plugin(tmp_path, monkeypatch):
     (tmp_path / "plugin" / "samrefine_test_bands.py").write_text(BANDS)
     dist = tmp_path / "plugin" / "samrefine_test_bands-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: samrefine-test-bands\n"
-                                   "Version: 0.1\n")
-    (dist / "entry_points.txt").write_text("[samrefine.generators]\n"
-                                           "bands = samrefine_test_bands:bands\n")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: samrefine-test-bands\nVersion: 0.1\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[samrefine.generators]\nbands = samrefine_test_bands:bands\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
     before = list_generators()
     yield tmp_path / "plugin"
@@ -253,8 +301,11 @@ def plugin(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("how", ["module", "file", "entry point"])
 def test_generator_named_on_the_command_line(tmp_path, dataset, plugin, how):
-    name = {"module": "samrefine_test_bands:bands", "entry point": "bands",
-            "file": f"{plugin / 'samrefine_test_bands.py'}:bands"}[how]
+    name = {
+        "module": "samrefine_test_bands:bands",
+        "entry point": "bands",
+        "file": f"{plugin / 'samrefine_test_bands.py'}:bands",
+    }[how]
     out = tmp_path / "b.srlib"
     assert main(build_argv(out, dataset, "--generator", name, "--param", "n_bands=3")) == 0
     lib = ProposalLibrary.open(out)

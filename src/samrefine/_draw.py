@@ -14,8 +14,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GAP", "TITLE_HEIGHT", "as_rgb", "centre", "compose", "default_font", "dim",
-           "grey_map", "label", "panel_size", "ramp", "resize_mask", "resize_rgb", "save", "tint"]
+__all__ = [
+    "GAP",
+    "TITLE_HEIGHT",
+    "as_rgb",
+    "centre",
+    "compose",
+    "default_font",
+    "dim",
+    "grey_map",
+    "label",
+    "panel_size",
+    "ramp",
+    "resize_mask",
+    "resize_rgb",
+    "save",
+    "tint",
+]
 
 #: Margin around every panel, pixels.
 GAP = 4
@@ -29,12 +44,31 @@ YELLOW = (255, 220, 0)
 BLUE = (60, 110, 230)
 GREY = (150, 150, 150)
 #: 20 distinguishable colours for proposals ("tab20" with its two greys replaced).
-PALETTE = np.array([
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (0, 128, 128), (188, 189, 34), (23, 190, 207),
-    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
-    (196, 156, 148), (247, 182, 210), (128, 0, 64), (219, 219, 141), (158, 218, 229),
-], np.uint8)
+PALETTE = np.array(
+    [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (0, 128, 128),
+        (188, 189, 34),
+        (23, 190, 207),
+        (174, 199, 232),
+        (255, 187, 120),
+        (152, 223, 138),
+        (255, 152, 150),
+        (197, 176, 213),
+        (196, 156, 148),
+        (247, 182, 210),
+        (128, 0, 64),
+        (219, 219, 141),
+        (158, 218, 229),
+    ],
+    np.uint8,
+)
 
 
 def default_font() -> Any:
@@ -61,8 +95,10 @@ def as_rgb(image: Any, hw: tuple[int, int]) -> np.ndarray:
         return np.full((*hw, 3), 128, np.uint8)
     a = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image must be channels-last (H, W, 3), got {a.shape}; "
-                         "pass image.permute(1, 2, 0) or np.moveaxis(image, 0, -1)")
+        raise ValueError(
+            f"image must be channels-last (H, W, 3), got {a.shape}; "
+            "pass image.permute(1, 2, 0) or np.moveaxis(image, 0, -1)"
+        )
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
@@ -72,8 +108,9 @@ def as_rgb(image: Any, hw: tuple[int, int]) -> np.ndarray:
     a = a[..., :3]
     if a.dtype != np.uint8:
         if a.dtype.kind != "f" or (a.size and (np.nanmin(a) < 0 or np.nanmax(a) > 1)):
-            raise ValueError(f"image must be uint8, or float in [0, 1]; got {a.dtype} "
-                             "(un-normalise it first)")
+            raise ValueError(
+                f"image must be uint8, or float in [0, 1]; got {a.dtype} (un-normalise it first)"
+            )
         a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
     if a.shape[:2] != tuple(hw):
         a = np.asarray(Image.fromarray(a).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
@@ -82,8 +119,8 @@ def as_rgb(image: Any, hw: tuple[int, int]) -> np.ndarray:
 
 def resize_mask(m: np.ndarray, phw: tuple[int, int]) -> np.ndarray:
     """Nearest (floor) resize of a 2-D array to ``phw``."""
-    ys = (np.arange(phw[0]) * m.shape[0] // phw[0])
-    xs = (np.arange(phw[1]) * m.shape[1] // phw[1])
+    ys = np.arange(phw[0]) * m.shape[0] // phw[0]
+    xs = np.arange(phw[1]) * m.shape[1] // phw[1]
     return m[ys][:, xs]
 
 
@@ -103,8 +140,9 @@ def _edge(m: np.ndarray) -> np.ndarray:
     return m & ~inner
 
 
-def tint(base: np.ndarray, m: np.ndarray, colour: Any, alpha: float = 0.5,
-         outline: bool = True) -> np.ndarray:
+def tint(
+    base: np.ndarray, m: np.ndarray, colour: Any, alpha: float = 0.5, outline: bool = True
+) -> np.ndarray:
     """``base`` with mask ``m`` blended towards ``colour`` (RGB) by ``alpha``, edge in full."""
     out = base.astype(np.float32)
     c = np.asarray(colour, np.float32)
@@ -147,8 +185,9 @@ def _fit(draw: Any, text: str, font: Any, width: int) -> str:
     return text
 
 
-def label(arr: np.ndarray, points: Sequence[tuple[float, float]],
-          texts: Sequence[str]) -> np.ndarray:
+def label(
+    arr: np.ndarray, points: Sequence[tuple[float, float]], texts: Sequence[str]
+) -> np.ndarray:
     """Write small labels (white on black boxes) centred at (y, x) points."""
     from PIL import Image, ImageDraw
 
@@ -160,8 +199,7 @@ def label(arr: np.ndarray, points: Sequence[tuple[float, float]],
         w = draw.textlength(t, font=font)
         x0, y0 = int(x - w / 2) - 1, int(y) - 6
         box = (x0, y0, int(x0 + w + 2), y0 + 12)
-        if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
-               for b in drawn):
+        if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in drawn):
             continue  # would hide another label
         drawn.append(box)
         draw.rectangle(box, fill=(0, 0, 0))
@@ -194,8 +232,9 @@ def centre(m: np.ndarray) -> tuple[float, float] | None:
 def ramp(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Blue (lo) -> white -> red (hi) colour map of an array, (..., 3) uint8."""
     t = np.clip((np.asarray(v, np.float64) - lo) / (hi - lo), 0, 1)[..., None]
-    blue, white, red = (np.array(c, np.float64) for c in ((40, 70, 200), (250, 250, 250),
-                                                          (200, 30, 30)))
+    blue, white, red = (
+        np.array(c, np.float64) for c in ((40, 70, 200), (250, 250, 250), (200, 30, 30))
+    )
     out = np.where(t < 0.5, blue + (white - blue) * (t * 2), white + (red - white) * (t * 2 - 1))
     return out.astype(np.uint8)
 

@@ -80,7 +80,6 @@ class StrategyStats:
         return d
 
 
-
 @dataclass
 class AuditReport:
     """What :func:`audit` returns.
@@ -138,14 +137,28 @@ class AuditReport:
         per = {}
         for name in dict.fromkeys(r.strategy for r in rows):
             best = min((r for r in rows if r.strategy == name), key=rank)
-            per[name] = {"thresholds": best.thresholds, "after": getattr(best, key),
-                         "negative": best.negative, "match_rate": best.match_rate}
+            per[name] = {
+                "thresholds": best.thresholds,
+                "after": getattr(best, key),
+                "negative": best.negative,
+                "match_rate": best.match_rate,
+            }
         top = min(rows, key=rank)
-        note = ("few samples (< 100): the recommendation is noisy" if self.n_samples < 100
-                else "chosen on the audited samples; confirm on held-out data")
-        return {"strategy": top.strategy, "thresholds": top.thresholds, "objective": objective,
-                "before": getattr(top, f"{objective}_before"), "after": getattr(top, key),
-                "per_strategy": per, "n_samples": self.n_samples, "note": note}
+        note = (
+            "few samples (< 100): the recommendation is noisy"
+            if self.n_samples < 100
+            else "chosen on the audited samples; confirm on held-out data"
+        )
+        return {
+            "strategy": top.strategy,
+            "thresholds": top.thresholds,
+            "objective": objective,
+            "before": getattr(top, f"{objective}_before"),
+            "after": getattr(top, key),
+            "per_strategy": per,
+            "n_samples": self.n_samples,
+            "note": note,
+        }
 
     def to_dict(self, per_sample: bool = False) -> dict:
         """JSON-ready dict; ``per_sample=True`` adds the per-sample IoUs and categories."""
@@ -180,32 +193,54 @@ class AuditReport:
     def table(self, sweep: bool = False) -> str:
         """The report as fixed-width text: the strategies, the best sweep settings, the
         recommendation; ``sweep=True`` lists every sweep row as well."""
-        head = (f"{'strategy':<8} {'thresholds':<19} {'positive':>8} {'negative':>8} "
-                f"{'tie':>5} {'no-corr':>7} {'matched':>7} {'mIoU bef':>8} {'mIoU aft':>8} "
-                f"{'oIoU bef':>8} {'oIoU aft':>8}")
+        head = (
+            f"{'strategy':<8} {'thresholds':<19} {'positive':>8} {'negative':>8} "
+            f"{'tie':>5} {'no-corr':>7} {'matched':>7} {'mIoU bef':>8} {'mIoU aft':>8} "
+            f"{'oIoU bef':>8} {'oIoU aft':>8}"
+        )
 
         def line(s: StrategyStats) -> str:
-            return (f"{s.strategy:<8} {_fmt_thresh(s.thresholds):<19} {s.positive:>8} "
-                    f"{s.negative:>8} {s.tie:>5} {s.no_correction:>7} {s.match_rate:>7.1%} "
-                    f"{s.miou_before:>8.4f} {s.miou_after:>8.4f} {s.oiou_before:>8.4f} "
-                    f"{s.oiou_after:>8.4f}")
+            return (
+                f"{s.strategy:<8} {_fmt_thresh(s.thresholds):<19} {s.positive:>8} "
+                f"{s.negative:>8} {s.tie:>5} {s.no_correction:>7} {s.match_rate:>7.1%} "
+                f"{s.miou_before:>8.4f} {s.miou_after:>8.4f} {s.oiou_before:>8.4f} "
+                f"{s.oiou_after:>8.4f}"
+            )
 
-        out = [(f"audit of {self.n_samples} samples (no-corr = unmatched, left to PWA; "
-               "tie = matched, IoU unchanged)"), head, "-" * len(head)]
+        out = [
+            (
+                f"audit of {self.n_samples} samples (no-corr = unmatched, left to PWA; "
+                "tie = matched, IoU unchanged)"
+            ),
+            head,
+            "-" * len(head),
+        ]
         out += [line(s) for s in self.strategies.values()]
         if self.sweep:
             rec = self.recommend()
-            best = [next(r for r in self.sweep if r.strategy == name
-                         and r.thresholds == v["thresholds"])
-                    for name, v in rec["per_strategy"].items()]
-            out += ["", "best setting per strategy (threshold sweep, by mean IoU after)", head,
-                    "-" * len(head)]
+            best = [
+                next(
+                    r for r in self.sweep if r.strategy == name and r.thresholds == v["thresholds"]
+                )
+                for name, v in rec["per_strategy"].items()
+            ]
+            out += [
+                "",
+                "best setting per strategy (threshold sweep, by mean IoU after)",
+                head,
+                "-" * len(head),
+            ]
             out += [line(s) for s in best]
             if sweep:
                 out += ["", f"all {len(self.sweep)} sweep settings", head, "-" * len(head)]
                 out += [line(s) for s in self.sweep]
-            out += ["", (f"recommended: {rec['strategy']} {_fmt_thresh(rec['thresholds'])} "
-                    f"(mean IoU {rec['before']:.4f} -> {rec['after']:.4f}; {rec['note']})")]
+            out += [
+                "",
+                (
+                    f"recommended: {rec['strategy']} {_fmt_thresh(rec['thresholds'])} "
+                    f"(mean IoU {rec['before']:.4f} -> {rec['after']:.4f}; {rec['note']})"
+                ),
+            ]
         return "\n".join(out)
 
 

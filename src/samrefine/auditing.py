@@ -92,12 +92,19 @@ class _Accumulator:
         m = int(self.counts[:3].sum())
         pos, neg, tie, none = (int(c) for c in self.counts)
         return StrategyStats(
-            self.strategy, self.thresholds, n, positive=pos, negative=neg, tie=tie,
-            no_correction=none, miou_before=self.sum_iou_b / n if n else 0.0,
+            self.strategy,
+            self.thresholds,
+            n,
+            positive=pos,
+            negative=neg,
+            tie=tie,
+            no_correction=none,
+            miou_before=self.sum_iou_b / n if n else 0.0,
             miou_after=self.sum_iou_a / n if n else 0.0,
             oiou_before=self.sum_i_b / self.sum_u_b if self.sum_u_b else 1.0,
             oiou_after=self.sum_i_a / self.sum_u_a if self.sum_u_a else 1.0,
-            mean_gain_matched=self.sum_gain_m / m if m else 0.0)
+            mean_gain_matched=self.sum_gain_m / m if m else 0.0,
+        )
 
 
 # ------------------------------------------------------------------------------- validation
@@ -106,8 +113,9 @@ class _Accumulator:
 def _binary(x, name: str, prob_thresh: float | None, where: str = "") -> np.ndarray:
     """A bool array from hard labels ({0, 1} or bool) or probabilities with ``prob_thresh``."""
     pseudo = name == "pseudo"  # only pseudo-labels may be probabilities
-    return binary_labels(to_numpy(x), name, prob_thresh if pseudo else None, where,
-                         probabilities=pseudo)
+    return binary_labels(
+        to_numpy(x), name, prob_thresh if pseudo else None, where, probabilities=pseudo
+    )
 
 
 def _check_thresholds(strategies, iom_thresh, under, over, sweep):
@@ -137,6 +145,7 @@ def _settings(strategies: Sequence[str], given: dict[str, float], grid: tuple[fl
     Each strategy takes from ``given`` the thresholds it reads (:data:`samrefine.STRATEGIES`);
     its sweep is the grid over each of them (CPI: every pair).
     """
+
     def one(s: str, values: dict[str, float]) -> tuple[str, dict]:
         return s, resolve_strategy(s, **values).thresholds
 
@@ -144,8 +153,9 @@ def _settings(strategies: Sequence[str], given: dict[str, float], grid: tuple[fl
     sweep = []
     for s in strategies:
         keys = STRATEGIES[s].thresholds
-        sweep += [one(s, dict(zip(keys, values)))
-                  for values in itertools.product(grid, repeat=len(keys))]
+        sweep += [
+            one(s, dict(zip(keys, values))) for values in itertools.product(grid, repeat=len(keys))
+        ]
     return main, sweep
 
 
@@ -157,12 +167,16 @@ def _samples(pseudo, proposals, gt, prob_thresh, resize):
     if proposals is None and gt is None:
         it = pseudo
         if not isinstance(it, Iterable):
-            raise TypeError("pass pseudo, proposals and gt arrays, or one iterable of "
-                            "(pseudo, proposals, gt) tuples")
+            raise TypeError(
+                "pass pseudo, proposals and gt arrays, or one iterable of "
+                "(pseudo, proposals, gt) tuples"
+            )
     else:
         if proposals is None or gt is None:
-            raise ValueError("pass both proposals and gt (or one iterable of (pseudo, proposals, "
-                             "gt) tuples as the first argument)")
+            raise ValueError(
+                "pass both proposals and gt (or one iterable of (pseudo, proposals, "
+                "gt) tuples as the first argument)"
+            )
         p = to_numpy(pseudo)
         g = to_numpy(gt)
         if p.ndim == 2:
@@ -172,38 +186,49 @@ def _samples(pseudo, proposals, gt, prob_thresh, resize):
         if p.ndim != 3:
             raise ValueError(f"pseudo must be (B, H, W) or (H, W), got shape {p.shape}")
         if g.shape != p.shape:
-            raise ValueError(f"gt has shape {g.shape} but pseudo has {p.shape}; they must match "
-                             "(resize the ground truth to the pseudo-label size, nearest)")
+            raise ValueError(
+                f"gt has shape {g.shape} but pseudo has {p.shape}; they must match "
+                "(resize the ground truth to the pseudo-label size, nearest)"
+            )
         if isinstance(proposals, ProposalBatch):
             proposals = [proposals[b] for b in range(len(proposals))]
         proposals = list(proposals)
         if len(proposals) != p.shape[0]:
-            raise ValueError(f"pseudo has {p.shape[0]} samples but proposals has "
-                             f"{len(proposals)}; pass one Proposals per sample")
+            raise ValueError(
+                f"pseudo has {p.shape[0]} samples but proposals has "
+                f"{len(proposals)}; pass one Proposals per sample"
+            )
         it = zip(p, proposals, g)
     for i, item in enumerate(it):
         try:
             ps, pr, g = item
         except (TypeError, ValueError):
-            raise TypeError(f"sample {i}: expected a (pseudo, proposals, gt) tuple, got "
-                            f"{type(item).__name__}") from None
+            raise TypeError(
+                f"sample {i}: expected a (pseudo, proposals, gt) tuple, got {type(item).__name__}"
+            ) from None
         where = f" (sample {i})"
         ps = _binary(ps, "pseudo", prob_thresh, where)
         g = _binary(g, "gt", None, where)
         if ps.ndim != 2:
             raise ValueError(f"pseudo{where} must be (H, W), got shape {ps.shape}")
         if g.shape != ps.shape:
-            raise ValueError(f"gt{where} has shape {g.shape} but pseudo has {ps.shape}; resize "
-                             "the ground truth to the pseudo-label size (nearest)")
+            raise ValueError(
+                f"gt{where} has shape {g.shape} but pseudo has {ps.shape}; resize "
+                "the ground truth to the pseudo-label size (nearest)"
+            )
         if not isinstance(pr, Proposals):
-            raise TypeError(f"proposals{where} must be a samrefine.Proposals, got "
-                            f"{type(pr).__name__}; build one with Proposals.from_rle / "
-                            "from_dense")
+            raise TypeError(
+                f"proposals{where} must be a samrefine.Proposals, got "
+                f"{type(pr).__name__}; build one with Proposals.from_rle / "
+                "from_dense"
+            )
         if tuple(pr.size) != ps.shape:
             if not resize:
-                raise ValueError(f"proposals{where} are {pr.size[0]}x{pr.size[1]} but pseudo is "
-                                 f"{ps.shape[0]}x{ps.shape[1]}; pass resize=True (nearest, as "
-                                 f"in training) or Proposals.resize({ps.shape})")
+                raise ValueError(
+                    f"proposals{where} are {pr.size[0]}x{pr.size[1]} but pseudo is "
+                    f"{ps.shape[0]}x{ps.shape[1]}; pass resize=True (nearest, as "
+                    f"in training) or Proposals.resize({ps.shape})"
+                )
             pr = pr.resize(ps.shape)
         yield ps, pr, g
 
@@ -222,8 +247,10 @@ def _batches(samples, batch_size):
 
 def _counts(a: np.ndarray, g: np.ndarray):
     """Per-sample |a n g| and |a u g| (int64) of (B, H, W) bool arrays."""
-    return (np.count_nonzero(a & g, axis=(1, 2)).astype(np.int64),
-            np.count_nonzero(a | g, axis=(1, 2)).astype(np.int64))
+    return (
+        np.count_nonzero(a & g, axis=(1, 2)).astype(np.int64),
+        np.count_nonzero(a | g, axis=(1, 2)).astype(np.int64),
+    )
 
 
 def _categorise(i_b, u_b, i_a, u_a, matched) -> np.ndarray:
@@ -235,11 +262,22 @@ def _categorise(i_b, u_b, i_a, u_a, matched) -> np.ndarray:
     return np.where(matched, cat, _NONE).astype(np.int8)
 
 
-def audit(pseudo, proposals=None, gt=None, strategies: Sequence[str] = DEFAULT_STRATEGIES, *,
-          sweep: Sequence[float] | None = DEFAULT_SWEEP, iom_thresh: float = _config.IOM_THRESH,
-          under: float = _config.CPI_UNDER, over: float = _config.CPI_OVER,
-          prob_thresh: float | None = None, resize: bool = False, batch_size: int = 32,
-          progress: bool | None = None, backend: str | None = None) -> AuditReport:
+def audit(
+    pseudo,
+    proposals=None,
+    gt=None,
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
+    *,
+    sweep: Sequence[float] | None = DEFAULT_SWEEP,
+    iom_thresh: float = _config.IOM_THRESH,
+    under: float = _config.CPI_UNDER,
+    over: float = _config.CPI_OVER,
+    prob_thresh: float | None = None,
+    resize: bool = False,
+    batch_size: int = 32,
+    progress: bool | None = None,
+    backend: str | None = None,
+) -> AuditReport:
     """Count positive / negative / tie / no-correction refinements per strategy; sweep thresholds.
 
     Parameters
@@ -300,8 +338,9 @@ def audit(pseudo, proposals=None, gt=None, strategies: Sequence[str] = DEFAULT_S
     (1, 1.0)
     """
     strategies, grid = _check_thresholds(strategies, iom_thresh, under, over, sweep)
-    if prob_thresh is not None and not (isinstance(prob_thresh, numbers.Real)
-                                        and 0.0 <= prob_thresh <= 1.0):
+    if prob_thresh is not None and not (
+        isinstance(prob_thresh, numbers.Real) and 0.0 <= prob_thresh <= 1.0
+    ):
         raise ValueError(f"prob_thresh must be a number in [0, 1], got {prob_thresh!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

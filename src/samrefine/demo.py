@@ -50,20 +50,24 @@ def corrupt_mask(mask: np.ndarray, rng: np.random.Generator, strength: float = 1
     mask = np.asarray(mask, bool)
     h, w = mask.shape
     r = max(1, int(round(strength * min(h, w) / 40)))
-    out = ndimage.binary_dilation(mask, iterations=r) if rng.random() < 0.5 else \
-        ndimage.binary_erosion(mask, iterations=r)
+    out = (
+        ndimage.binary_dilation(mask, iterations=r)
+        if rng.random() < 0.5
+        else ndimage.binary_erosion(mask, iterations=r)
+    )
     yy, xx = np.mgrid[:h, :w]
     ys, xs = np.nonzero(mask)
     if ys.size:
         k = rng.integers(ys.size)
         out &= (yy - ys[k]) ** 2 + (xx - xs[k]) ** 2 > (2 * r) ** 2  # a hole
     by, bx = rng.integers(h), rng.integers(w)
-    out |= (yy - by) ** 2 + (xx - bx) ** 2 < (3 * r) ** 2            # a spurious blob
+    out |= (yy - by) ** 2 + (xx - bx) ** 2 < (3 * r) ** 2  # a spurious blob
     return out
 
 
-def pick_object(props: Proposals, rng: np.random.Generator, lo: float = 0.03,
-                hi: float = 0.3) -> int:
+def pick_object(
+    props: Proposals, rng: np.random.Generator, lo: float = 0.03, hi: float = 0.3
+) -> int:
     """Index of a proposal covering between ``lo`` and ``hi`` of the image (an "object")."""
     frac = props.area / (props.size[0] * props.size[1])
     cand = np.flatnonzero((frac > lo) & (frac < hi))
@@ -93,8 +97,15 @@ def _square_photo(name: str, size: int) -> np.ndarray:
     return _resize_rgb(photo(name), (size, size))
 
 
-def demo_data(photo: str = "coffee", samples: int = 16, size: int = 256, seed: int = 0,
-              strength: float = 0.6, hold_out_gt: bool = True, max_area: float = 0.5) -> dict:
+def demo_data(
+    photo: str = "coffee",
+    samples: int = 16,
+    size: int = 256,
+    seed: int = 0,
+    strength: float = 0.6,
+    hold_out_gt: bool = True,
+    max_area: float = 0.5,
+) -> dict:
     """Pseudo-labels, proposals and ground truth on a real photo, for trying the audit.
 
     The photo (``skimage.data``) is downscaled to at most 320 pixels on its longer side and
@@ -158,8 +169,13 @@ def demo_data(photo: str = "coffee", samples: int = 16, size: int = 256, seed: i
     return {"image": image, "pseudo": pseudo, "gt": gt, "proposals": props, "library": library}
 
 
-def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed: int = 0,
-             print_fn: Callable[[str], object] = print) -> dict:
+def run_demo(
+    photo_name: str = "coffee",
+    size: int = 480,
+    samples: int = 8,
+    seed: int = 0,
+    print_fn: Callable[[str], object] = print,
+) -> dict:
     """Refine ``samples`` corrupted objects of a photo with every strategy; print a table.
 
     Returns a dict strategy -> {"matched": share, "iou_before": mean, "iou_after": mean,
@@ -177,13 +193,18 @@ def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed
     objs = [pick_object(small, rng) for _ in range(samples)]
     gts = dense[objs]
     pseudo = np.stack([corrupt_mask(g, rng) for g in gts])
-    print_fn(f"photo {photo_name!r} {img.shape[1]}x{img.shape[0]}: {len(props)} classical "
-             f"proposals in {t_gen:.2f} s; resized to {size}x{size} on runs in "
-             f"{t_resize * 1e3:.2f} ms")
-    print_fn(f"{samples} corrupted pseudo-labels of proposal objects (eroded/dilated, holed, "
-             "with a spurious blob)\n")
-    print_fn(f"{'strategy':<8} {'matched':>8} {'IoU before':>11} {'IoU after':>10} "
-             f"{'ms/sample':>10}")
+    print_fn(
+        f"photo {photo_name!r} {img.shape[1]}x{img.shape[0]}: {len(props)} classical "
+        f"proposals in {t_gen:.2f} s; resized to {size}x{size} on runs in "
+        f"{t_resize * 1e3:.2f} ms"
+    )
+    print_fn(
+        f"{samples} corrupted pseudo-labels of proposal objects (eroded/dilated, holed, "
+        "with a spurious blob)\n"
+    )
+    print_fn(
+        f"{'strategy':<8} {'matched':>8} {'IoU before':>11} {'IoU after':>10} {'ms/sample':>10}"
+    )
     results = {}
     before = np.mean([mask_iou(p, g) for p, g in zip(pseudo, gts)])
     for strategy in (n for n, s in STRATEGIES.items() if s.mode != KernelMode.NONE):
@@ -194,9 +215,15 @@ def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed
             ref = refine(pseudo, [small] * samples, strategy)
             times.append((time.perf_counter() - t0) / samples)
         after = np.mean([mask_iou(m, g) for m, g in zip(ref.masks, gts)])
-        res = {"matched": float(np.mean(ref.matched)), "iou_before": float(before),
-               "iou_after": float(after), "ms_per_sample": float(np.median(times) * 1e3)}
+        res = {
+            "matched": float(np.mean(ref.matched)),
+            "iou_before": float(before),
+            "iou_after": float(after),
+            "ms_per_sample": float(np.median(times) * 1e3),
+        }
         results[strategy] = res
-        print_fn(f"{strategy:<8} {res['matched']:>8.2f} {before:>11.3f} {after:>10.3f} "
-                 f"{res['ms_per_sample']:>10.3f}")
+        print_fn(
+            f"{strategy:<8} {res['matched']:>8.2f} {before:>11.3f} {after:>10.3f} "
+            f"{res['ms_per_sample']:>10.3f}"
+        )
     return results

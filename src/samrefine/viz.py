@@ -69,23 +69,37 @@ def _mask(x, name: str, hw=None) -> np.ndarray:
         raise ValueError(f"{name} must be one (H, W) mask, got shape {a.shape}")
     if a.dtype != np.bool_:
         if a.size and not np.isin(a, (0, 1)).all():
-            raise ValueError(f"{name} must hold only 0 and 1 (or be bool); threshold "
-                             "probabilities first (prob > 0.5)")
+            raise ValueError(
+                f"{name} must hold only 0 and 1 (or be bool); threshold "
+                "probabilities first (prob > 0.5)"
+            )
         a = a.astype(bool)
     if hw is not None and a.shape != tuple(hw):
-        raise ValueError(f"{name} is {a.shape[0]}x{a.shape[1]} but the pseudo-label is "
-                         f"{hw[0]}x{hw[1]}; resize it (nearest) first")
+        raise ValueError(
+            f"{name} is {a.shape[0]}x{a.shape[1]} but the pseudo-label is "
+            f"{hw[0]}x{hw[1]}; resize it (nearest) first"
+        )
     return a
 
 
 # ------------------------------------------------------------------------------ public
 
 
-def overlay_refinement(image, pseudo, proposals: Proposals, path=None,
-                       strategies: Sequence[str] = ("iom", "cpi"), *, gt=None,
-                       iom_thresh: float = _config.IOM_THRESH, under: float = _config.CPI_UNDER,
-                       over: float = _config.CPI_OVER, panel: int = 256, max_labels: int = 8,
-                       title: str | None = None) -> np.ndarray:
+def overlay_refinement(
+    image,
+    pseudo,
+    proposals: Proposals,
+    path=None,
+    strategies: Sequence[str] = ("iom", "cpi"),
+    *,
+    gt=None,
+    iom_thresh: float = _config.IOM_THRESH,
+    under: float = _config.CPI_UNDER,
+    over: float = _config.CPI_OVER,
+    panel: int = 256,
+    max_labels: int = 8,
+    title: str | None = None,
+) -> np.ndarray:
     """Image, pseudo-label, and per strategy the selected proposals and the refined mask.
 
     The picture of the paper's Fig. 5, from a real :func:`samrefine.refine` call. Panels, left
@@ -124,21 +138,23 @@ def overlay_refinement(image, pseudo, proposals: Proposals, path=None,
         ``n = 2 + 2 len(strategies) + (gt is not None)`` panels.
     """
     if not isinstance(proposals, Proposals):
-        raise TypeError(f"proposals must be a samrefine.Proposals (one image), got "
-                        f"{type(proposals).__name__}")
+        raise TypeError(
+            f"proposals must be a samrefine.Proposals (one image), got {type(proposals).__name__}"
+        )
     p = _mask(pseudo, "pseudo")
     hw = p.shape
     if tuple(proposals.size) != hw:
-        raise ValueError(f"proposals are {proposals.size[0]}x{proposals.size[1]} but pseudo is "
-                         f"{hw[0]}x{hw[1]}; pass proposals.resize({hw})")
+        raise ValueError(
+            f"proposals are {proposals.size[0]}x{proposals.size[1]} but pseudo is "
+            f"{hw[0]}x{hw[1]}; pass proposals.resize({hw})"
+        )
     g = None if gt is None else _mask(gt, "gt", hw)
     phw = panel_size(hw, panel)
     rgb = resize_rgb(as_rgb(image, hw), phw)
     base = dim(rgb)
     sp = resize_mask(p, phw)
     suffix = "" if g is None else f"  IoU {mask_iou(p, g):.3f}"
-    panels = [(title or "image", rgb),
-              ("pseudo-label" + suffix, tint(base, sp, RED))]
+    panels = [(title or "image", rgb), ("pseudo-label" + suffix, tint(base, sp, RED))]
     given: dict[str, Any] = {"iom_thresh": iom_thresh, "under": under, "over": over}
     for s in strategies:
         reads = STRATEGIES[s].thresholds if s in STRATEGIES else ()  # refine rejects unknown s
@@ -173,8 +189,16 @@ def overlay_refinement(image, pseudo, proposals: Proposals, path=None,
     return out
 
 
-def proposal_grid(image, proposals: Proposals, path=None, *, max_masks: int = 47,
-                  cols: int = 8, panel: int = 128, order: str = "area") -> np.ndarray:
+def proposal_grid(
+    image,
+    proposals: Proposals,
+    path=None,
+    *,
+    max_masks: int = 47,
+    cols: int = 8,
+    panel: int = 128,
+    order: str = "area",
+) -> np.ndarray:
     """A library's proposals for one image: all of them, then one panel per proposal.
 
     The first panel paints every proposal (largest first, so smaller ones lie on top: SAM's
@@ -205,8 +229,7 @@ def proposal_grid(image, proposals: Proposals, path=None, *, max_masks: int = 47
         ``rows = ceil(k / c)``.
     """
     if not isinstance(proposals, Proposals):
-        raise TypeError(f"proposals must be a samrefine.Proposals, got "
-                        f"{type(proposals).__name__}")
+        raise TypeError(f"proposals must be a samrefine.Proposals, got {type(proposals).__name__}")
     if order not in ("area", "index"):
         raise ValueError(f"order must be 'area' or 'index', got {order!r}")
     if not isinstance(max_masks, int) or max_masks < 0:
@@ -228,8 +251,9 @@ def proposal_grid(image, proposals: Proposals, path=None, *, max_masks: int = 47
     dense = proposals[shown].to_dense() if shown.size else np.zeros((0, *hw), bool)
     for k, m in zip(shown, dense):
         share = area[k] / (hw[0] * hw[1])
-        panels.append((f"#{k}  {share:.1%}",
-                       tint(base, resize_mask(m, phw), PALETTE[k % len(PALETTE)], 0.6)))
+        panels.append(
+            (f"#{k}  {share:.1%}", tint(base, resize_mask(m, phw), PALETTE[k % len(PALETTE)], 0.6))
+        )
     out = compose(panels, cols)
     save(out, path)
     return out
@@ -261,8 +285,16 @@ def _curve_panel(phw, gamma, mu, var) -> np.ndarray:
     return np.asarray(im)
 
 
-def pwa_map(prob, path=None, *, image=None, gamma: float = 1.3, mu: float = 0.5,
-            var: float = 0.1, panel: int = 256) -> np.ndarray:
+def pwa_map(
+    prob,
+    path=None,
+    *,
+    image=None,
+    gamma: float = 1.3,
+    mu: float = 0.5,
+    var: float = 0.1,
+    panel: int = 256,
+) -> np.ndarray:
     """Teacher probability, pseudo-label, PWA weight map and the PWA curve, side by side.
 
     Parameters
@@ -287,8 +319,7 @@ def pwa_map(prob, path=None, *, image=None, gamma: float = 1.3, mu: float = 0.5,
 
     a = np.asarray(prob.detach().cpu() if hasattr(prob, "detach") else prob)
     if a.ndim != 2 or a.dtype.kind != "f":
-        raise ValueError(f"prob must be one (H, W) float map in [0, 1], got {a.dtype} "
-                         f"{a.shape}")
+        raise ValueError(f"prob must be one (H, W) float map in [0, 1], got {a.dtype} {a.shape}")
     psi = np.asarray(pwa_weight(a, gamma, mu, var))  # validates the values
     phw = panel_size(a.shape, panel)
     panels = []
@@ -297,8 +328,10 @@ def pwa_map(prob, path=None, *, image=None, gamma: float = 1.3, mu: float = 0.5,
     pseudo = a > 0.5
     panels += [
         ("teacher probability", ramp(resize_mask(a, phw), 0, 1)),
-        ("pseudo-label (p > 0.5)", tint(np.full((*phw, 3), 235, np.uint8),
-                                        resize_mask(pseudo, phw), RED, 0.7)),
+        (
+            "pseudo-label (p > 0.5)",
+            tint(np.full((*phw, 3), 235, np.uint8), resize_mask(pseudo, phw), RED, 0.7),
+        ),
         (f"PWA weight (0 .. {gamma:g})", grey_map(resize_mask(psi, phw), 0, gamma)),
         (f"Psi(p), gamma {gamma:g} var {var:g}", _curve_panel(phw, gamma, mu, var)),
     ]
@@ -307,8 +340,9 @@ def pwa_map(prob, path=None, *, image=None, gamma: float = 1.3, mu: float = 0.5,
     return out
 
 
-def audit_bars(report: AuditReport, path=None, *, width: int = 640,
-               bar_height: int = 26) -> np.ndarray:
+def audit_bars(
+    report: AuditReport, path=None, *, width: int = 640, bar_height: int = 26
+) -> np.ndarray:
     """Stacked bars of positive / negative / tie / no-correction counts per strategy (Fig. 6).
 
     Parameters
@@ -339,8 +373,9 @@ def audit_bars(report: AuditReport, path=None, *, width: int = 640,
     im = Image.new("RGB", (width, height), BG)
     draw = ImageDraw.Draw(im)
     font = default_font()
-    draw.text((GAP, 3), f"corrections per strategy, {report.n_samples} samples", fill=(0, 0, 0),
-              font=font)
+    draw.text(
+        (GAP, 3), f"corrections per strategy, {report.n_samples} samples", fill=(0, 0, 0), font=font
+    )
     colours = (GREEN, RED, GREY, BLUE)
     names = ("positive", "negative", "tie", "no correction (PWA)")
     label_w = 90
@@ -354,8 +389,12 @@ def audit_bars(report: AuditReport, path=None, *, width: int = 640,
             if w > 0:
                 draw.rectangle((round(x), y, round(x + w) - 1, y + bar_height - 1), fill=c)
                 if w > 24:
-                    draw.text((round(x) + 3, y + bar_height // 2 - 6), str(v),
-                              fill=(255, 255, 255), font=font)
+                    draw.text(
+                        (round(x) + 3, y + bar_height // 2 - 6),
+                        str(v),
+                        fill=(255, 255, 255),
+                        font=font,
+                    )
             x += w
     y = TITLE_HEIGHT + len(stats) * (bar_height + GAP) + GAP
     x = x0

@@ -30,8 +30,9 @@ _REPORTED = (KeyError, ValueError, TypeError, OSError, RuntimeError, ImportError
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``samrefine`` argument parser with every command."""
-    p = argparse.ArgumentParser(prog="samrefine", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="samrefine", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"samrefine {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(sub)

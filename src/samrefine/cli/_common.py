@@ -11,8 +11,14 @@ from typing import Any
 
 from ..match import STRATEGIES
 
-__all__ = ["error_line", "install_hint", "load_callable", "one_or_many", "parse_list",
-           "strategies_reading"]
+__all__ = [
+    "error_line",
+    "install_hint",
+    "load_callable",
+    "one_or_many",
+    "parse_list",
+    "strategies_reading",
+]
 
 #: Top-level module -> the ``samrefine`` extra that installs it (``pyproject.toml``).
 EXTRA_OF_MODULE = {
@@ -102,7 +108,7 @@ def error_line(exc: BaseException) -> str:
     if isinstance(exc, ModuleNotFoundError):
         hint = install_hint(exc)
         if hint:
-            msg = (f"{msg}: an optional dependency is missing; install it with: {hint}")
+            msg = f"{msg}: an optional dependency is missing; install it with: {hint}"
     for words, flag in _FLAG_FOR.items():
         msg = msg.replace(words, flag)
     return " ".join(msg.split())

@@ -34,8 +34,15 @@ from typing import Any
 from ..library.generate import Generator, get_generator, list_generators
 from ._common import load_callable
 
-__all__ = ["ENTRY_POINT_GROUP", "RULES", "Rule", "check_params", "make_generator",
-           "parse_params", "resolve_generator"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "RULES",
+    "Rule",
+    "check_params",
+    "make_generator",
+    "parse_params",
+    "resolve_generator",
+]
 
 #: Entry-point group in which installed packages register generator factories.
 ENTRY_POINT_GROUP = "samrefine.generators"
@@ -69,8 +76,13 @@ class Rule:
         """The accepted values in words, e.g. ``"an int >= 1"``."""
         if self.choices:
             return "one of " + ", ".join(self.choices)
-        what = {"int": "an int", "float": "a number", "bool": "true or false", "str": "a string",
-                "list": f"a list of {'ints' if self.item == 'int' else 'numbers'}"}[self.kind]
+        what = {
+            "int": "an int",
+            "float": "a number",
+            "bool": "true or false",
+            "str": "a string",
+            "list": f"a list of {'ints' if self.item == 'int' else 'numbers'}",
+        }[self.kind]
         if self.lo is not None and self.hi is not None:
             left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
             return f"{what} in {left}{self.lo:g}, {self.hi:g}{right}"
@@ -80,8 +92,7 @@ class Rule:
 
     def check(self, name: str, value: Any) -> Any:
         """``value`` converted to the rule's type; ValueError naming ``name`` if it does not fit."""
-        bad = ValueError(f"--param {name}={json.dumps(value)}: {name} must be "
-                         f"{self.describe()}")
+        bad = ValueError(f"--param {name}={json.dumps(value)}: {name} must be {self.describe()}")
         if self.kind == "list":
             if not isinstance(value, list) or not value:
                 raise bad
@@ -153,8 +164,10 @@ RULES: dict[str, dict[str, Rule]] = {
     },
 }
 # set only from Python (arrays, model objects) or by a dedicated flag
-_NOT_ON_COMMAND_LINE = {"point_grids": "the Python API (a list of arrays)",
-                        "model": "--model-factory MODULE:FUNCTION"}
+_NOT_ON_COMMAND_LINE = {
+    "point_grids": "the Python API (a list of arrays)",
+    "model": "--model-factory MODULE:FUNCTION",
+}
 
 
 def parse_params(items: Iterable[str] | None) -> dict[str, Any]:
@@ -183,9 +196,11 @@ def resolve_generator(name: str) -> tuple[str, Callable[..., Any] | None]:
     found = list(entry_points(group=ENTRY_POINT_GROUP, name=name))
     if found:
         return name, found[0].load()
-    raise KeyError(f"unknown generator {name!r}; registered: {', '.join(list_generators())}; "
-                   f"or give MODULE:FACTORY, FILE.py:FACTORY, or install a package with an "
-                   f"entry point in the group {ENTRY_POINT_GROUP!r}")
+    raise KeyError(
+        f"unknown generator {name!r}; registered: {', '.join(list_generators())}; "
+        f"or give MODULE:FACTORY, FILE.py:FACTORY, or install a package with an "
+        f"entry point in the group {ENTRY_POINT_GROUP!r}"
+    )
 
 
 def _builtin_signature(name: str) -> dict[str, inspect.Parameter]:
@@ -200,11 +215,15 @@ def _builtin_signature(name: str) -> dict[str, inspect.Parameter]:
         from segment_anything import SamAutomaticMaskGenerator as amg
     else:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as amg
-    params = {k: p for k, p in inspect.signature(amg.__init__).parameters.items()
-              if k not in ("self", "model", "kwargs")}
+    params = {
+        k: p
+        for k, p in inspect.signature(amg.__init__).parameters.items()
+        if k not in ("self", "model", "kwargs")
+    }
     for own in ("checkpoint", "device", "model_type" if name == "sam" else "config"):
-        params[own] = inspect.Parameter(own, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation="str")
+        params[own] = inspect.Parameter(
+            own, inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str"
+        )
     return params
 
 
@@ -224,12 +243,17 @@ def _rule_from_signature(p: inspect.Parameter) -> Rule | None:
     if d is not None and d is not inspect.Parameter.empty:
         return None
     ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
-    return {"int": Rule("int"), "float": Rule("float"), "bool": Rule("bool"),
-            "str": Rule("str")}.get(str(ann))
+    return {
+        "int": Rule("int"),
+        "float": Rule("float"),
+        "bool": Rule("bool"),
+        "str": Rule("str"),
+    }.get(str(ann))
 
 
-def check_params(generator: str, factory: Callable[..., Any] | None,
-                 params: Mapping[str, Any]) -> dict[str, Any]:
+def check_params(
+    generator: str, factory: Callable[..., Any] | None, params: Mapping[str, Any]
+) -> dict[str, Any]:
     """``params`` checked against the generator's parameters, values converted.
 
     Parameters
@@ -252,8 +276,7 @@ def check_params(generator: str, factory: Callable[..., Any] | None,
     if factory is not None:
         sig = dict(inspect.signature(factory).parameters)
         open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())
-        sig = {k: p for k, p in sig.items()
-               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        sig = {k: p for k, p in sig.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         rules: Mapping[str, Rule] = {}
     elif generator in RULES:
         sig, open_ended, rules = _builtin_signature(generator), False, RULES[generator]
@@ -262,15 +285,18 @@ def check_params(generator: str, factory: Callable[..., Any] | None,
     out = {}
     for key, value in params.items():
         if key in _NOT_ON_COMMAND_LINE and factory is None:
-            raise ValueError(f"--param {key} cannot be set on the command line; use "
-                             f"{_NOT_ON_COMMAND_LINE[key]}")
+            raise ValueError(
+                f"--param {key} cannot be set on the command line; use {_NOT_ON_COMMAND_LINE[key]}"
+            )
         if key not in sig:
             if open_ended:
                 out[key] = value
                 continue
             valid = ", ".join(k for k in sig if k not in _NOT_ON_COMMAND_LINE)
-            raise ValueError(f"--param {key}: the {generator!r} generator has no parameter "
-                             f"{key!r}; valid: {valid}")
+            raise ValueError(
+                f"--param {key}: the {generator!r} generator has no parameter "
+                f"{key!r}; valid: {valid}"
+            )
         rule = rules.get(key) or _rule_from_signature(sig[key])
         if value is None and sig[key].default is None:
             out[key] = None
@@ -281,8 +307,9 @@ def check_params(generator: str, factory: Callable[..., Any] | None,
     return out
 
 
-def make_generator(name: str, factory: Callable[..., Any] | None,
-                   params: Mapping[str, Any]) -> Generator:
+def make_generator(
+    name: str, factory: Callable[..., Any] | None, params: Mapping[str, Any]
+) -> Generator:
     """The generator ``name`` built with ``params``: from the registry, or from ``factory``
     (a :class:`~samrefine.library.Generator`, or a callable wrapped in one named ``name``)."""
     if factory is None:
@@ -291,6 +318,7 @@ def make_generator(name: str, factory: Callable[..., Any] | None,
     if isinstance(made, Generator):
         return made
     if not callable(made):
-        raise TypeError(f"generator factory {name!r} returned {type(made).__name__}, not a "
-                        "callable")
+        raise TypeError(
+            f"generator factory {name!r} returned {type(made).__name__}, not a callable"
+        )
     return Generator(name, made, params=dict(params))

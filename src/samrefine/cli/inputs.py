@@ -21,8 +21,7 @@ from ..proposals import Proposals
 __all__ = ["load_inputs", "load_proposals", "load_single_proposals"]
 
 
-def load_proposals(path: str, data: dict | None, n: int,
-                   hw: Sequence[int]) -> list[Proposals]:
+def load_proposals(path: str, data: dict | None, n: int, hw: Sequence[int]) -> list[Proposals]:
     """Per-sample proposals from a .npz (dense + offsets) or .json (lists of COCO RLEs)."""
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
@@ -30,46 +29,62 @@ def load_proposals(path: str, data: dict | None, n: int,
         if isinstance(raw, dict):
             raw = raw.get("proposals")
         if not isinstance(raw, list) or len(raw) != n:
-            raise ValueError(f"{path}: expected a JSON list of {n} lists of COCO RLE dicts "
-                             "(one list per sample), or {\"proposals\": [...]}")
+            raise ValueError(
+                f"{path}: expected a JSON list of {n} lists of COCO RLE dicts "
+                '(one list per sample), or {"proposals": [...]}'
+            )
         props = [Proposals.from_rle(r, size=None if r else hw) for r in raw]
     else:
         if data is None:
             with np.load(path) as z:
                 data = {k: z[k] for k in z.files}
         if "proposals" not in data or "proposal_offsets" not in data:
-            raise ValueError(f"{path}: needs arrays 'proposals' (M, h, w) bool and "
-                             "'proposal_offsets' (B + 1,) int (sample b owns proposals["
-                             "offsets[b]:offsets[b + 1]]); or pass --proposals FILE.json")
+            raise ValueError(
+                f"{path}: needs arrays 'proposals' (M, h, w) bool and "
+                "'proposal_offsets' (B + 1,) int (sample b owns proposals["
+                "offsets[b]:offsets[b + 1]]); or pass --proposals FILE.json"
+            )
         masks, off = data["proposals"], np.asarray(data["proposal_offsets"], np.int64)
         if masks.ndim != 3:
             raise ValueError(f"{path}: 'proposals' must be (M, h, w), got {masks.shape}")
-        if off.shape != (n + 1,) or off[0] != 0 or off[-1] != len(masks) or \
-                np.any(np.diff(off) < 0):
-            raise ValueError(f"{path}: 'proposal_offsets' must be ({n + 1},), non-decreasing, "
-                             f"from 0 to {len(masks)}; got shape {off.shape}")
+        if (
+            off.shape != (n + 1,)
+            or off[0] != 0
+            or off[-1] != len(masks)
+            or np.any(np.diff(off) < 0)
+        ):
+            raise ValueError(
+                f"{path}: 'proposal_offsets' must be ({n + 1},), non-decreasing, "
+                f"from 0 to {len(masks)}; got shape {off.shape}"
+            )
         library = Proposals.from_dense(masks)
-        props = [library[off[b]:off[b + 1]] for b in range(n)]
+        props = [library[off[b] : off[b + 1]] for b in range(n)]
     return [p if tuple(p.size) == tuple(hw) else p.resize(hw) for p in props]
 
 
-def _library_proposals(path: str, data: dict, args: argparse.Namespace, n: int,
-                       hw: Sequence[int]) -> list[Proposals]:
+def _library_proposals(
+    path: str, data: dict, args: argparse.Namespace, n: int, hw: Sequence[int]
+) -> list[Proposals]:
     """Proposals of ``data['image_ids']`` from a ProposalLibrary, resized to ``hw``."""
     if args.proposals:
         raise ValueError("pass either --proposals or --library, not both")
     if "image_ids" not in data:
-        raise ValueError(f"{args.data}: --library needs an array 'image_ids' (B,) int, the "
-                         "library image id of every sample")
+        raise ValueError(
+            f"{args.data}: --library needs an array 'image_ids' (B,) int, the "
+            "library image id of every sample"
+        )
     ids = np.asarray(data["image_ids"]).reshape(-1)
     if ids.shape != (n,) or ids.dtype.kind not in "iu":
-        raise ValueError(f"{args.data}: 'image_ids' must be ({n},) integers, got {ids.dtype} "
-                         f"{ids.shape}")
+        raise ValueError(
+            f"{args.data}: 'image_ids' must be ({n},) integers, got {ids.dtype} {ids.shape}"
+        )
     with ProposalLibrary.open(path) as lib:
         missing = [int(i) for i in ids if int(i) not in lib]
         if missing:
-            raise ValueError(f"{len(missing)} image id(s) are not in {path}, e.g. "
-                             f"{missing[:5]}; check 'image_ids' or the library")
+            raise ValueError(
+                f"{len(missing)} image id(s) are not in {path}, e.g. "
+                f"{missing[:5]}; check 'image_ids' or the library"
+            )
         return [lib[int(i)].resize(hw) for i in ids]
 
 
@@ -80,16 +95,22 @@ def load_inputs(args: argparse.Namespace) -> dict:
         if args.data:
             raise ValueError("pass either DATA or --demo, not both")
         d = demo_data(args.photo, samples=args.samples, size=args.size, seed=args.seed)
-        return {"pseudo": d["pseudo"], "gt": d["gt"], "proposals": d["proposals"],
-                "image": np.broadcast_to(d["image"], (len(d["pseudo"]), *d["image"].shape))}
+        return {
+            "pseudo": d["pseudo"],
+            "gt": d["gt"],
+            "proposals": d["proposals"],
+            "image": np.broadcast_to(d["image"], (len(d["pseudo"]), *d["image"].shape)),
+        }
     if not args.data:
         raise ValueError("give DATA (.npz with 'pseudo' and 'gt') or --demo")
     with np.load(args.data) as z:
         data = {k: z[k] for k in z.files}
     for key in ("pseudo", "gt"):
         if key not in data:
-            raise ValueError(f"{args.data}: missing array {key!r}; it must hold 'pseudo' "
-                             "(B, H, W) and 'gt' (B, H, W)")
+            raise ValueError(
+                f"{args.data}: missing array {key!r}; it must hold 'pseudo' "
+                "(B, H, W) and 'gt' (B, H, W)"
+            )
     pseudo = data["pseudo"]
     if pseudo.ndim != 3:
         raise ValueError(f"{args.data}: 'pseudo' must be (B, H, W), got {pseudo.shape}")
@@ -97,8 +118,7 @@ def load_inputs(args: argparse.Namespace) -> dict:
     if getattr(args, "library", None):
         props = _library_proposals(args.library, data, args, n, hw)
     else:
-        props = load_proposals(args.proposals or args.data, None if args.proposals else data,
-                               n, hw)
+        props = load_proposals(args.proposals or args.data, None if args.proposals else data, n, hw)
     image = data.get("image")
     if image is not None and (image.ndim != 4 or image.shape[0] != n or image.shape[3] != 3):
         raise ValueError(f"{args.data}: 'image' must be (B, h, w, 3) uint8, got {image.shape}")

@@ -31,9 +31,19 @@ def _cmd_overlay(args: argparse.Namespace) -> int:
             p = p > args.prob_thresh
         image = None if inp["image"] is None else inp["image"][i]
         path = os.path.join(args.out, f"overlay_{i:05d}.png")
-        overlay_refinement(image, p, inp["proposals"][i], path, strategies, gt=inp["gt"][i],
-                           iom_thresh=args.iom_thresh, under=args.under, over=args.over,
-                           panel=args.panel, title=f"sample {i}")
+        overlay_refinement(
+            image,
+            p,
+            inp["proposals"][i],
+            path,
+            strategies,
+            gt=inp["gt"][i],
+            iom_thresh=args.iom_thresh,
+            under=args.under,
+            over=args.over,
+            panel=args.panel,
+            title=f"sample {i}",
+        )
         print(path)
     return 0
 
@@ -44,8 +54,9 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         image, props = d["image"], d["library"]
     else:
         if not args.proposals and not args.library:
-            raise ValueError("give --proposals FILE (.npz or .json), --library PATH with "
-                             "--image-id, or --demo")
+            raise ValueError(
+                "give --proposals FILE (.npz or .json), --library PATH with --image-id, or --demo"
+            )
         image = None
         if args.image:
             from PIL import Image  # optional extra
@@ -60,21 +71,33 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         else:
             props = load_single_proposals(args.proposals, args.index, hw)
     path = os.path.join(args.out, "proposals.png")
-    proposal_grid(image, props, path, max_masks=args.max_masks, cols=args.cols,
-                  panel=args.panel, order=args.order)
+    proposal_grid(
+        image,
+        props,
+        path,
+        max_masks=args.max_masks,
+        cols=args.cols,
+        panel=args.panel,
+        order=args.order,
+    )
     print(path)
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``samrefine viz overlay|grid``."""
-    v = sub.add_parser("viz", help="pictures: refinement overlays (Fig. 5) and proposal grids",
-                       description="Write PNG pictures of refinement and of proposals.")
+    v = sub.add_parser(
+        "viz",
+        help="pictures: refinement overlays (Fig. 5) and proposal grids",
+        description="Write PNG pictures of refinement and of proposals.",
+    )
     vs = v.add_subparsers(dest="viz_command", required=True, metavar="PICTURE")
     o = vs.add_parser(
-        "overlay", help="image | pseudo-label | selected proposals and refined mask per strategy",
+        "overlay",
+        help="image | pseudo-label | selected proposals and refined mask per strategy",
         description="DATA is the .npz of 'samrefine audit' ('pseudo', 'gt', optional 'image', "
-        "'proposals' + 'proposal_offsets' unless --proposals). Writes OUT/overlay_<i>.png.")
+        "'proposals' + 'proposal_offsets' unless --proposals). Writes OUT/overlay_<i>.png.",
+    )
     o.add_argument("data", nargs="?", metavar="DATA")
     o.add_argument("--proposals", metavar="FILE", help="as in 'samrefine audit'")
     o.add_argument("--library", metavar="PATH", help="as in 'samrefine audit'")
@@ -83,25 +106,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--samples", type=int, default=4)
     o.add_argument("--size", type=int, default=256)
     o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--index", default=None, help="comma-separated sample indices (default the "
-                   "first four)")
+    o.add_argument(
+        "--index", default=None, help="comma-separated sample indices (default the first four)"
+    )
     o.add_argument("--strategies", default="iom,cpi")
-    o.add_argument("--iom-thresh", type=float, default=_config.IOM_THRESH,
-                   help=f"IoU threshold, read by {strategies_reading('iom_thresh')}")
-    o.add_argument("--under", type=float, default=_config.CPI_UNDER,
-                   help=f"s1 threshold, read by {strategies_reading('under')}")
-    o.add_argument("--over", type=float, default=_config.CPI_OVER,
-                   help=f"s2 threshold, read by {strategies_reading('over')}")
+    o.add_argument(
+        "--iom-thresh",
+        type=float,
+        default=_config.IOM_THRESH,
+        help=f"IoU threshold, read by {strategies_reading('iom_thresh')}",
+    )
+    o.add_argument(
+        "--under",
+        type=float,
+        default=_config.CPI_UNDER,
+        help=f"s1 threshold, read by {strategies_reading('under')}",
+    )
+    o.add_argument(
+        "--over",
+        type=float,
+        default=_config.CPI_OVER,
+        help=f"s2 threshold, read by {strategies_reading('over')}",
+    )
     o.add_argument("--prob-thresh", type=float, default=None)
     o.add_argument("--panel", type=int, default=256, help="panel size, pixels")
     o.add_argument("--out", default="samrefine-viz", help="output directory")
     o.set_defaults(func=_cmd_overlay)
     g = vs.add_parser(
-        "grid", help="every proposal of one image",
-        description="Write OUT/proposals.png: all proposals, then one panel per proposal.")
-    g.add_argument("--proposals", metavar="FILE",
-                   help=".json (a list of COCO RLE dicts, or one list per sample) or .npz "
-                   "('proposals' (N, h, w), optionally 'proposal_offsets')")
+        "grid",
+        help="every proposal of one image",
+        description="Write OUT/proposals.png: all proposals, then one panel per proposal.",
+    )
+    g.add_argument(
+        "--proposals",
+        metavar="FILE",
+        help=".json (a list of COCO RLE dicts, or one list per sample) or .npz "
+        "('proposals' (N, h, w), optionally 'proposal_offsets')",
+    )
     g.add_argument("--library", metavar="PATH", help="a ProposalLibrary; with --image-id")
     g.add_argument("--image-id", type=int, help="the library image to show")
     g.add_argument("--index", type=int, default=0, help="sample, when FILE holds several")
