@@ -337,3 +337,27 @@ def test_info_json_still_prints(tmp_path, capsys):
     w.finish()
     assert main(["info", "--json", str(lib)]) == 0
     assert json.loads(capsys.readouterr().out)["n_images"] == 1
+
+
+# ------------------------------------------------------------------ progress bars in logs
+
+
+def test_no_carriage_return_progress_bar_in_a_log(tmp_path, dataset, capsys):
+    images, ids = dataset
+    argv = [
+        "build",
+        str(tmp_path / "x.srlib"),
+        "--images",
+        str(images),
+        "--ids",
+        str(ids),
+        "--file-pattern",
+        "{image_id}.png",
+        "--generator",
+        "classical",
+        "--param",
+        "max_masks=5",
+    ]  # no --no-progress: stderr (captured here) is not a terminal
+    assert main(argv) == 0
+    assert main(["verify", str(tmp_path / "x.srlib")]) == 0
+    assert "\r" not in capsys.readouterr().err

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import os
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ __all__ = [
     "load_callable",
     "one_or_many",
     "parse_list",
+    "show_progress",
     "strategies_reading",
 ]
 
@@ -47,6 +50,12 @@ _FLAG_FOR = {
 def strategies_reading(threshold: str) -> str:
     """``"cpi, cpi-u"``: the strategies that read ``threshold`` (for help texts)."""
     return ", ".join(name for name, s in STRATEGIES.items() if threshold in s.thresholds)
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Draw a progress bar: unless ``--no-progress``, and only on a terminal (a bar redrawn
+    with carriage returns fills a log file with lines)."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def parse_list(text: str, cast: Callable[[str], Any] = str) -> tuple[Any, ...]:

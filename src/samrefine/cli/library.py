@@ -18,7 +18,7 @@ from ..library import importers as im
 from ..library.generate import BuildResult, Generator, build_library
 from ..library.reader import ProposalLibrary
 from ..library.writer import create_library, merge_libraries, verify_library
-from ._common import load_callable, one_or_many
+from ._common import load_callable, one_or_many, show_progress
 from .generators import check_params, make_generator, parse_params, resolve_generator
 
 __all__ = ["add_parsers"]
@@ -164,7 +164,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         retries=args.retries,
         if_exists="overwrite" if args.overwrite else "resume",
         allow_failures=args.allow_failures,
-        progress=not args.no_progress,
+        progress=show_progress(args),
         compression=args.compression,
     )
     print(result)
@@ -197,7 +197,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         compression=args.compression,
         extra={"sources": [os.path.abspath(s) for s in sources]},
     )
-    progress = not args.no_progress
+    progress = show_progress(args)
     try:
         if fmt == "sa1b":
             report = im.import_sa1b(writer, one_or_many(sources), progress=progress)
@@ -235,7 +235,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         )
     if_exists = "overwrite" if args.overwrite else "resume" if args.resume else "error"
     out = merge_libraries(
-        one_or_many(args.shards), args.output, if_exists=if_exists, progress=not args.no_progress
+        one_or_many(args.shards), args.output, if_exists=if_exists, progress=show_progress(args)
     )
     print(f"merged into {out}")
     return 0
@@ -268,9 +268,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    report = verify_library(
-        one_or_many(args.library), deep=args.deep, progress=not args.no_progress
-    )
+    report = verify_library(one_or_many(args.library), deep=args.deep, progress=show_progress(args))
     print(report)
     if not report.ok:
         print(
@@ -283,7 +281,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     lib = ProposalLibrary.open(args.library)
-    progress = not args.no_progress
+    progress = show_progress(args)
     if args.format == "coco":
         n = im.export_coco(lib, args.output, progress=progress)
         print(f"wrote {n} masks to {args.output}")
