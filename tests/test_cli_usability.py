@@ -133,7 +133,7 @@ def test_install_hints():
         ("max_masks=abc", ["max_masks", "an int >= 1"]),
         ("max_masks=-5", ["max_masks", "an int >= 1"]),
         ("max_masks=2.5", ["max_masks", "an int >= 1"]),
-        ("dedup_iou=1.5", ["dedup_iou", "a number in [0, 1]"]),
+        ("dedup_iou=1.5", ["dedup_iou", "a number in (0, 1]"]),
         ("scales=[64,-1]", ["scales", "a list of numbers > 0"]),
         ("max_mask=5", ["no parameter 'max_mask'", "valid: scales", "max_masks"]),
     ],

@@ -62,6 +62,8 @@ class Rule:
         The allowed strings.
     item : {"int", "float"}, optional
         Type of the items of a list.
+    empty : bool
+        Whether a list may be empty.
     """
 
     kind: str
@@ -71,6 +73,7 @@ class Rule:
     hi_open: bool = False
     choices: tuple[str, ...] | None = None
     item: str | None = None
+    empty: bool = False
 
     def describe(self) -> str:
         """The accepted values in words, e.g. ``"an int >= 1"``."""
@@ -94,7 +97,7 @@ class Rule:
         """``value`` converted to the rule's type; ValueError naming ``name`` if it does not fit."""
         bad = ValueError(f"--param {name}={json.dumps(value)}: {name} must be {self.describe()}")
         if self.kind == "list":
-            if not isinstance(value, list) or not value:
+            if not isinstance(value, list) or (not value and not self.empty):
                 raise bad
             return [self._number(v, self.item or "float", bad) for v in value]
         if self.kind == "bool":
@@ -153,14 +156,16 @@ _AMG = {
 RULES: dict[str, dict[str, Rule]] = {
     "sam": {**_AMG, "model_type": Rule("str", choices=("vit_h", "vit_l", "vit_b"))},
     "sam2": {**_AMG, "config": Rule("str")},
-    "classical": {  # samrefine.library.classical.classical_proposals
-        "scales": Rule("list", 0.0, lo_open=True, item="float"),
-        "slic_segments": Rule("list", 1, item="int"),
-        "min_area_frac": _UNIT,
+    # samrefine.library.classical.classical_proposals; the same ranges as the library's own
+    # check of these parameters (on the 'library' branch), which also needs one label map
+    "classical": {
+        "scales": Rule("list", 0.0, lo_open=True, item="float", empty=True),
+        "slic_segments": Rule("list", 1, item="int", empty=True),
+        "min_area_frac": Rule("float", 0.0, 1.0, hi_open=True),
         "max_masks": _COUNT,
         "smooth_radius": _NON_NEGATIVE_INT,
-        "dedup_iou": _UNIT,
-        "seed": _NON_NEGATIVE_INT,
+        "dedup_iou": Rule("float", 0.0, 1.0, lo_open=True),
+        "seed": Rule("int"),
     },
 }
 # set only from Python (arrays, model objects) or by a dedicated flag
