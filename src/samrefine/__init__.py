@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 
-from .audit import AuditReport, StrategyStats, audit
+from .audit_report import AuditReport, StrategyStats
+from .auditing import audit
 from .match import (
     STRATEGIES,
     Refinement,
@@ -28,8 +29,6 @@ from .viz import audit_bars, overlay_refinement, proposal_grid, pwa_map
 
 __version__ = "0.1.0"
 
-# ``audit`` is eager on purpose: lazily, ``import samrefine.audit`` would rebind the name
-# ``samrefine.audit`` to the submodule.
 #: public name -> submodule that defines it (imported on first access)
 _LAZY = {
     "pwa_weight": "pwa",
