@@ -137,6 +137,24 @@ def test_flat_image_has_no_regions():
     assert len(props) == 0 and props.size == (40, 50) and "contrast" in props.meta
 
 
+@pytest.mark.parametrize("hw", [(1, 1), (1, 7), (3, 2), (17, 5), (2, 300), (64, 64)])
+def test_odd_sizes_give_valid_proposals(hw):
+    rng = np.random.default_rng(hw[0] * 1000 + hw[1])
+    noise = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    for img in (noise, np.full((*hw, 3), 90, np.uint8)):
+        props = classical_proposals(img)
+        assert props.size == hw and (props.area < hw[0] * hw[1]).all()
+        assert set(props.meta) == {"predicted_iou", "contrast", "persistence"}
+    if hw[1] >= 5:   # two flat halves of different colours: exactly those two regions
+        img = np.full((*hw, 3), 90, np.uint8)
+        img[:, hw[1] // 2:] = 200
+        dense = classical_proposals(img).to_dense()
+        left = np.zeros(hw, bool)
+        left[:, : hw[1] // 2] = True
+        assert len(dense) == 2 and {m.tobytes() for m in dense} == {left.tobytes(),
+                                                                    (~left).tobytes()}
+
+
 def test_legacy_multiscale_parameters_select_the_old_method():
     img, _ = disc_scene(h=60, w=70, centre=(30, 35), radius=12)
     old = classical_proposals(img, scales=(64, 256), slic_segments=())

@@ -14,8 +14,9 @@ region-merging / ultrametric-contour hierarchy), and keeps a region of that tree
   SAM's stability score,
 
 then removes near-duplicates (IoU above ``dedup_iou``), preferring the more coherent region.
-Regions with weak or no visible boundary between them (two touching objects of one colour)
-come out merged, as well as apart when the hierarchy has them apart.
+Limits: objects of one colour that touch, with no visible edge between them, come out as one
+region; structures one or two pixels wide (at the working size) get no region of their own;
+there is no learned objectness, so a region is "an object" only by its edges.
 
 The older ``"multiscale"`` method (Felzenszwalb at several scales plus SLIC, majority-smoothed)
 is kept for existing callers; it is selected by passing any of its parameters (``scales``,
