@@ -132,6 +132,8 @@ class TrainConfig:
     drop_path_rate: float | None = None  # None: the model's (0.3 Swin-B, 0.1 tiny)
     text_dropout: bool = True  # student BERT dropout on in the semi stage (reference code)
     init_checkpoint: str | None = None  # semi: the burn-in weights (teacher = student = these)
+    exact_batchnorm: bool = False  # CPU: float64 BatchNorm statistics, the same bits for any
+    #   split of the batch over processes (always on in a CPU process group)
 
     # ---- optimisation -----------------------------------------------------------------------
     lr: float = 5e-5

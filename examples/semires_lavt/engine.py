@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.nn.functional import all_reduce
 from torch.utils.data import Dataset, Sampler
 
 __all__ = [
@@ -162,31 +163,41 @@ def barrier(info: DistInfo) -> None:
 
 
 class AllReduceBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose batch statistics are summed over all ranks (CPU / gloo SyncBatchNorm).
+    """BatchNorm2d with float64 batch statistics summed over all ranks (CPU / gloo SyncBatchNorm).
 
-    ``torch.nn.SyncBatchNorm`` only runs on CUDA. This layer computes the per-channel mean and
-    (biased) variance of the global batch with two differentiable all-reduces
-    (``torch.distributed.nn.functional.all_reduce``), so forward values, gradients and running
-    statistics equal those of one process holding the whole batch, up to float summation order.
-    Outside training, or without a process group, it is a plain ``BatchNorm2d``.
+    ``torch.nn.SyncBatchNorm`` only runs on CUDA. In training mode this layer computes the
+    per-channel mean and (biased) variance of the global batch with two differentiable
+    all-reduces (``torch.distributed.nn.functional.all_reduce``; none without a process group),
+    so forward values, gradients and running statistics equal those of one process holding the
+    whole batch.
+
+    The statistics and the normalisation run in float64 and the result is rounded to the input
+    dtype. A float32 sum depends on how the batch is split (4 samples in one process or 2 + 2 in
+    two), by about 1e-7; a normalised value that close to 0 then lies on different sides of the
+    next ReLU in the two layouts, and that one flipped gradient mask changes every upstream
+    gradient by percents. In float64 the layouts differ by about 1e-16, which rounding to
+    float32 removes, so the forward pass is the same bits in every layout. Outside training it
+    is a plain ``BatchNorm2d``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` of shape (B, C, H, W) with global batch statistics."""
-        if not (self.training and dist.is_available() and dist.is_initialized()):
+        if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        group = dist.is_available() and dist.is_initialized()
         channels = x.shape[1]
-        count = torch.tensor([x.numel() / channels], dtype=x.dtype, device=x.device)
+        wide = x.double()
+        count = torch.tensor([x.numel() / channels], dtype=torch.float64, device=x.device)
         with warnings.catch_warnings():
             # deprecated for a private API; this one is differentiable, which BatchNorm needs
             warnings.filterwarnings("ignore", ".*functional.all_reduce is deprecated")
-            total = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), count]))
+            total = torch.cat([wide.sum(dim=(0, 2, 3)), count])
+            total = all_reduce(total) if group else total
             n = total[-1]
             mean = total[:channels] / n
-            centred = x - mean.view(1, -1, 1, 1)
-            var = all_reduce(centred.square().sum(dim=(0, 2, 3))) / n
+            centred = wide - mean.view(1, -1, 1, 1)
+            squares = centred.square().sum(dim=(0, 2, 3))
+            var = (all_reduce(squares) if group else squares) / n
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -195,10 +206,10 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
                     if self.momentum is not None
                     else 1.0 / float(self.num_batches_tracked)
                 )
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_mean.mul_(1 - m).add_(mean.detach().to(x.dtype), alpha=m)
                 unbiased = var.detach() * n / (n - 1).clamp_min(1)
-                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
-        out = centred * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
+                self.running_var.mul_(1 - m).add_(unbiased.to(x.dtype), alpha=m)
+        out = (centred * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)).to(x.dtype)
         if self.affine:
             out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         return out
@@ -211,7 +222,8 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
     ----------
     module : nn.Module
     device : torch.device
-        CUDA: ``torch.nn.SyncBatchNorm``; CPU: :class:`AllReduceBatchNorm2d`.
+        CUDA: ``torch.nn.SyncBatchNorm``; CPU: :class:`AllReduceBatchNorm2d` (also usable in a
+        single process, where it gives the bits of a multi-process run; see ``exact_batchnorm``).
 
     Returns
     -------

@@ -332,7 +332,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
             "<burn-in out_dir>/final.pth"
         )
     student.to(info.device)
-    if info.distributed:
+    if info.distributed or (cfg.exact_batchnorm and info.device.type == "cpu"):
         student = engine.convert_sync_batchnorm(student, info.device)
     teacher = EMATeacher(student, decay=cfg.ema_decay, warmup=cfg.ema_warmup) if semi else None
     model = student
