@@ -34,6 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+import samrefine
+
 __all__ = [
     "METHODS",
     "ConfigError",
@@ -175,7 +179,6 @@ class TrainConfig:
     resume: bool = True  # continue from out_dir/latest.pth when it exists
     progress: bool = True  # tqdm bar on rank 0
     tensorboard: bool = True
-    stop_after_steps: int | None = None  # testing aid: stop abruptly (no final save) after N steps
 
     def __post_init__(self) -> None:
         _check_choice("stage", self.stage, ("burnin", "semi"))
@@ -302,8 +305,6 @@ def _type_name(hint: Any) -> str:
 
 
 def _preset_values(name: str) -> dict[str, Any]:
-    import samrefine
-
     try:
         preset = samrefine.get_preset(name)
     except ValueError as err:
@@ -390,8 +391,6 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
     -------
     dict
     """
-    import yaml
-
     out: dict[str, Any] = {}
     i = 0
     while i < len(argv):
@@ -425,8 +424,6 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a flat YAML config file (a mapping of field names to values)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         available = sorted(p.name for p in (Path(__file__).parent / "configs").glob("*.yaml"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from examples.semires_lavt.engine import AllReduceBatchNorm2d
+from examples.semires_lavt.distributed import AllReduceBatchNorm2d
 
 
 def test_equals_plain_batchnorm_values_gradients_and_running_stats():

@@ -11,6 +11,10 @@ from examples.semires_lavt.train import train
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+class _Crash(Exception):
+    """Raised from the step callback to stop a run abruptly."""
+
+
 def _config(root, out, **changes):
     from tiny_settings import tiny_train_settings
 
@@ -46,8 +50,13 @@ def test_kill_and_resume_equals_uninterrupted(synthetic_root, library, tmp_path)
         "max_steps": 4,
     }
     straight = train(_config(synthetic_root, tmp_path / "straight", **semi))
-    stopped = train(_config(synthetic_root, tmp_path / "resumed", stop_after_steps=3, **semi))
-    assert stopped == {"stopped_at": 3}
+
+    def crash_after_step_3(step: int) -> None:
+        if step == 3:
+            raise _Crash  # nothing more is saved, as in a killed process
+
+    with pytest.raises(_Crash):
+        train(_config(synthetic_root, tmp_path / "resumed", **semi), after_step=crash_after_step_3)
     assert torch.load(tmp_path / "resumed" / "latest.pth", weights_only=False)["step"] == 2
     resumed = train(_config(synthetic_root, tmp_path / "resumed", **semi))
     assert resumed["steps"] == straight["steps"] == 4

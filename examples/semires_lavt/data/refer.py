@@ -34,8 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
+import samrefine
+
+from ..lavt.text import build_tokenizer, tokenize
 from .transforms import Resize, Sample, StrongAugment, normalize, to_tensor
 
 __all__ = [
@@ -104,7 +109,6 @@ def decode_polygons(segmentation: Any, height: int, width: int) -> np.ndarray:
     np.ndarray
         (H, W) bool.
     """
-    from pycocotools import mask as mask_utils
 
     if isinstance(segmentation, list):
         if not segmentation:
@@ -314,7 +318,6 @@ class ReferDataset(Dataset):
         strong_augment: Any = None,
         check_proposals: bool = True,
     ):
-        from ..lavt.text import build_tokenizer
 
         self.index = load_refer(root, dataset, split_by)
         self.root = self.index.root
@@ -380,7 +383,6 @@ class ReferDataset(Dataset):
             )
 
     def _load(self, ref: dict) -> tuple[Any, np.ndarray | None, dict]:
-        from PIL import Image
 
         image_id = ref["image_id"]
         path = image_path(self.root, image_id)
@@ -435,7 +437,6 @@ class ReferDataset(Dataset):
                 f"transforms produced a {sample.size} image, expected {self.image_size}; "
                 "end the transform list with Resize(image_size)"
             )
-        from ..lavt.text import tokenize
 
         input_ids, attention_mask = tokenize(self.tokenizer, sample.sentence, self.max_tokens)
         out: dict[str, Any] = {}
@@ -493,7 +494,6 @@ def collate(samples: list[dict]) -> dict:
     for key in samples[0]:
         values = [s[key] for s in samples]
         if key == "proposals":
-            import samrefine
 
             batch[key] = samrefine.ProposalBatch(values)
         elif key in _LIST_KEYS:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from torchvision.transforms import ColorJitter
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -115,7 +117,6 @@ class Resize:
         self.mask_rule = mask_rule
 
     def __call__(self, sample: Sample) -> Sample:
-        from PIL import Image
 
         height, width = self.size
         if sample.size == (height, width):
@@ -143,7 +144,6 @@ class RandomHorizontalFlip:
         self.p = p
 
     def __call__(self, sample: Sample) -> Sample:
-        from PIL import Image
 
         if torch.rand(()).item() >= self.p:
             return sample
@@ -209,7 +209,6 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int], rule: str = "torch") ->
     ``rule="torch"`` equals ``F.interpolate(mode="nearest")`` (and ``Proposals.resize``);
     ``rule="pil"`` equals PIL's ``Image.NEAREST``.
     """
-    from PIL import Image
 
     height, width = size
     if rule == "pil":
@@ -256,7 +255,6 @@ class StrongAugment:
         blur_p: float = 0.5,
         blur_sigma: tuple[float, float] = (0.1, 1.5),
     ):
-        from torchvision.transforms import ColorJitter
 
         self.jitter = ColorJitter(brightness, contrast, saturation, hue)
         self.jitter_p, self.blur_p, self.blur_sigma = jitter_p, blur_p, blur_sigma

@@ -29,6 +29,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.models.swin_transformer import (
+    SwinTransformer,
+    checkpoint_filter_fn,
+    window_partition,
+    window_reverse,
+)
 from torch import nn
 
 __all__ = ["SWIN_SPECS", "LoadReport", "SwinSpec", "build_swin", "load_swin_checkpoint"]
@@ -114,7 +120,6 @@ def _pad_then_shift_attention(self, x: torch.Tensor) -> torch.Tensor:
 
 
 def _window_partition(x: torch.Tensor, window_size: tuple[int, int]) -> torch.Tensor:
-    from timm.models.swin_transformer import window_partition
 
     return window_partition(x, window_size)
 
@@ -122,7 +127,6 @@ def _window_partition(x: torch.Tensor, window_size: tuple[int, int]) -> torch.Te
 def _window_reverse(
     windows: torch.Tensor, window_size: tuple[int, int], height: int, width: int
 ) -> torch.Tensor:
-    from timm.models.swin_transformer import window_reverse
 
     return window_reverse(windows, window_size, height, width)
 
@@ -146,7 +150,6 @@ def build_swin(spec: SwinSpec, img_size: int, *, dynamic_size: bool = False) -> 
         Without classifier head and final norm (both replaced by identities). Its
         ``patch_embed`` returns NHWC tokens, each ``layers[i]`` maps NHWC to NHWC.
     """
-    from timm.models.swin_transformer import SwinTransformer
 
     if img_size % spec.patch_size:
         raise ValueError(
@@ -235,7 +238,6 @@ def load_swin_checkpoint(swin: nn.Module, checkpoint: str | Path | dict) -> Load
     LoadReport
         Missing, unexpected and ignored keys.
     """
-    from timm.models.swin_transformer import checkpoint_filter_fn
 
     state = read_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     state = state.get("model", state)
