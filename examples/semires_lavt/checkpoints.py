@@ -12,8 +12,10 @@ import torch
 import torch.distributed as dist
 
 from .distributed import DistInfo
+from .lavt.swin import UnsafeCheckpointError, read_checkpoint
 
 __all__ = [
+    "UnsafeCheckpointError",
     "gather_rng_states",
     "load_checkpoint",
     "rng_state",
@@ -23,11 +25,20 @@ __all__ = [
 
 
 def rng_state() -> dict[str, Any]:
-    """Every generator a step draws from: torch CPU, CUDA (if any), NumPy, Python."""
-    state = {
+    """Every generator a step draws from: torch CPU, CUDA (if any), NumPy, Python.
+
+    Returned as tensors and plain numbers only, which ``torch.load(weights_only=True)`` admits.
+    """
+    _, key, pos, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy_key": torch.from_numpy(key.astype(np.int64)),
+        "numpy_pos": int(pos),
+        "numpy_gauss": (int(has_gauss), float(gauss)),
+        "python": torch.tensor(python_state, dtype=torch.int64),
+        "python_version": int(version),
+        "python_gauss": python_gauss,
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -37,8 +48,11 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore generators saved by :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    has_gauss, gauss = state["numpy_gauss"]
+    key = state["numpy_key"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", key, state["numpy_pos"], has_gauss, gauss))
+    python = tuple(int(v) for v in state["python"].tolist())
+    random.setstate((state["python_version"], python, state["python_gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -60,15 +74,22 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (on CPU)."""
+    """Read a checkpoint (on CPU) with ``torch.load(weights_only=True)``: no code in it runs.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is missing (the message names the usual fix).
+    UnsafeCheckpointError
+        When the file holds objects other than tensors and plain containers.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {path} not found; run the burn-in stage first "
             "(train.py --config ... --method supervised) or fix init_checkpoint"
         )
-    # Our own files; they hold NumPy RNG states, which weights_only=True refuses.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return read_checkpoint(path)
 
 
 def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:

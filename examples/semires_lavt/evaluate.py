@@ -404,7 +404,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns ``{split: result}``."""
 
-
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     rank, world, device = _setup_distributed()

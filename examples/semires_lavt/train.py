@@ -114,9 +114,7 @@ def train(cfg: TrainConfig, after_step: StepCallback | None = None) -> dict[str,
         student.text_encoder.dropout = semi and cfg.text_dropout
         state = checkpoints.load_checkpoint(latest) if cfg.resume and latest.is_file() else None
         if state is None and cfg.init_checkpoint is not None:  # never over a resumed state
-            report = load_lavt_checkpoint(
-                student, checkpoints.load_checkpoint(cfg.init_checkpoint)
-            )
+            report = load_lavt_checkpoint(student, checkpoints.load_checkpoint(cfg.init_checkpoint))
             if info.is_main:
                 print(f"initial weights {cfg.init_checkpoint}: {report}")
         elif state is None and semi:
@@ -259,9 +257,7 @@ def train(cfg: TrainConfig, after_step: StepCallback | None = None) -> dict[str,
                         model, teacher.module, labelled, batch, criterion, settings, info.device
                     )
                 else:
-                    loss, stats = supervised_step(
-                        model, batch, criterion, info.device, amp=cfg.amp
-                    )
+                    loss, stats = supervised_step(model, batch, criterion, info.device, amp=cfg.amp)
                 check_finite(loss, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -350,8 +346,10 @@ def _log_scalars(
 ) -> None:
     """Average the logged step statistics over steps and ranks; write them to TensorBoard."""
     means = mean_across_ranks(
-        {k: float(np.nanmean(v)) if not all(map(math.isnan, v)) else math.nan
-         for k, v in logged.items()},
+        {
+            k: float(np.nanmean(v)) if not all(map(math.isnan, v)) else math.nan
+            for k, v in logged.items()
+        },
         info,
     )
     if writer is not None:

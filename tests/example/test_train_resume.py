@@ -57,12 +57,12 @@ def test_kill_and_resume_equals_uninterrupted(synthetic_root, library, tmp_path)
 
     with pytest.raises(_Crash):
         train(_config(synthetic_root, tmp_path / "resumed", **semi), after_step=crash_after_step_3)
-    assert torch.load(tmp_path / "resumed" / "latest.pth", weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "resumed" / "latest.pth", weights_only=True)["step"] == 2
     resumed = train(_config(synthetic_root, tmp_path / "resumed", **semi))
     assert resumed["steps"] == straight["steps"] == 4
 
-    a = torch.load(tmp_path / "straight" / "latest.pth", weights_only=False)
-    b = torch.load(tmp_path / "resumed" / "latest.pth", weights_only=False)
+    a = torch.load(tmp_path / "straight" / "latest.pth", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "latest.pth", weights_only=True)
     _assert_same_state(a["model"], b["model"])
     _assert_same_state(a["teacher"]["module"], b["teacher"]["module"])
     assert a["teacher"]["step"] == b["teacher"]["step"] == 4
@@ -73,5 +73,5 @@ def test_kill_and_resume_equals_uninterrupted(synthetic_root, library, tmp_path)
     assert a["scheduler"] == b["scheduler"]
     assert a["history"] == b["history"]
     # and the run did train: weights moved away from the burn-in initialisation
-    init = torch.load(weights, weights_only=False)["model"]
+    init = torch.load(weights, weights_only=True)["model"]
     assert any(not torch.equal(init[k], a["model"][k]) for k in init)

@@ -23,6 +23,8 @@ Contents: :class:`SwinSpec`, :data:`SWIN_SPECS` (registry by name), :func:`build
 
 from __future__ import annotations
 
+import argparse
+import pickle
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,14 +210,39 @@ class LoadReport:
         )
 
 
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holds Python objects beyond tensors and plain containers (not loaded)."""
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """Load a ``.pth`` file on CPU, with a clear error when it is missing."""
+    """Load a ``.pth`` file on CPU with ``torch.load(weights_only=True)``.
+
+    Only tensors, plain containers, numbers, strings and ``argparse.Namespace`` (the ``args``
+    entry of official LAVT checkpoints) are admitted, so no code in the file runs.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is missing.
+    UnsafeCheckpointError
+        When the file holds other objects (which unpickling would construct by running code).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; pass the path of the downloaded .pth file"
         )
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnsafeCheckpointError(
+            f"{path} holds Python objects other than tensors and plain containers ({reason}); "
+            "it is not loaded, since unpickling them could run code from the file. Load it "
+            "once in a trusted session and re-save only the weights, e.g. "
+            "torch.save({'model': state_dict}, path)"
+        ) from None
 
 
 def load_swin_checkpoint(swin: nn.Module, checkpoint: str | Path | dict) -> LoadReport:
