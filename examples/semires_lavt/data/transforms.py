@@ -1,10 +1,13 @@
 """Geometric and photometric transforms that keep image, mask, proposals and sentence aligned.
 
 A geometric transform takes and returns a :class:`Sample`: the PIL image, the GT mask (or None),
-the SAM proposals (a ``samrefine.Proposals`` or None) and the sentence. Every pixel operation on
-the image has its counterpart on the mask and on the proposals' runs (``Proposals.resize``,
-``.hflip``, ``.crop``), so pseudo-labels computed on the transformed image line up with the
-transformed proposals. A horizontal flip also swaps "left" and "right" in the sentence.
+the sentence, and the list of geometry ops applied so far (``sample.geometry``: ``("crop", (x,
+y, w, h))``, ``("hflip",)``, ``("resize", (H, W))``). Every pixel operation on the image has its
+counterpart on the mask and is recorded; the SAM proposals are not touched here: samrefine's
+``ProposalCollate`` replays the recorded ops on them with ``samrefine.follow_geometry``
+(``Proposals.crop``, ``.hflip``, ``.resize``), so pseudo-labels computed on the transformed image
+line up with the transformed proposals. A horizontal flip also swaps "left" and "right" in the
+sentence.
 
 Resampling: image bilinear (PIL, as LAVT); proposals nearest with torch's rule
 (``samrefine.Proposals.resize`` = ``F.interpolate(mode="nearest")``, source index
@@ -59,17 +62,16 @@ class Sample:
         RGB image.
     mask : np.ndarray or None
         (H, W) bool GT mask of the referent, same size as ``image``.
-    proposals : samrefine.Proposals or None
-        Class-agnostic proposals at the image's current size.
     sentence : str
         Referring expression.
+    geometry : list of tuple
+        The geometry ops applied to the image so far, in ``samrefine.follow_geometry``'s form.
     """
 
     image: Any
     mask: np.ndarray | None
-    proposals: Any
     sentence: str
-    extra: dict = field(default_factory=dict)
+    geometry: list[tuple] = field(default_factory=list)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -124,8 +126,7 @@ class Resize:
         sample.image = sample.image.resize((width, height), Image.BILINEAR)
         if sample.mask is not None:
             sample.mask = resize_mask(sample.mask, (height, width), self.mask_rule)
-        if sample.proposals is not None:
-            sample.proposals = sample.proposals.resize((height, width))
+        sample.geometry.append(("resize", (height, width)))
         return sample
 
 
@@ -150,10 +151,8 @@ class RandomHorizontalFlip:
         sample.image = sample.image.transpose(Image.FLIP_LEFT_RIGHT)
         if sample.mask is not None:
             sample.mask = np.ascontiguousarray(sample.mask[:, ::-1])
-        if sample.proposals is not None:
-            sample.proposals = sample.proposals.hflip()
         sample.sentence = swap_left_right(sample.sentence)
-        sample.extra["hflip"] = True
+        sample.geometry.append(("hflip",))
         return sample
 
 
@@ -197,9 +196,7 @@ class RandomCrop:
         sample.image = sample.image.crop((x, y, x + crop_w, y + crop_h))
         if sample.mask is not None:
             sample.mask = np.ascontiguousarray(sample.mask[y : y + crop_h, x : x + crop_w])
-        if sample.proposals is not None:
-            sample.proposals = sample.proposals.crop((x, y, crop_w, crop_h))
-        sample.extra["crop"] = (x, y, crop_w, crop_h)
+        sample.geometry.append(("crop", (x, y, crop_w, crop_h)))
         return sample
 
 
