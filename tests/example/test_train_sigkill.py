@@ -111,22 +111,21 @@ def _load(path: Path) -> dict:
     return state
 
 
-def _kill(settings: dict, mode: str, at: int) -> None:
+def _start_killed_run(settings: dict, mode: str, at: int) -> subprocess.Popen:
+    """Start the run in a subprocess that SIGKILLs itself at the given point."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
         "OMP_NUM_THREADS": "1",
         "NUMBA_NUM_THREADS": "1",
     }
-    run = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-c", DRIVER, json.dumps(settings), mode, str(at)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        timeout=300,
-        check=False,
     )
-    assert run.returncode == -signal.SIGKILL, run.stdout[-2000:] + run.stderr[-2000:]
 
 
 def _results(out: Path) -> dict:
@@ -139,6 +138,14 @@ def test_sigkill_anywhere_then_resume_equals_uninterrupted(synthetic_root, libra
     torch.manual_seed(0)
     init = tmp_path / "init.pth"
     torch.save({"model": build_lavt("tiny_random", img_size=48, verbose=False).state_dict()}, init)
+    cases = {"mid_epoch": ("after", 3, 2), "after_epoch_ckpt": ("after", 4, 4)}
+    cases["during_write"] = ("write", 4, 2)
+    killed = {  # the killed runs go on in subprocesses while the reference run trains here
+        name: _start_killed_run(
+            _settings(synthetic_root, library, str(init), tmp_path / name), mode, at
+        )
+        for name, (mode, at, _) in cases.items()
+    }
     straight_dir = tmp_path / "straight"
     straight = train(build_config([_settings(synthetic_root, library, str(init), straight_dir)]))
     assert [h["tag"] for h in straight["history"]] == ["epoch 1", "final"]
@@ -146,17 +153,15 @@ def test_sigkill_anywhere_then_resume_equals_uninterrupted(synthetic_root, libra
     reference_final = torch.load(straight_dir / "final.pth", weights_only=True)
     reference_final.pop("config")
 
-    cases = {"mid_epoch": ("after", 3, 2), "after_epoch_ckpt": ("after", 4, 4)}
-    cases["during_write"] = ("write", 4, 2)
-    for name, (mode, at, saved_step) in cases.items():
+    for name, (mode, _, saved_step) in cases.items():
         out = tmp_path / name
-        settings = _settings(synthetic_root, library, str(init), out)
-        _kill(settings, mode, at)
+        output, _ = killed[name].communicate(timeout=300)
+        assert killed[name].returncode == -signal.SIGKILL, output[-3000:]
         assert torch.load(out / "latest.pth", weights_only=True)["step"] == saved_step, name
         if mode == "write":
             assert (out / ".latest.pth.tmp").is_file()  # the half-written file is left behind
         assert not (out / "results.json").exists()
-        train(build_config([settings]))
+        train(build_config([_settings(synthetic_root, library, str(init), out)]))
         _assert_same(_load(out / "latest.pth"), reference, name)
         final = torch.load(out / "final.pth", weights_only=True)
         final.pop("config")
