@@ -224,8 +224,9 @@ def _dissolve_ridge_leaves(leaves: np.ndarray, g: np.ndarray, gx: np.ndarray,
         return leaves
     a, b, s = _boundary_pairs(leaves, gx, gy)
     ab = np.concatenate([a, b])
-    bnd = np.bincount(ab, weights=np.concatenate([s, s]), minlength=n)
-    bnd /= np.maximum(np.bincount(ab, minlength=n), 1)
+    bnd = np.bincount(ab, weights=np.concatenate([s, s]), minlength=n) / np.maximum(
+        np.bincount(ab, minlength=n), 1
+    )
     low = np.asarray(ndimage.minimum(g, leaves + 1, index=np.arange(1, n + 1)))
     ridge = (low >= 0.5 * bnd) & (bnd >= 3.0 * np.median(g))
     if not ridge.any() or ridge.all():
