@@ -1,5 +1,8 @@
 """Proposals and ProposalBatch: constructors, conversions, validation."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +150,14 @@ def test_proposals_geometry_is_immutable(rng):
             setattr(p, name, getattr(p, name))
     p.meta = {"score": np.arange(3)}  # metadata stays editable
     assert p.resize((7, 9)).meta["score"].tolist() == [0, 1, 2]
+
+
+def test_proposals_pickle_and_copy(rng):
+    # DataLoader workers and DDP pickle proposals; the immutability guard must not block it
+    p = Proposals.from_dense(rng.random((3, 5, 6)) < 0.5, meta={"score": np.arange(3.0)})
+    _ = p.segments, p.area  # filled caches are not part of the pickled state
+    for q in (pickle.loads(pickle.dumps(p)), copy.copy(p), copy.deepcopy(p)):
+        assert q == p and q.meta["score"].tolist() == [0.0, 1.0, 2.0]
+        np.testing.assert_array_equal(q.to_dense(), p.to_dense())
+    batch = pickle.loads(pickle.dumps(ProposalBatch([p, p])))
+    np.testing.assert_array_equal(batch.seg_x, ProposalBatch([p, p]).seg_x)

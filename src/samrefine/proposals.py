@@ -98,6 +98,11 @@ class Proposals:
         if validate:
             self._validate()
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # pickle (DataLoader workers, DDP) and copy: the runs, size and meta, not the caches
+        return (_unpickle_proposals, (self.starts, self.lengths, self.offsets, self.size,
+                                      self.meta))
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self._GEOMETRY or name in ("_segments", "_area"):
             raise AttributeError(f"Proposals.{name} is fixed at construction (the proposals are "
@@ -535,6 +540,11 @@ class ProposalBatch:
         r0, r1 = int(nb.run_offsets[m0]), int(nb.run_offsets[m1])
         return Proposals(nb.starts[r0:r1], nb.lengths[r0:r1], nb.run_offsets[m0:m1 + 1] - r0,
                          self.size, validate=False)
+
+
+def _unpickle_proposals(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray,
+                        size: tuple[int, int], meta: dict[str, np.ndarray]) -> Proposals:
+    return Proposals(starts, lengths, offsets, size, meta, validate=False)
 
 
 def _concat_offsets(offsets: list[np.ndarray]) -> np.ndarray:
