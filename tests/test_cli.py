@@ -140,3 +140,22 @@ def test_failures_give_one_line_reasons(tmp_path, capsys):
     lib.write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
     assert main(["verify", str(lib), "--no-progress"]) == 1
     assert "bad.srlib" in capsys.readouterr().err
+
+
+def test_demo_reports_both_library_scenarios_truthfully():
+    """``samrefine demo``: per strategy, better + worse + uncorrected = samples, and with the
+    objects' own masks in the library IOM repairs labels (every IOM replacement of a label by
+    the object's own mask raises its IoU)."""
+    from samrefine.demo import run_demo
+
+    lines: list[str] = []
+    res = run_demo("coffee", size=128, samples=6, seed=0, print_fn=lines.append)
+    assert set(res) == {"holds", "held_out"}
+    for scenario in res.values():
+        assert set(scenario) == {"iom", "cpi", "cpi-u", "cpi-o"}
+        for stats in scenario.values():
+            assert stats["positive"] + stats["negative"] + stats["no_correction"] <= 6
+    holds = res["holds"]["iom"]
+    assert holds["positive"] > 0 and holds["miou_after"] > holds["miou_before"]
+    assert any("held out" in line for line in lines)
+    assert any("samrefine audit" in line for line in lines)
