@@ -8,6 +8,8 @@ no proposal decoded. Images run in parallel (``prange``) when there are several.
 
 from __future__ import annotations
 
+import ctypes
+
 import numba as nb
 import numpy as np
 
@@ -107,6 +109,41 @@ def _refine_parallel(*args):
         _refine_one(b, *args)
 
 
+_THREADS_STARTED = False
+
+
+def _start_numba_threads() -> int:
+    """Start numba's threading layer without changing OpenMP's global thread count.
+
+    numba's ``omp`` layer calls ``omp_set_num_threads(NUMBA_NUM_THREADS)`` when it starts. torch
+    uses the same ``libgomp.so.1`` (one soname, loaded once per process), so that call silently
+    replaced a user's ``torch.set_num_threads(n)`` on samrefine's first parallel kernel. The
+    OpenMP value is read before the layer starts and put back after, so the layer can be any of
+    numba's. Returns numba's thread count.
+    """
+    global _THREADS_STARTED
+    if _THREADS_STARTED:
+        return nb.get_num_threads()
+    get_max = set_num = None
+    try:
+        from numba.np.ufunc import omppool  # the OpenMP layer numba may pick
+
+        # the layer's calls bind to the first libgomp in the process's global scope (torch's,
+        # when torch was imported first), else to the one it links: look them up in that order
+        for lib in (ctypes.CDLL(None), ctypes.CDLL(omppool.__file__)):
+            if hasattr(lib, "omp_get_max_threads") and hasattr(lib, "omp_set_num_threads"):
+                get_max, set_num = lib.omp_get_max_threads, lib.omp_set_num_threads
+                break
+    except (ImportError, OSError):
+        pass
+    before = int(get_max()) if get_max is not None else None
+    n = nb.get_num_threads()  # starts the threading layer
+    if before is not None and int(get_max()) != before:
+        set_num(before)
+    _THREADS_STARTED = True
+    return n
+
+
 def refine_batch(pseudo_u8, batch, mode, t_iom, under, over, eps, write_masks=True):
     """Run IOM (``mode=0``) or CPI (``mode=1``) on ``pseudo_u8`` ``(B, H, W)`` uint8 {0, 1}.
 
@@ -126,7 +163,8 @@ def refine_batch(pseudo_u8, batch, mode, t_iom, under, over, eps, write_masks=Tr
     matched = np.zeros(n_img, np.bool_)
     parea = np.zeros(n_img, np.int64)
     out = np.empty((n_img, h, w) if write_masks else (0, 1, 1), np.uint8)
-    kernel = _refine_parallel if n_img > 1 and nb.get_num_threads() > 1 else _refine_serial
+    parallel = n_img > 1 and _start_numba_threads() > 1
+    kernel = _refine_parallel if parallel else _refine_serial
     kernel(pseudo_u8, batch.seg_x, batch.seg_y0, batch.seg_y1, batch.seg_offsets,
            batch.mask_offsets, batch.area, mode, float(t_iom), under is not None,
                   float(under if under is not None else 0.0), over is not None,
