@@ -36,9 +36,19 @@ __all__ = ["ProposalBatch", "Proposals", "RLEError"]
 SAM_META_KEYS = ("predicted_iou", "stability_score", "point_coords", "crop_box")
 
 
+def _as_int(v, what: str) -> int:
+    """``v`` as a Python int; refuses non-integral floats, bools are accepted as given ints."""
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    f = float(v)  # TypeError / ValueError for non-numbers
+    if not np.isfinite(f) or f != int(f):
+        raise ValueError(f"{what} must be integers, got {v!r}")
+    return int(f)
+
+
 def _check_size(size) -> tuple[int, int]:
     try:
-        h, w = (int(v) for v in size)
+        h, w = (_as_int(v, "size") for v in size)
     except (TypeError, ValueError):
         raise ValueError(f"size must be a pair (H, W) of positive ints, got {size!r}") from None
     if h <= 0 or w <= 0:
@@ -46,6 +56,22 @@ def _check_size(size) -> tuple[int, int]:
     if h * w >= 2**31:
         raise ValueError(f"masks of {h}x{w} pixels exceed the 2**31 pixel limit of int32 runs")
     return h, w
+
+
+def _index_array(values, dtype, name: str) -> np.ndarray:
+    """``values`` as a contiguous ``dtype`` array; refuses values the cast would change (int64
+    run starts beyond the int32 range wrap around; float ones would be truncated)."""
+    arr = np.asarray(values)
+    if arr.dtype == dtype:
+        return np.ascontiguousarray(arr)
+    if arr.size and arr.dtype.kind not in "iub":
+        if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"{name} must be integers, got dtype {arr.dtype}")
+    info = np.iinfo(dtype)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise ValueError(f"{name} hold values in [{arr.min()}, {arr.max()}], outside the "
+                         f"{np.dtype(dtype).name} range [{info.min}, {info.max}]")
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 class Proposals:
@@ -70,9 +96,9 @@ class Proposals:
 
     def __init__(self, starts, lengths, offsets, size, meta=None, *, validate: bool = True):
         self.size = _check_size(size)
-        self.starts = np.ascontiguousarray(starts, dtype=np.int32)
-        self.lengths = np.ascontiguousarray(lengths, dtype=np.int32)
-        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        self.starts = _index_array(starts, np.int32, "run starts")
+        self.lengths = _index_array(lengths, np.int32, "run lengths")
+        self.offsets = _index_array(offsets, np.int64, "offsets")
         self.meta = {k: np.asarray(v) for k, v in (meta or {}).items()}
         if validate:
             self._validate()
@@ -113,16 +139,36 @@ class Proposals:
                    validate=False)
 
     @classmethod
-    def from_dense(cls, masks, meta=None) -> Proposals:
-        """From dense masks ``(N, H, W)`` (bool or {0, 1}; numpy or torch; any memory order)."""
+    def from_dense(cls, masks, meta=None, *, threshold: float | None = None) -> Proposals:
+        """From dense masks ``(N, H, W)`` (bool or {0, 1}; numpy or torch; any memory order).
+
+        Parameters
+        ----------
+        masks : array, shape (N, H, W)
+            Bool, or numbers that are all 0 or 1. Soft masks (probabilities or logits) are
+            refused unless ``threshold`` is given: reading ``0.7`` as background would silently
+            empty them.
+        meta : dict, optional
+            Per-mask metadata, each with first dimension ``N``.
+        threshold : float, optional
+            Foreground is ``masks > threshold`` (strict), for soft masks.
+        """
         masks = _as_numpy(masks)
         if masks.ndim != 3:
             raise ValueError(f"dense masks must be (N, H, W), got shape {masks.shape}; "
                              "for one mask use masks[None]")
+        if threshold is not None:
+            if masks.dtype.kind == "f" and np.isnan(masks).any():
+                raise ValueError("dense masks hold NaN")
+            masks = masks > float(threshold)
         if masks.dtype != np.bool_:
-            if masks.size and (masks.min() < 0 or masks.max() > 1 or
-                               (masks.dtype.kind == "f" and np.isnan(masks).any())):
-                raise ValueError("dense masks must hold only 0 and 1 (or be bool)")
+            if masks.size and (masks.dtype.kind == "f" and np.isnan(masks).any()):
+                raise ValueError("dense masks hold NaN")
+            if masks.size and not np.all((masks == 0) | (masks == 1)):
+                lo, hi = masks.min(), masks.max()
+                raise ValueError(f"dense masks must hold only 0 and 1 (or be bool); got values "
+                                 f"in [{lo}, {hi}]; for soft masks pass threshold= (e.g. 0.5 "
+                                 "for probabilities, 0.0 for logits)")
             masks = masks.astype(np.uint8, copy=False)
         s, ln, off = _rle.encode_dense(masks)
         out = cls(s, ln, off, masks.shape[1:], meta, validate=False)
@@ -301,7 +347,7 @@ class Proposals:
         cropping it would.
         """
         try:
-            x, y, bw, bh = (int(v) for v in box)
+            x, y, bw, bh = (_as_int(v, "crop box") for v in box)
         except (TypeError, ValueError):
             raise ValueError(f"box must be (x, y, w, h) ints, got {box!r}") from None
         if bw <= 0 or bh <= 0:
@@ -351,6 +397,10 @@ class ProposalBatch:
             self._mask_image = _arrays.get("mask_image")
             self.host_mask_offsets = _arrays["host_mask_offsets"]
             return
+        if isinstance(proposals, Proposals):
+            raise TypeError("ProposalBatch takes a list of Proposals, one per image; got one "
+                            "Proposals (its masks would become images): use "
+                            "ProposalBatch([proposals])")
         proposals = list(proposals or [])
         if not proposals:
             raise ValueError("ProposalBatch needs at least one Proposals")
