@@ -345,21 +345,25 @@ def build_library(output, image_ids, generator, *, images=None,
     output : str or os.PathLike
         Library file. With ``shard = (i, n)`` this process writes
         :func:`~samrefine.library.writer.shard_path` ``(output, i, n)`` instead.
-    image_ids : iterable of int
-        Images to process (duplicates are folded). A shard takes every ``n``-th sorted id.
+    image_ids : iterable of int or str
+        Images to process: COCO ids or names (``"2007_000032"``; see
+        :mod:`samrefine.library.keys`), one type. Duplicates are folded. A shard takes every
+        ``n``-th sorted key.
     generator : Generator or str
         A :class:`Generator` or a registered name (built with default parameters).
     images : str or os.PathLike, optional
         Folder of the image files.
     file_pattern : str
         File name of an image, formatted with ``image_id`` (RefCOCO's COCO train2014 names by
-        default). Ignored for ids in ``file_names``.
+        default; ``"{image_id}.jpg"`` for name keys). Ignored for ids in ``file_names``.
     file_names : mapping of int to str, optional
         Image id to file name (e.g. from ``instances.json``).
     load : callable, optional
         ``load(image_id) -> (H, W, 3) uint8`` replacing file loading.
     shard : "i/n" or (i, n), optional
-        Default: ``RANK``/``WORLD_SIZE`` from the environment (``torchrun``), else no sharding.
+        Default: from the launcher's environment (:func:`~samrefine.library.writer.
+        shard_from_env`: ``RANK``/``WORLD_SIZE``, Slurm ``srun`` tasks or job arrays), else no
+        sharding.
     if_exists : {"resume", "error", "overwrite"}
         ``"resume"`` skips images already committed by an earlier (interrupted) run.
     retries : int
@@ -376,7 +380,14 @@ def build_library(output, image_ids, generator, *, images=None,
     """
     from tqdm.auto import tqdm
 
-    from .writer import create_library, parse_shard, shard_from_env, shard_ids, shard_path
+    from .writer import (
+        build_identity,
+        create_library,
+        parse_shard,
+        shard_from_env,
+        shard_ids,
+        shard_path,
+    )
 
     if isinstance(generator, str):
         generator = get_generator(generator)
@@ -388,9 +399,22 @@ def build_library(output, image_ids, generator, *, images=None,
     if images is not None and not os.path.isdir(images):
         raise FileNotFoundError(f"image folder {images} does not exist")
     shard = parse_shard(shard) if shard is not None else shard_from_env()
+    image_ids = list(image_ids)
     ids = shard_ids(image_ids, *shard) if shard else shard_ids(image_ids, 0, 1)
     path = shard_path(output, *shard) if shard else os.fspath(output)
+    if shard:
+        log.info("building shard %d of %d (%d of %d images) into %s", shard[0], shard[1],
+                 len(ids), len(set(image_ids)), path)
     names = dict(file_names or {})
+    if load is None:
+        for key in ids:
+            if key not in names:
+                try:
+                    file_pattern.format(image_id=key, id=key)
+                except (ValueError, KeyError, IndexError) as e:
+                    raise ValueError(f"file_pattern {file_pattern!r} cannot name image {key!r} "
+                                     f"({e}); for name keys use e.g. '{{image_id}}.jpg'") from None
+                break
 
     def default_load(key):
         name = names.get(key) or file_pattern.format(image_id=key, id=key)
@@ -399,14 +423,17 @@ def build_library(output, image_ids, generator, *, images=None,
     load = load or default_load
     t0 = time.perf_counter()
     try:
+        build_id = build_identity({**generator.provenance, "compression": compression},
+                                  image_ids, shard[1]) if shard else None
         writer = create_library(path, **generator.provenance, shard=shard, if_exists=if_exists,
-                                compression=compression, commit_every=commit_every, extra=extra)
+                                compression=compression, commit_every=commit_every, extra=extra,
+                                build_id=build_id)
     except LibraryFinishedError:
         log.info("%s is already finished; nothing to do", path)
         return BuildResult(path, len(ids), 0, len(ids), finished=True)
     todo = [k for k in ids if k not in writer]
     skipped = len(ids) - len(todo)
-    failures: dict[int, str] = {}
+    failures: dict = {}
     added = 0
     bar = tqdm(total=len(ids), initial=skipped, unit="img", desc=os.path.basename(path),
                disable=not progress, smoothing=0.05)
@@ -424,7 +451,7 @@ def build_library(output, image_ids, generator, *, images=None,
                     raise
                 except Exception as e:
                     err = f"{type(e).__name__}: {e}"
-                    log.warning("image %d failed (attempt %d): %s", key, attempt + 1, err)
+                    log.warning("image %r failed (attempt %d): %s", key, attempt + 1, err)
             if err is None:
                 added += 1
             else:

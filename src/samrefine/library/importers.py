@@ -35,6 +35,7 @@ import numpy as np
 
 from ..proposals import Proposals
 from .format import LibraryError
+from .keys import json_image_key, parse_image_key
 
 __all__ = [
     "ImportReport",
@@ -100,17 +101,21 @@ def _tqdm(it, progress: bool, desc: str, total=None):
 # --------------------------------------------------------------------------------------------
 
 
-def read_sa1b(path) -> tuple[int, Proposals]:
+def read_sa1b(path) -> tuple[int | str, Proposals]:
     """One SA-1B-style JSON file to ``(image_id, Proposals)`` (metadata kept)."""
     path = os.fspath(path)
     doc = _load_json(path)
     try:
         image = doc["image"]
-        key = int(image["image_id"])
         size = (int(image["height"]), int(image["width"]))
         anns = doc["annotations"]
+        raw_key = image["image_id"]
     except (KeyError, TypeError, ValueError) as e:
         raise LibraryError(f"{path}: not an SA-1B file (missing {e})") from None
+    try:
+        key = json_image_key(raw_key, "image.image_id")
+    except ValueError as e:
+        raise LibraryError(f"{path}: {e}") from None
     try:
         return key, Proposals.from_sam(anns, size)
     except ValueError as e:
@@ -130,7 +135,7 @@ def import_sa1b(writer, source, *, progress: bool = True) -> ImportReport:
     return report
 
 
-def _records(props: Proposals, key: int | None = None) -> list[dict]:
+def _records(props: Proposals, key: int | str | None = None) -> list[dict]:
     """SAM/SA-1B-style records (compressed RLE strings) of one image's proposals."""
     area, bbox = props.area, props.bbox
     out = []
@@ -149,7 +154,8 @@ def _records(props: Proposals, key: int | None = None) -> list[dict]:
 
 
 def export_sa1b(lib, out_dir, *, progress: bool = True) -> int:
-    """Write one SA-1B-style JSON per image (``<image_id>.json``); returns the file count."""
+    """Write one SA-1B-style JSON per image (``<image_key>.json``; a name with ``/`` makes
+    sub-folders); returns the file count."""
     os.makedirs(out_dir, exist_ok=True)
     n = 0
     for key in _tqdm(lib.image_ids().tolist(), progress, "export sa1b"):
@@ -157,7 +163,9 @@ def export_sa1b(lib, out_dir, *, progress: bool = True) -> int:
         h, w = props.size
         doc = {"image": {"image_id": key, "height": h, "width": w},
                "annotations": _records(props)}
-        with open(os.path.join(out_dir, f"{key}.json"), "w") as f:
+        out = os.path.join(out_dir, f"{key}.json")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:
             json.dump(doc, f)
         n += 1
     return n
@@ -175,16 +183,21 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
     Parameters
     ----------
     writer : LibraryWriter
-    source : mapping of int to list of dict, or folder / files
-        ``{image_id: records}`` in any ``output_mode`` (binary masks included), or JSON files
-        ``<image_id>.json`` holding a list of ``coco_rle`` / ``uncompressed_rle`` records.
-    sizes : mapping of int to (H, W), optional
+    source : mapping of key to list of dict, or folder / files
+        ``{image_key: records}`` in any ``output_mode`` (binary masks included), or JSON files
+        ``<image>.json`` holding a list of ``coco_rle`` / ``uncompressed_rle`` records, as
+        segment-anything's ``scripts/amg.py`` writes them: named after the image file's stem,
+        which is the key (:func:`~samrefine.library.keys.parse_image_key`: ``"42"`` is image
+        42, ``"2007_000032"`` a name). For its ``binary_mask`` layout (a folder of PNG masks
+        and ``metadata.csv`` per image) use :func:`import_amg_folders`.
+    sizes : mapping of key to (H, W), optional
         Image sizes, needed for images with no masks.
     """
     report = ImportReport()
     sizes = dict(sizes or {})
     if isinstance(source, Mapping):
-        items = ((int(k), v, f"image {k}") for k, v in source.items())
+        items = ((parse_image_key(k) if isinstance(k, str) else json_image_key(k, "key"), v,
+                  f"image {k!r}") for k, v in source.items())
         total = len(source)
     else:
         files = _files(source)
@@ -194,10 +207,9 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
             for p in files:
                 stem = os.path.splitext(os.path.basename(p))[0]
                 try:
-                    key = int(stem)
-                except ValueError:
-                    raise LibraryError(
-                        f"{p}: AMG output files must be named <image_id>.json") from None
+                    key = parse_image_key(stem)
+                except ValueError as e:
+                    raise LibraryError(f"{p}: the file name is not an image key ({e})") from None
                 yield key, _load_json(p), p
 
         items = gen()
@@ -419,7 +431,7 @@ def export_coco(lib, path, *, image_ids: Iterable[int] | None = None,
     Returns the number of masks written. Images with no masks contribute nothing (COCO has no
     per-image record in a results list).
     """
-    ids = lib.image_ids().tolist() if image_ids is None else [int(i) for i in image_ids]
+    ids = lib.image_ids().tolist() if image_ids is None else list(image_ids)
     n = 0
     with open(path, "w") as f:
         f.write("[")
@@ -441,14 +453,17 @@ def import_coco(writer, path, *, sizes: Mapping | None = None,
     doc = _load_json(os.fspath(path))
     if not isinstance(doc, list):
         raise LibraryError(f"{path}: expected a JSON list of annotations")
-    groups: dict[int, list] = {}
+    groups: dict = {}
     for i, ann in enumerate(doc):
         try:
-            groups.setdefault(int(ann["image_id"]), []).append(ann)
-        except (KeyError, TypeError, ValueError):
-            raise LibraryError(f"{path}: annotation {i} has no integer image_id") from None
+            groups.setdefault(json_image_key(ann["image_id"], f"annotation {i}: image_id"),
+                              []).append(ann)
+        except (KeyError, TypeError):
+            raise LibraryError(f"{path}: annotation {i} has no image_id") from None
+        except ValueError as e:
+            raise LibraryError(f"{path}: {e}") from None
     for key in (sizes or {}):
-        groups.setdefault(int(key), [])
+        groups.setdefault(json_image_key(key, "sizes key"), [])
     report = ImportReport()
     for key in _tqdm(groups, progress, "import coco"):
         if key in writer:
@@ -457,7 +472,7 @@ def import_coco(writer, path, *, sizes: Mapping | None = None,
         try:
             props = Proposals.from_sam(groups[key], (sizes or {}).get(key))
         except ValueError as e:
-            raise LibraryError(f"{path}: image {key}: {e}") from None
+            raise LibraryError(f"{path}: image {key!r}: {e}") from None
         writer.append(key, props)
         report.added += 1
     return report
