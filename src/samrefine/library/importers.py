@@ -27,7 +27,6 @@ import glob
 import json
 import logging
 import os
-import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ import numpy as np
 from ..proposals import Proposals
 from .format import LibraryError
 from .keys import json_image_key, parse_image_key
+from .refs import load_refs
 
 __all__ = [
     "ImportReport",
@@ -229,22 +229,6 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
 # --------------------------------------------------------------------------------------------
 # RefCOCO annotation files
 # --------------------------------------------------------------------------------------------
-
-
-def load_refs(path, split: str | None = "train") -> list[dict]:
-    """Referents of a RefCOCO-format ``refs(<splitBy>).p`` pickle, filtered by exact ``split``
-    (``None`` keeps all)."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            refs = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError) as e:
-        raise LibraryError(f"{path}: not a refs pickle ({e})") from None
-    if not isinstance(refs, list) or (refs and not {"ref_id", "image_id"} <= set(refs[0])):
-        raise LibraryError(f"{path}: expected a list of refs with ref_id and image_id")
-    if split is not None:
-        refs = [r for r in refs if r.get("split") == split]
-    return refs
 
 
 def load_instances(path) -> dict[int, dict]:
