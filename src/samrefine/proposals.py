@@ -246,6 +246,61 @@ class Proposals:
         out.meta = meta
         return out
 
+    @classmethod
+    def from_hf(cls, output, scores=None, size=None) -> Proposals:
+        """From Hugging Face ``transformers`` SAM output, scores kept as ``predicted_iou``.
+
+        Parameters
+        ----------
+        output : dict, array or tensor
+            ``pipeline("mask-generation")(image)``: a dict with ``"masks"`` (a list of
+            ``(H, W)`` bool masks; or ``"rle_mask"``, uncompressed COCO RLE dicts, when the
+            pipeline ran with ``output_rle_mask=True``) and ``"scores"`` ``(N,)``. Or one
+            image's ``SamProcessor.post_process_masks(...)[i]``: ``(P, 3, H, W)`` (three masks a
+            prompt, flattened prompt-major to ``3 P`` masks) or ``(P, H, W)``, bool (or exact
+            0/1; logits from ``binarize=False`` are refused: threshold them first).
+        scores : array or tensor, optional
+            Scores for array input: ``outputs.iou_scores[i]``, ``(P, 3)``, ``(1, P, 3)`` or
+            ``(P,)``; one per mask after flattening.
+        size : (H, W), optional
+            Needed when there are no masks; checked against the masks otherwise.
+        """
+        if isinstance(output, Mapping):
+            if "masks" not in output and "rle_mask" not in output:
+                raise ValueError("a mask-generation pipeline output is a dict with 'masks' and "
+                                 f"'scores'; got keys {sorted(output)}")
+            if scores is None:
+                scores = output.get("scores")
+            masks = output.get("masks")
+            if (masks is None or len(masks) == 0) and output.get("rle_mask"):
+                out = cls.from_rle(output["rle_mask"], size)
+            elif masks is None or len(masks) == 0:
+                if size is None:
+                    raise ValueError("the pipeline output holds no masks; pass size=(H, W)")
+                out = cls.empty(size)
+            else:
+                out = cls.from_dense(np.stack([_as_numpy(m) for m in masks]))
+        else:
+            arr = _as_numpy(output)
+            if isinstance(output, (list, tuple)) and arr.ndim == 5:
+                raise ValueError("post_process_masks returns one (P, 3, H, W) tensor per image; "
+                                 "pass one image's masks, e.g. masks[0]")
+            if arr.ndim == 4:
+                arr = arr.reshape(-1, *arr.shape[2:])
+            if arr.ndim != 3:
+                raise ValueError(f"SamModel masks must be (P, 3, H, W) or (P, H, W), got shape "
+                                 f"{arr.shape}")
+            out = cls.from_dense(arr) if arr.shape[0] else cls.empty(arr.shape[1:])
+        if size is not None and _check_size(size) != out.size:
+            raise ValueError(f"size={tuple(size)} but the masks are {out.size}")
+        if scores is not None:
+            sc = _as_numpy(scores).astype(np.float64).reshape(-1)
+            if sc.size != len(out):
+                raise ValueError(f"{sc.size} scores for {len(out)} masks; pass the scores of "
+                                 "the same image (iou_scores[i])")
+            out.meta["predicted_iou"] = sc
+        return out
+
     def _check_meta(self) -> None:
         for k, v in self.meta.items():
             if v.shape[:1] != (len(self),):

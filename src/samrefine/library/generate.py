@@ -61,7 +61,8 @@ class Generator:
     fn : callable
         ``fn(image) -> masks`` for an ``(H, W, 3)`` uint8 RGB image; masks may be
         :class:`~samrefine.Proposals`, a list of ``SamAutomaticMaskGenerator`` records (any
-        ``output_mode``), a list of pycocotools RLE dicts, or a dense ``(N, H, W)`` array.
+        ``output_mode``), a list of pycocotools RLE dicts, a dense ``(N, H, W)`` array, or a
+        ``transformers`` ``pipeline("mask-generation")`` output dict.
     model : str, optional
         Model name (e.g. ``"vit_h"``).
     checkpoint_sha256 : str, optional
@@ -96,6 +97,8 @@ def as_proposals(masks, size) -> Proposals:
     """Convert a generator's output (see :class:`Generator`) to Proposals of ``size = (H, W)``."""
     if isinstance(masks, Proposals):
         out = masks
+    elif isinstance(masks, Mapping) and ("masks" in masks or "rle_mask" in masks):
+        out = Proposals.from_hf(masks, size=size)  # transformers mask-generation pipeline
     elif isinstance(masks, np.ndarray) or type(masks).__module__.startswith("torch"):
         arr = np.asarray(masks.detach().cpu() if hasattr(masks, "detach") else masks)
         out = Proposals.from_dense(arr) if arr.shape[0] else Proposals.empty(size)

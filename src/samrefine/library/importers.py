@@ -7,8 +7,12 @@ SA-1B per-image JSON
     {"size": [H, W], "counts": str}, "area", "bbox", "predicted_iou", "stability_score",
     "point_coords": [[x, y]], "crop_box"}, ...]}`` (the SA-1B release layout).
 SAM generator output
-    ``SamAutomaticMaskGenerator.generate`` records, any ``output_mode``; in files, JSON lists of
-    ``coco_rle`` or ``uncompressed_rle`` records named ``<image_id>.json``.
+    ``SamAutomaticMaskGenerator.generate`` records, any ``output_mode``; in files, as
+    segment-anything's ``scripts/amg.py`` writes them: JSON lists of ``coco_rle`` records
+    named ``<image stem>.json``, or (``binary_mask`` mode) a folder ``<image stem>/`` per image
+    with ``<i>.png`` masks (0/255) and ``metadata.csv`` (``id, area, bbox_x0, bbox_y0, bbox_w,
+    bbox_h, point_input_x, point_input_y, predicted_iou, stability_score, crop_box_x0,
+    crop_box_y0, crop_box_w, crop_box_h``).
 SemiRES reference
     One JSON per *referent* ``<ref_id>.json`` (SemiRES ``anns/<ds>/sam_rle_mask``): a list of
     ``{"counts": [start1, len1, start2, len2, ...], "size": [H, W]}`` where starts are
@@ -19,10 +23,15 @@ COCO RLE JSON
     A COCO results-style list ``[{"image_id", "segmentation": {"size", "counts": str},
     "area", "bbox", "category_id": 1, "score", ...metadata}, ...]``, readable by
     ``pycocotools`` (``COCO.loadRes``).
+COCO instances
+    ``instances_*.json``: ``{"images": [{"id", "height", "width"}], "annotations":
+    [{"image_id", "segmentation": polygons | RLE | uncompressed RLE, "iscrowd",
+    "category_id", "id", ...}]}``; segmentations are rasterised by ``pycocotools``.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import logging
@@ -48,6 +57,7 @@ __all__ = [
     "import_semires",
     "load_instances",
     "load_refs",
+    "read_amg_folder",
     "read_sa1b",
     "read_semires",
 ]
@@ -199,6 +209,20 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
         items = ((parse_image_key(k) if isinstance(k, str) else json_image_key(k, "key"), v,
                   f"image {k!r}") for k, v in source.items())
         total = len(source)
+    elif _is_amg_folder_layout(source):
+        folders = _amg_folders(source)
+        total = len(folders)
+
+        def gen():
+            for d in folders:
+                stem = os.path.basename(os.path.normpath(d))
+                try:
+                    key = parse_image_key(stem)
+                except ValueError as e:
+                    raise LibraryError(f"{d}: the folder name is not an image key ({e})") from None
+                yield key, d, d
+
+        items = gen()
     else:
         files = _files(source)
         total = len(files)
@@ -218,12 +242,91 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
             report.skipped += 1
             continue
         try:
-            props = Proposals.from_sam(records, sizes.get(key))
+            if isinstance(records, str):  # a binary_mask folder
+                props = read_amg_folder(records, sizes.get(key))
+            else:
+                props = Proposals.from_sam(records, sizes.get(key))
         except ValueError as e:
             raise LibraryError(f"{where}: {e}") from None
         writer.append(key, props)
         report.added += 1
     return report
+
+
+AMG_CSV_HEADER = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,"
+                  "predicted_iou,stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h")
+
+
+def _is_amg_folder_layout(source) -> bool:
+    if not isinstance(source, (str, os.PathLike)) or not os.path.isdir(source):
+        return False
+    s = os.fspath(source)
+    if os.path.isfile(os.path.join(s, "metadata.csv")):
+        return True
+    return not glob.glob(os.path.join(s, "*.json")) and bool(
+        glob.glob(os.path.join(s, "*", "metadata.csv")))
+
+
+def _amg_folders(source) -> list[str]:
+    s = os.fspath(source)
+    if os.path.isfile(os.path.join(s, "metadata.csv")):
+        return [s]
+    return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(s, "*", "metadata.csv")))
+
+
+def read_amg_folder(folder, size=None) -> Proposals:
+    """One image's ``scripts/amg.py`` ``binary_mask`` output folder to Proposals.
+
+    Reads ``metadata.csv`` and the ``<id>.png`` mask it names for each row (0 = background,
+    255 or 1 = foreground; any other value is refused), checks each mask's area against the
+    CSV, and keeps ``predicted_iou``, ``stability_score``, ``point_coords`` and ``crop_box``.
+    ``size = (H, W)`` is needed for a folder with no masks.
+    """
+    from PIL import Image
+
+    folder = os.fspath(folder)
+    path = os.path.join(folder, "metadata.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or ",".join(c.strip() for c in rows[0]) != AMG_CSV_HEADER:
+        raise LibraryError(f"{path}: not an amg.py metadata.csv (expected the header "
+                           f"{AMG_CSV_HEADER!r})")
+    rows = [r for r in rows[1:] if r]
+    if not rows:
+        if size is None:
+            raise LibraryError(f"{folder}: no masks and no image size; pass sizes=")
+        return Proposals.empty(size)
+    try:
+        table = np.array([[float(v) for v in r] for r in rows], np.float64)
+    except ValueError as e:
+        raise LibraryError(f"{path}: a value is not a number ({e})") from None
+    if table.shape[1] != 14:
+        raise LibraryError(f"{path}: rows have {table.shape[1]} columns, expected 14")
+    masks = []
+    for row in table:
+        png = os.path.join(folder, f"{int(row[0])}.png")
+        if not os.path.isfile(png):
+            raise LibraryError(f"{png} is missing (named by {path})")
+        with Image.open(png) as im:
+            arr = np.asarray(im)
+        if arr.ndim == 3:
+            raise LibraryError(f"{png}: a mask PNG has one channel, got shape {arr.shape}")
+        fg = arr == (255 if arr.max(initial=0) > 1 else 1)
+        if not np.all(fg | (arr == 0)):
+            raise LibraryError(f"{png}: holds values other than 0 and 255; not a binary mask")
+        if int(fg.sum()) != int(row[1]):
+            raise LibraryError(f"{png}: {int(fg.sum())} foreground pixels but metadata.csv "
+                               f"says {int(row[1])}; the folder mixes files of different runs")
+        masks.append(fg)
+    try:
+        props = Proposals.from_dense(np.stack(masks))
+    except ValueError as e:
+        raise LibraryError(f"{folder}: {e}") from None
+    if size is not None and tuple(int(v) for v in size) != props.size:
+        raise LibraryError(f"{folder}: masks are {props.size} but the image is {tuple(size)}")
+    props.meta.update(predicted_iou=table[:, 8], stability_score=table[:, 9],
+                      point_coords=table[:, 6:8], crop_box=table[:, 10:14])
+    return props
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,13 +533,58 @@ def export_coco(lib, path, *, image_ids: Iterable[int] | None = None,
     return n
 
 
+def _instances_proposals(anns: list, size: tuple[int, int], where: str) -> Proposals:
+    """One image's COCO instance annotations (polygons, RLE or uncompressed RLE) rasterised
+    by pycocotools, with ``category_id``, ``iscrowd`` and ``annotation_id`` kept."""
+    from pycocotools import mask as mask_utils
+
+    h, w = size
+    rles = []
+    for ann in anns:
+        seg = ann.get("segmentation")
+        try:
+            if isinstance(seg, list):  # polygons: one RLE per part, merged
+                if not seg or not all(isinstance(p, list) and len(p) >= 6 for p in seg):
+                    raise ValueError("a polygon needs at least 3 points")
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+            elif isinstance(seg, Mapping) and isinstance(seg.get("counts"), list):
+                if [int(v) for v in seg.get("size", [])] != [h, w]:
+                    raise ValueError(f"RLE size {seg.get('size')} differs from the image's")
+                rle = mask_utils.frPyObjects(seg, h, w)
+            elif isinstance(seg, Mapping):
+                rle = dict(seg)
+            else:
+                raise ValueError(f"segmentation is {type(seg).__name__}")
+        except (ValueError, TypeError, KeyError) as e:
+            raise LibraryError(f"{where}: annotation {ann.get('id')}: {e}") from None
+        counts = rle["counts"]
+        rles.append({"size": [h, w], "counts": counts.decode("ascii")
+                     if isinstance(counts, bytes) else counts})
+    if not rles:
+        return Proposals.empty(size)
+    props = Proposals.from_rle(rles, size)
+    for name, field_name in (("category_id", "category_id"), ("iscrowd", "iscrowd"),
+                             ("id", "annotation_id")):
+        if all(name in a for a in anns):
+            props.meta[field_name] = np.array([a[name] for a in anns], np.int64)
+    return props
+
+
 def import_coco(writer, path, *, sizes: Mapping | None = None,
                 progress: bool = True) -> ImportReport:
-    """Append a COCO results-style JSON list (as :func:`export_coco` writes), grouped by
-    ``image_id`` in file order. ``sizes`` gives ``(H, W)`` for images with no masks to add."""
+    """Append COCO annotations: a results-style JSON list (as :func:`export_coco` writes), or
+    an ``instances_*.json`` (``images`` + ``annotations``; polygons, RLE and uncompressed RLE).
+
+    Masks are grouped by ``image_id`` in file order. For an instances file every listed image
+    is added, with no masks when it has no annotations; for a results list ``sizes`` gives
+    ``(H, W)`` for images with no masks to add.
+    """
     doc = _load_json(os.fspath(path))
+    if isinstance(doc, Mapping) and "annotations" in doc and "images" in doc:
+        return _import_instances(writer, doc, os.fspath(path), progress)
     if not isinstance(doc, list):
-        raise LibraryError(f"{path}: expected a JSON list of annotations")
+        raise LibraryError(f"{path}: expected a JSON list of annotations (results) or an "
+                           "instances file with 'images' and 'annotations'")
     groups: dict = {}
     for i, ann in enumerate(doc):
         try:
@@ -449,7 +597,7 @@ def import_coco(writer, path, *, sizes: Mapping | None = None,
     for key in (sizes or {}):
         groups.setdefault(json_image_key(key, "sizes key"), [])
     report = ImportReport()
-    for key in _tqdm(groups, progress, "import coco"):
+    for key in _tqdm(groups, progress, "import coco", total=len(groups)):
         if key in writer:
             report.skipped += 1
             continue
@@ -458,5 +606,36 @@ def import_coco(writer, path, *, sizes: Mapping | None = None,
         except ValueError as e:
             raise LibraryError(f"{path}: image {key!r}: {e}") from None
         writer.append(key, props)
+        report.added += 1
+    return report
+
+
+def _import_instances(writer, doc: Mapping, path: str, progress: bool) -> ImportReport:
+    try:
+        images = {json_image_key(im["id"], "images[].id"): (int(im["height"]), int(im["width"]))
+                  for im in doc["images"]}
+    except (KeyError, TypeError) as e:
+        raise LibraryError(f"{path}: an image entry lacks id/height/width ({e})") from None
+    except ValueError as e:
+        raise LibraryError(f"{path}: {e}") from None
+    groups: dict = {k: [] for k in images}
+    for i, ann in enumerate(doc["annotations"]):
+        try:
+            key = json_image_key(ann["image_id"], f"annotation {i}: image_id")
+        except (KeyError, TypeError):
+            raise LibraryError(f"{path}: annotation {i} has no image_id") from None
+        except ValueError as e:
+            raise LibraryError(f"{path}: {e}") from None
+        if key not in groups:
+            raise LibraryError(f"{path}: annotation {ann.get('id', i)} names image {key!r}, "
+                               "which is not in 'images'")
+        groups[key].append(ann)
+    report = ImportReport()
+    for key in _tqdm(groups, progress, "import coco instances", total=len(groups)):
+        if key in writer:
+            report.skipped += 1
+            continue
+        writer.append(key, _instances_proposals(groups[key], images[key],
+                                                f"{path}: image {key!r}"))
         report.added += 1
     return report
