@@ -163,13 +163,28 @@ def test_damaged_meta_raises_library_corrupt_error_and_verify_exits_1(tmp_path):
 # ---------------------------------------------------------------------------- memory bombs
 
 
+def _zeros_deflated(n_chunks: int, chunk: int = 1 << 24) -> bytes:
+    """A valid zlib stream of ``n_chunks * chunk`` zero bytes, built without deflating them
+    all: after a full flush every chunk deflates to the same bytes, and the Adler-32 of ``n``
+    zeros is ``(n mod 65521) << 16 | 1``."""
+    zeros = bytes(chunk)
+    c = zlib.compressobj(9)
+    first = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+    repeat = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+    end = c.flush()[:-4]  # the final empty block, without the checksum
+    adler = ((n_chunks * chunk) % 65521) << 16 | 1
+    return first + repeat * (n_chunks - 1) + end + struct.pack(">I", adler)
+
+
 def _bomb(header_counts=None, inflated: int = 1 << 31) -> bytes:
     """A record whose 2 MB deflated body inflates to ``inflated`` bytes of zeros."""
-    comp = zlib.compressobj(9)
-    chunk = bytes(1 << 24)
-    body = b"".join(comp.compress(chunk) for _ in range(inflated >> 24)) + comp.flush()
+    body = _zeros_deflated(inflated >> 24)
     n, r, b = header_counts or (1, 1, inflated)
     return struct.pack("<4sIIIIIHH", b"SRP1", 100, 100, n, r, b & 0xFFFFFFFF, 0, 1) + body
+
+
+def test_the_crafted_stream_is_what_it_claims():
+    assert zlib.decompress(_zeros_deflated(3, 1 << 16)) == bytes(3 << 16)
 
 
 BOMB_CHILD = """
