@@ -42,6 +42,40 @@ def _smooth_labels(labels: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v) -> bool:
+    return _is_int(v) or (isinstance(v, (float, np.floating)) and np.isfinite(v))
+
+
+def check_classical_params(*, scales, slic_segments, min_area_frac, max_masks, smooth_radius,
+                           dedup_iou, seed) -> None:
+    """Refuse parameter values that would silently give no or wrong masks (``max_masks=-5``
+    used to build a library of empty entries; ``"abc"`` failed every image one by one)."""
+    def bad(name, value, want):
+        raise ValueError(f"classical generator: {name}={value!r}; expected {want}")
+
+    if not _is_int(max_masks) or max_masks < 1:
+        bad("max_masks", max_masks, "an int >= 1")
+    if not isinstance(scales, (list, tuple)) or not all(_is_number(v) and v > 0 for v in scales):
+        bad("scales", scales, "a list of positive numbers")
+    if not isinstance(slic_segments, (list, tuple)) or not all(
+            _is_int(v) and v >= 1 for v in slic_segments):
+        bad("slic_segments", slic_segments, "a list of ints >= 1")
+    if not scales and not slic_segments:
+        bad("scales", scales, "at least one label map (scales or slic_segments)")
+    if not _is_number(min_area_frac) or not 0 <= min_area_frac < 1:
+        bad("min_area_frac", min_area_frac, "a number in [0, 1)")
+    if not _is_int(smooth_radius) or smooth_radius < 0:
+        bad("smooth_radius", smooth_radius, "an int >= 0")
+    if not _is_number(dedup_iou) or not 0 < dedup_iou <= 1:
+        bad("dedup_iou", dedup_iou, "a number in (0, 1]")
+    if not _is_int(seed):
+        bad("seed", seed, "an int")
+
+
 def classical_proposals(image: np.ndarray, scales=(64, 256, 1024, 4096), slic_segments=(64,),
                         min_area_frac: float = 0.0005, max_masks: int = 300,
                         smooth_radius: int = 2, dedup_iou: float = 0.9,
@@ -72,6 +106,9 @@ def classical_proposals(image: np.ndarray, scales=(64, 256, 1024, 4096), slic_se
     """
     from skimage.segmentation import felzenszwalb, slic
 
+    check_classical_params(scales=scales, slic_segments=slic_segments,
+                           min_area_frac=min_area_frac, max_masks=max_masks,
+                           smooth_radius=smooth_radius, dedup_iou=dedup_iou, seed=seed)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")

@@ -142,17 +142,49 @@ def list_generators() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _import_factory(name: str) -> Callable:
+    """``"package.module:factory"`` to the factory it names (for generators not registered in
+    this process, e.g. named on the command line)."""
+    import importlib
+
+    module, _, attr = name.partition(":")
+    if not module or not attr:
+        raise KeyError(f"generator {name!r}: write 'package.module:factory'")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as e:
+        raise KeyError(f"generator {name!r}: cannot import {module!r} ({e}); is it installed "
+                       "or on PYTHONPATH?") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise KeyError(f"generator {name!r}: {module!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise KeyError(f"generator {name!r}: {attr!r} is not callable")
+    return obj
+
+
 def get_generator(name: str, **params) -> Generator:
     """Build the generator registered as ``name`` with ``params``.
+
+    ``name`` may also be ``"package.module:factory"``: the factory is imported and called with
+    ``params`` (what ``samrefine build --generator package.module:factory`` does), and the name
+    is recorded as the library's ``generator`` unless the factory returns a :class:`Generator`.
 
     Raises
     ------
     KeyError
-        If ``name`` is not registered (the message lists the registered names).
+        If ``name`` is neither registered nor an importable ``module:factory`` (the message
+        lists the registered names).
     """
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown generator {name!r}; registered: {', '.join(list_generators())}")
-    made = _REGISTRY[name](**params)
+    if name in _REGISTRY:
+        factory = _REGISTRY[name]
+    elif ":" in name:
+        factory = _import_factory(name)
+    else:
+        raise KeyError(f"unknown generator {name!r}; registered: {', '.join(list_generators())}"
+                       " (or name a factory as 'package.module:factory')")
+    made = factory(**params)
     if isinstance(made, Generator):
         return made
     if not callable(made):
@@ -287,7 +319,7 @@ def sam2_generator(*, checkpoint: str | None = None,
 def classical_generator(**params) -> Generator:
     """Multi-scale superpixel regions (:func:`~samrefine.library.classical.classical_proposals`);
     not SAM. ``params`` are that function's keyword arguments."""
-    from .classical import classical_proposals
+    from .classical import check_classical_params, classical_proposals
 
     sig = inspect.signature(classical_proposals)
     names = [p for p in sig.parameters if p != "image"]
@@ -296,6 +328,7 @@ def classical_generator(**params) -> Generator:
         raise ValueError(f"unknown classical_proposals parameter(s) {unknown}; valid: "
                          f"{', '.join(names)}")
     full = {p: sig.parameters[p].default for p in names} | params
+    check_classical_params(**full)  # at construction: a build fails before its first image
     return Generator("classical", lambda image: classical_proposals(image, **full),
                      model="felzenszwalb+slic", params=full)
 

@@ -1,0 +1,45 @@
+"""Generator parameters are checked at construction, and any factory can be named (issue 12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from samrefine import Proposals
+from samrefine.library import get_generator
+from samrefine.library.generate import Generator
+
+
+@pytest.mark.parametrize("params, what", [
+    ({"max_masks": -5}, "max_masks"), ({"max_masks": "abc"}, "max_masks"),
+    ({"max_masks": 2.5}, "max_masks"), ({"scales": [64, -1]}, "scales"),
+    ({"dedup_iou": 1.5}, "dedup_iou"), ({"min_area_frac": float("nan")}, "min_area_frac"),
+    ({"smooth_radius": -1}, "smooth_radius"), ({"scales": [], "slic_segments": []}, "scales"),
+])
+def test_classical_params_refused_before_any_image(params, what):
+    with pytest.raises(ValueError, match=what):
+        get_generator("classical", **params)
+
+
+def two_boxes(*, side: int = 2):
+    """A factory importable by name: two square masks of ``side`` pixels."""
+    def run(image):
+        m = np.zeros((2, *image.shape[:2]), bool)
+        m[0, :side, :side] = True
+        m[1, -side:, -side:] = True
+        return m
+    return run
+
+
+def test_module_factory_name_builds_a_generator():
+    g = get_generator("test_library_generators:two_boxes", side=3)
+    assert isinstance(g, Generator) and g.name == "test_library_generators:two_boxes"
+    assert g.params == {"side": 3}
+    got = g(np.zeros((6, 7, 3), np.uint8))
+    assert isinstance(got, Proposals) and got.area.tolist() == [9, 9]
+    with pytest.raises(KeyError, match="cannot import"):
+        get_generator("no_such_module_xyz:factory")
+    with pytest.raises(KeyError, match="no attribute"):
+        get_generator("test_library_generators:missing")
+    with pytest.raises(KeyError, match="module:factory"):
+        get_generator("not-registered")
