@@ -179,7 +179,7 @@ class _Shard:
 
     def __getstate__(self):
         return {"path": self.path, "finished": self.finished, "meta": self.meta,
-                "version": self.version}
+                "version": self.version}  # the SQL cache is rebuilt
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -318,14 +318,22 @@ class _Shard:
 
     def _row_sql(self, columns: str, key) -> tuple[str, tuple]:
         """SQL selecting ``columns`` from ``images AS i`` (joined with ``records AS r``) for
-        the image keyed ``key``."""
+        the image keyed ``key`` (cached per column list and key type: lookups are hot)."""
+        cache = self.__dict__.setdefault("_sql", {})
+        got = cache.get((columns, type(key)))
+        if got is None:
+            got = cache[(columns, type(key))] = self._make_row_sql(columns, key)[0]
+        return got, (() if got.endswith("WHERE 0") else (key,))
+
+    def _make_row_sql(self, columns: str, key) -> tuple[str, tuple]:
         base = f"SELECT {columns} FROM images AS i LEFT JOIN records AS r USING (image_id) "
         if isinstance(key, str):
             if not self.named:
                 return base + "WHERE 0", ()
             return (f"SELECT {columns} FROM names AS n JOIN images AS i USING (image_id) "
                     "LEFT JOIN records AS r USING (image_id) WHERE n.name = ?", (key,))
-        if not self.named:
+        if not self.named or (self.finished and self.meta.get("key_type") == "int"):
+            # no names (version 1; or a finished int-keyed file, meta checked by its digest)
             return base + "WHERE i.image_id = ?", (key,)
         return (base + "WHERE i.image_id = ? AND NOT EXISTS (SELECT 1 FROM names AS n WHERE "
                 "n.image_id = i.image_id)", (key,))
@@ -355,19 +363,17 @@ class _Shard:
         if len(rows) > 1:
             raise self.error(f"image {key!r} has {len(rows)} index rows (damaged index)")
         h, w, n, r, nbytes, crc, data = rows[0]
-        where = f"image {key!r}"
-        if not isinstance(data, bytes):
-            raise self.error(f"{where}: record missing")
-        if not all(isinstance(v, int) for v in (h, w, n, r, nbytes, crc)):
-            raise self.error(f"{where}: damaged index row")
-        if len(data) != nbytes or crc32(data) != crc:
-            raise self.error(f"{where}: record checksum mismatch (stored {crc:08x}, computed "
-                             f"{crc32(data):08x}, {len(data)} of {nbytes} bytes)")
+        if type(data) is not bytes:
+            raise self.error(f"image {key!r}: record missing")
+        if len(data) != nbytes or crc32(data) != crc:  # also fails for non-int index values
+            raise self.error(f"image {key!r}: record checksum mismatch (stored {crc!r}, "
+                             f"computed {crc32(data):08x}, {len(data)} of {nbytes!r} bytes)")
         try:
-            if record_header(data)[:4] != (h, w, n, r):
-                raise self.error(f"{where}: record header disagrees with the index")
+            head = record_header(data)
         except LibraryCorruptError as e:
-            raise self.error(f"{where}: {e}") from None
+            raise self.error(f"image {key!r}: {e}") from None
+        if head[:4] != (h, w, n, r):
+            raise self.error(f"image {key!r}: record header disagrees with the index")
         return h, w, n, data
 
 
