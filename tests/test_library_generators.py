@@ -43,3 +43,30 @@ def test_module_factory_name_builds_a_generator():
         get_generator("test_library_generators:missing")
     with pytest.raises(KeyError, match="module:factory"):
         get_generator("not-registered")
+
+
+def test_build_stops_when_the_first_images_all_fail(tmp_path):
+    from samrefine.library import ProposalLibrary, build_library
+
+    images = tmp_path / "images"
+    images.mkdir()
+    with pytest.raises(RuntimeError, match="first 5 images all failed.*FileNotFoundError"):
+        build_library(tmp_path / "x.srlib", range(100), Generator("g", two_boxes()),
+                      images=images, file_pattern="{image_id}.jpg", fail_fast=5,
+                      progress=False)
+    lib = ProposalLibrary.open(tmp_path / "x.srlib")
+    assert len(lib.failures()) == 5 and len(lib) == 0
+    lib.close()
+    # the writer was closed: the run can be repeated (resumed) at once
+    got = build_library(tmp_path / "x.srlib", range(3), Generator("g", two_boxes()),
+                        load=lambda k: np.zeros((5, 5, 3), np.uint8), progress=False)
+    assert got.finished and got.added == 3
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sam2", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "sam2.automatic_mask_generator", None)
+    with pytest.raises(ImportError, match=r'pip install "samrefine\[sam2\]"'):
+        get_generator("sam2")

@@ -193,6 +193,17 @@ def get_generator(name: str, **params) -> Generator:
     return Generator(name, made, params=params)
 
 
+def _require(module: str, extra: str):
+    """Import ``module`` or raise ImportError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{e}; the {extra!r} generator needs it: pip install "
+                          f'"samrefine[{extra}]"') from e
+
+
 def _device(device):
     import torch
 
@@ -241,7 +252,10 @@ def sam_generator(*, checkpoint: str | None = None, model_type: str = "vit_h", m
         defaults, and all are recorded.
     """
     import torch
-    from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+
+    sa = _require("segment_anything", "sam")
+    SamAutomaticMaskGenerator, sam_model_registry = sa.SamAutomaticMaskGenerator, \
+        sa.sam_model_registry
 
     from .writer import sha256_file
 
@@ -288,7 +302,9 @@ def sam2_generator(*, checkpoint: str | None = None,
         Any ``SAM2AutomaticMaskGenerator`` argument; unset ones keep SAM 2's defaults.
     """
     import torch
-    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    SAM2AutomaticMaskGenerator = _require("sam2.automatic_mask_generator",
+                                          "sam2").SAM2AutomaticMaskGenerator
 
     from .writer import sha256_file
 
@@ -319,6 +335,7 @@ def sam2_generator(*, checkpoint: str | None = None,
 def classical_generator(**params) -> Generator:
     """Multi-scale superpixel regions (:func:`~samrefine.library.classical.classical_proposals`);
     not SAM. ``params`` are that function's keyword arguments."""
+    _require("skimage", "classical")
     from .classical import check_classical_params, classical_proposals
 
     sig = inspect.signature(classical_proposals)
@@ -373,7 +390,7 @@ def build_library(output, image_ids, generator, *, images=None,
                   shard=None, if_exists: str = "resume", retries: int = 1,
                   allow_failures: bool = False, progress: bool = True,
                   compression: str = "zlib", commit_every: int = 1,
-                  extra: Mapping | None = None) -> BuildResult:
+                  extra: Mapping | None = None, fail_fast: int = 20) -> BuildResult:
     """Generate proposals for ``image_ids`` and write them to a library (resumable, shardable).
 
     Parameters
@@ -409,6 +426,10 @@ def build_library(output, image_ids, generator, *, images=None,
         Finish the library even if some images failed (otherwise it is left resumable).
     progress : bool
         Show a tqdm bar (images/s, ETA).
+    fail_fast : int
+        Stop with a ``RuntimeError`` when the first ``fail_fast`` images of this run all fail
+        (a wrong file pattern, a missing checkpoint, a bad parameter), instead of failing every
+        image one by one; what was appended stays resumable. ``0`` disables it.
 
     Returns
     -------
@@ -493,11 +514,17 @@ def build_library(output, image_ids, generator, *, images=None,
             else:
                 failures[key] = err
                 writer.record_failure(key, err, attempts=1 + max(0, int(retries)))
+                if fail_fast and added == 0 and len(failures) >= fail_fast:
+                    raise RuntimeError(
+                        f"{path}: the first {len(failures)} images all failed, stopping (last: "
+                        f"image {key!r}: {err}); fix the cause and run again (the build "
+                        "resumes), or pass fail_fast=0")
             bar.update(1)
+    except BaseException:
+        writer.close()  # commits what was appended and releases the writer lock
+        raise
     finally:
         bar.close()
-        if not writer.closed:
-            writer.commit()
     finished = False
     if not failures or allow_failures:
         writer.finish()
