@@ -74,7 +74,12 @@ def meta_digest(rows) -> str:
 
 
 def ids_digest(keys) -> str:
-    """SHA-256 (hex) of every key's :func:`~samrefine.library.keys.key_bytes`, in key order."""
+    """SHA-256 (hex) of every key's :func:`~samrefine.library.keys.key_bytes`, in key order
+    (for int keys that is the keys as little-endian int64, hashed in one call)."""
+    if not isinstance(keys, np.ndarray):
+        keys = list(keys)
+    if isinstance(keys, np.ndarray) or (keys and isinstance(keys[0], int)):
+        return hashlib.sha256(np.asarray(keys, dtype="<i8").tobytes()).hexdigest()
     h = hashlib.sha256()
     for k in keys:
         h.update(key_bytes(k))
@@ -289,13 +294,17 @@ class _Shard:
         return out
 
     def keys(self):
-        """Every key, sorted: a list of int or str. For a finished file the list is read
-        once and checked against the count and (version 2) the id digest written at finish, so
-        a damaged index raises :class:`LibraryCorruptError` instead of giving a wrong list."""
+        """Every key, sorted: an int64 array (int keys) or a list of str. For a finished file
+        the list is read once per process and checked against the count and (version 2) the
+        id digest written at finish, so a damaged index raises :class:`LibraryCorruptError`
+        instead of giving a wrong list."""
         if not self.finished:
-            return self._list_keys()
+            keys = self._list_keys()
+            return keys if keys and isinstance(keys[0], str) else np.array(keys, np.int64)
         if self._keys is None:
             keys = self._list_keys()
+            if not keys or isinstance(keys[0], int):
+                keys = np.array(keys, np.int64)
             n = self.meta.get("n_images")
             if n is not None and n != len(keys):
                 raise self.error(f"the index lists {len(keys)} images, the library was "
@@ -305,15 +314,29 @@ class _Shard:
                 raise self.error("image id list checksum mismatch (damaged index)")
             if self.version >= 2 and want is None:
                 raise self.error("finished library without its id digest (damaged meta)")
-            self._keys = (keys, frozenset(keys))
+            if isinstance(keys, np.ndarray) and np.any(keys[1:] <= keys[:-1]):
+                raise self.error("the index lists ids out of order or twice (damaged index)")
+            self._keys = (keys, keys if isinstance(keys, np.ndarray) else frozenset(keys))
         return self._keys[0]
+
+    def verified_has(self, key) -> bool | None:
+        """Membership from the verified id list, or None when it is not loaded (yet)."""
+        if self._keys is None:
+            return None
+        lookup = self._keys[1]
+        if isinstance(lookup, np.ndarray):
+            if not isinstance(key, int):
+                return False
+            i = int(np.searchsorted(lookup, key))
+            return i < lookup.size and int(lookup[i]) == key
+        return key in lookup
 
     def has(self, key) -> bool:
         """Whether ``key`` is in this file (checked against the verified id list when
         finished)."""
         if self.finished:
             self.keys()
-            return key in self._keys[1]
+            return bool(self.verified_has(key))
         return bool(self.query(*self._row_sql("1", key)))
 
     def _row_sql(self, columns: str, key) -> tuple[str, tuple]:
@@ -448,7 +471,7 @@ class ProposalLibrary:
     def _find(self, image_id):
         key = _image_id(image_id)
         for shard in self._shards:
-            if shard._keys is not None and key not in shard._keys[1]:
+            if shard.verified_has(key) is False:
                 continue  # a finished shard whose verified id list is loaded
             got = shard.raw(key)
             if got is not None:
@@ -506,14 +529,14 @@ class ProposalLibrary:
         str for name keys. For finished files the list is checked against the digest written
         at finish (a damaged index raises :class:`LibraryCorruptError`)."""
         keys = [s.keys() for s in self._shards]
-        kinds = {type(k[0]) for k in keys if k}
-        if len(kinds) > 1:
+        named = [isinstance(k, list) for k in keys if len(k)]
+        if any(named) and not all(named):
             raise LibraryError(f"the shards of {self.path} mix int and name keys")
-        if kinds == {str}:
-            out = np.array(sorted(k for ks in keys for k in ks) or [], dtype=object)
-            return out
-        flat = np.fromiter((k for ks in keys for k in ks), np.int64)
-        return np.sort(flat)
+        if any(named):
+            return np.array(sorted(k for ks in keys for k in ks), dtype=object)
+        if len(keys) == 1:
+            return keys[0].copy()
+        return np.sort(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
 
     def __iter__(self) -> Iterator:
         return iter(self.image_ids().tolist())

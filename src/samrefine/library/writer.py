@@ -741,7 +741,8 @@ def _merge(src, output, if_exists, vacuum, progress, allow_partial) -> str:
     _check_complete(src._shards, allow_partial)
     owner: dict = {}
     for s in src._shards:
-        for key in s.keys():
+        keys = s.keys()
+        for key in keys.tolist() if isinstance(keys, np.ndarray) else keys:
             if key in owner:
                 raise DuplicateImageError(f"image {key!r} is in both {owner[key]} and "
                                           f"{s.path}; shards of one build must hold disjoint "
