@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
-from test_library_store import SRC, fake_generator, props_of, synthetic_image
+from test_library_store import (
+    SRC,
+    fake_generator,
+    props_of,
+    synthetic_image,
+    threshold_masks,
+)
 
+from samrefine import Proposals
 from samrefine.library import (
+    LibraryCorruptError,
     LibraryError,
     ProposalLibrary,
     build_library,
@@ -117,8 +127,6 @@ def test_a_closed_reader_does_not_block_the_writer_from_finishing(tmp_path):
     try:
         assert reader.stdout.readline().strip() == "closed"
         w.append(2, props_of(2))
-        import sqlite3
-
         w._con.execute("PRAGMA busy_timeout=2000")  # fail fast instead of the 60 s default
         assert w.finish() == path  # the reader process is still alive
         assert reader.poll() is None
@@ -126,7 +134,6 @@ def test_a_closed_reader_does_not_block_the_writer_from_finishing(tmp_path):
         reader.kill()
         reader.wait()
     assert ProposalLibrary.open(path).finished
-    del sqlite3
 
 
 @pytest.mark.parametrize("env, want", [
@@ -165,3 +172,50 @@ def test_srun_tasks_each_build_their_shard(tmp_path):
     merged = merge_libraries(str(tmp_path / "lib-shard-*.srlib"), tmp_path / "m.srlib",
                              progress=False)
     assert ProposalLibrary.open(merged).image_ids().tolist() == list(range(40, 50))
+
+
+def props_of_image(image_id: int) -> Proposals:
+    return Proposals.from_dense(threshold_masks(synthetic_image(image_id)))
+
+
+def _open_shard_fds(tmp_path) -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        n += target.startswith(str(tmp_path)) and "-shard-" in target
+    return n
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_many_shards_route_each_lookup_to_one_file_with_bounded_descriptors(tmp_path,
+                                                                              monkeypatch):
+    from samrefine.library import reader
+
+    monkeypatch.setattr(reader, "MAX_OPEN_SHARDS", 4)
+    ids = list(range(100, 148))
+    shards = _build_shards(tmp_path, "many", ids, 24)
+    lib = ProposalLibrary.open(shards)
+    rng = np.random.default_rng(0)
+    for k in rng.permutation(ids).tolist() + [ids[0], ids[-1]]:
+        assert lib[k] == props_of_image(k)
+        assert _open_shard_fds(tmp_path) <= 4
+    assert 99 not in lib and 148 not in lib and "100" not in lib and 131 in lib
+    with pytest.raises(KeyError):
+        lib[99]
+    assert lib.image_ids().tolist() == ids
+    lib.close()
+    assert _open_shard_fds(tmp_path) == 0
+    # a damaged index row in one shard is caught by the lookup routed to it
+    data = bytearray(open(shards[5], "rb").read())
+    con = sqlite3.connect(shards[5])
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name='images'").fetchone()[0]
+    size = con.execute("PRAGMA page_size").fetchone()[0]
+    con.close()
+    data[root * size - 3] ^= 0x01  # a byte of the last index row (its crc32 or size)
+    open(shards[5], "wb").write(data)
+    with pytest.raises(LibraryCorruptError):
+        for k in ids:
+            ProposalLibrary.open(shards)[k]

@@ -51,6 +51,12 @@ __all__ = ["SUFFIX", "ProposalLibrary"]
 SUFFIX = ".srlib"
 #: Bytes of the file SQLite may memory-map (it maps no more than the file's size).
 MMAP_SIZE = 1 << 40
+#: Most shard files one thread of a reading process keeps open; the least recently used is
+#: closed beyond it, so a library of many shards holds at most this many file descriptors per
+#: reading thread. Reopening a shard costs about 0.1-0.25 ms, so random access over more
+#: shards than this is several times slower than over a merged library (measured in
+#: ``benchmarks/bench_shards.py``). Set ``SAMREFINE_MAX_OPEN_SHARDS`` to change it.
+MAX_OPEN_SHARDS = int(os.environ.get("SAMREFINE_MAX_OPEN_SHARDS", "256"))
 #: Meta keys that identify a build: shards of one build (and a resumed build) must agree.
 IDENTITY_KEYS = ("generator", "model", "checkpoint_sha256", "params", "compression",
                  "with_geometry")
@@ -200,6 +206,14 @@ class _Shard:
         self._cons = weakref.WeakSet()
         self._local = threading.local()
 
+    def close_thread(self) -> None:
+        """Close this thread's connection only (the others stay usable)."""
+        holder = getattr(self._local, "con", None)
+        if holder is not None and self._pid == os.getpid():
+            holder.con.close()
+            self._cons.discard(holder)
+        self._local.con = None
+
     def connection(self) -> sqlite3.Connection:
         if self._pid != os.getpid():  # forked: never reuse the parent's connection
             _ORPHANS.append((self._local, self._cons))
@@ -220,7 +234,8 @@ class _Shard:
                                       check_same_thread=False)
                 holder = _Con(con)
                 con.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
-                con.execute("PRAGMA query_only=1")
+                if not self.finished:  # mode=ro&immutable=1 cannot write anyway
+                    con.execute("PRAGMA query_only=1")
             except sqlite3.Error as e:
                 raise self.error(f"cannot open ({e})") from None
             self._local.con = holder
@@ -413,6 +428,70 @@ class ProposalLibrary:
 
     def __init__(self, shards: list[_Shard]):
         self._shards = shards
+        self._reset_routing()
+
+    def _reset_routing(self) -> None:
+        # a reader's view of a shard's state is fixed at open (reopen to see a finish)
+        self._routed = len(self._shards) > 1 and all(s.finished for s in self._shards)
+        self._route = None  # (sorted keys, owning shard index) or {name: shard index}
+        self._recent = threading.local()  # per thread: shard indices in use, LRU first
+
+    def __getstate__(self):
+        return {"_shards": self._shards}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset_routing()
+
+    def _owner(self, key) -> int | None:
+        """Index of the shard holding ``key`` (None: absent), from the verified id lists of
+        finished shards: one binary search (int keys) or dict lookup (names) instead of a
+        query per shard. Built on the first lookup, once per process."""
+        if self._route is None:
+            lists = []
+            for s in self._shards:
+                lists.append(s.keys())
+                s.close_thread()  # reading 256 id lists must not leave 256 files open
+            if any(isinstance(k, list) and k for k in lists):
+                route: dict = {}
+                for i, ks in enumerate(lists):
+                    for k in ks:
+                        if isinstance(k, int) or k in route:
+                            raise LibraryError(f"image {k!r} is in two shards of {self.path} "
+                                               "(or the shards mix int and name keys)")
+                        route[k] = i
+                self._route = route
+            else:
+                flat = np.concatenate([np.asarray(k, np.int64) for k in lists])
+                owner = np.repeat(np.arange(len(lists), dtype=np.int32),
+                                  [len(k) for k in lists])
+                order = np.argsort(flat, kind="stable")
+                flat, owner = flat[order], owner[order]
+                if flat.size > 1 and np.any(flat[1:] == flat[:-1]):
+                    dup = int(flat[1:][flat[1:] == flat[:-1]][0])
+                    raise LibraryError(f"image {dup} is in two shards of {self.path}; shards of "
+                                       "one build hold disjoint ids")
+                self._route = (flat, owner)
+        route = self._route
+        if isinstance(route, dict):
+            return route.get(key)
+        if not isinstance(key, int):
+            return None
+        flat, owner = route
+        i = int(np.searchsorted(flat, key))
+        return int(owner[i]) if i < flat.size and int(flat[i]) == key else None
+
+    def _touch(self, index: int) -> None:
+        """Keep at most :data:`MAX_OPEN_SHARDS` shard files open in this thread (LRU)."""
+        recent = getattr(self._recent, "order", None)
+        if recent is None:
+            recent = self._recent.order = {}
+        recent.pop(index, None)
+        recent[index] = True
+        while len(recent) > MAX_OPEN_SHARDS:
+            old = next(iter(recent))
+            del recent[old]
+            self._shards[old].close_thread()
 
     # ------------------------------------------------------------------ constructors
 
@@ -470,9 +549,21 @@ class ProposalLibrary:
 
     def _find(self, image_id):
         key = _image_id(image_id)
-        for shard in self._shards:
+        if self._routed:
+            index = self._owner(key)
+            if index is None:
+                return key, None, None
+            shard = self._shards[index]
+            self._touch(index)
+            got = shard.raw(key)
+            if got is None:  # pragma: no cover - raw() raises for a verified key it misses
+                raise shard.error(f"image {key!r} is listed but not found")
+            return key, shard, got
+        for i, shard in enumerate(self._shards):
             if shard.verified_has(key) is False:
                 continue  # a finished shard whose verified id list is loaded
+            if len(self._shards) > 1:
+                self._touch(i)
             got = shard.raw(key)
             if got is not None:
                 return key, shard, got
@@ -519,6 +610,8 @@ class ProposalLibrary:
             key = _image_id(image_id)
         except (TypeError, ValueError):
             return False
+        if self._routed:
+            return self._owner(key) is not None
         return any(s.has(key) for s in self._shards)
 
     def __len__(self) -> int:
