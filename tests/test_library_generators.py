@@ -70,3 +70,33 @@ def test_missing_extra_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "sam2.automatic_mask_generator", None)
     with pytest.raises(ImportError, match=r'pip install "samrefine\[sam2\]"'):
         get_generator("sam2")
+
+
+def test_build_loads_the_next_images_while_the_generator_runs(tmp_path):
+    import threading
+
+    from samrefine.library import ProposalLibrary, build_library
+
+    ids = list(range(6))
+    started = {k: threading.Event() for k in ids}
+
+    def load(k):
+        started[k].set()
+        return np.full((6, 7, 3), 40 * k, np.uint8)
+
+    overlapped = []
+
+    def gen(image):
+        k = int(image[0, 0, 0]) // 40
+        if k + 1 in started:  # the next image is being loaded before this one is done
+            overlapped.append(started[k + 1].wait(timeout=5))
+        return image[None, ..., 0] > 100
+
+    got = build_library(tmp_path / "p.srlib", ids, Generator("g", gen), load=load,
+                        prefetch=2, progress=False)
+    assert overlapped == [True] * 5
+    plain = build_library(tmp_path / "q.srlib", ids,
+                          Generator("g", lambda im: im[None, ..., 0] > 100),
+                          load=load, prefetch=0, progress=False)
+    a, b = ProposalLibrary.open(got.path), ProposalLibrary.open(plain.path)
+    assert a.info["content_sha256"] == b.info["content_sha256"]

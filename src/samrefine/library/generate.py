@@ -364,6 +364,41 @@ def load_image(path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def _prefetched(load: Callable, keys: list, prefetch: int):
+    """``(key, image or None, exception or None)`` for ``keys`` in order, with up to
+    ``prefetch`` images being loaded ahead in threads."""
+    if prefetch <= 0:
+        for key in keys:
+            try:
+                yield key, load(key), None
+            except Exception as e:
+                yield key, None, e
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(prefetch, thread_name_prefix="samrefine-load") as pool:
+        ahead: deque = deque()
+        it = iter(keys)
+        for key in it:
+            ahead.append((key, pool.submit(load, key)))
+            if len(ahead) > prefetch:
+                break
+        while ahead:
+            key, fut = ahead.popleft()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                ahead.append((nxt, pool.submit(load, nxt)))
+            try:
+                yield key, fut.result(), None
+            except Exception as e:
+                yield key, None, e
+        # leaving early (an exception in the consumer) waits for the few loads in flight
+
+
+_END = object()
+
+
 @dataclass
 class BuildResult:
     """What :func:`build_library` did."""
@@ -390,7 +425,8 @@ def build_library(output, image_ids, generator, *, images=None,
                   shard=None, if_exists: str = "resume", retries: int = 1,
                   allow_failures: bool = False, progress: bool = True,
                   compression: str = "zlib", commit_every: int = 1,
-                  extra: Mapping | None = None, fail_fast: int = 20) -> BuildResult:
+                  extra: Mapping | None = None, fail_fast: int = 20,
+                  prefetch: int = 2) -> BuildResult:
     """Generate proposals for ``image_ids`` and write them to a library (resumable, shardable).
 
     Parameters
@@ -430,6 +466,10 @@ def build_library(output, image_ids, generator, *, images=None,
         Stop with a ``RuntimeError`` when the first ``fail_fast`` images of this run all fail
         (a wrong file pattern, a missing checkpoint, a bad parameter), instead of failing every
         image one by one; what was appended stays resumable. ``0`` disables it.
+    prefetch : int
+        Images decoded ahead in a pool of this many threads while the generator runs (JPEG
+        decoding releases the GIL), so the generator does not wait on loading; ``0`` loads in
+        the loop.
 
     Returns
     -------
@@ -495,11 +535,14 @@ def build_library(output, image_ids, generator, *, images=None,
     bar = tqdm(total=len(ids), initial=skipped, unit="img", desc=os.path.basename(path),
                disable=not progress, smoothing=0.05)
     try:
-        for key in todo:
+        for key, first, load_error in _prefetched(load, todo, prefetch):
             err = None
             for attempt in range(1 + max(0, int(retries))):
                 try:
-                    image = load(key)
+                    if attempt == 0 and load_error is not None:
+                        raise load_error
+                    image = first if attempt == 0 else load(key)
+                    first = None
                     props = generator(image)
                     writer.append(key, props, image_size=image.shape[:2])
                     err = None
