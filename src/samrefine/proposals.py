@@ -41,9 +41,19 @@ __all__ = ["ProposalBatch", "Proposals", "RLEError"]
 SAM_META_KEYS = ("predicted_iou", "stability_score", "point_coords", "crop_box")
 
 
+def _as_int(v: Any, what: str) -> int:
+    """``v`` as a Python int; refuses non-integral floats, bools are accepted as given ints."""
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    f = float(v)  # TypeError / ValueError for non-numbers
+    if not np.isfinite(f) or f != int(f):
+        raise ValueError(f"{what} must be integers, got {v!r}")
+    return int(f)
+
+
 def _check_size(size: Sequence[int]) -> tuple[int, int]:
     try:
-        h, w = (int(v) for v in size)
+        h, w = (_as_int(v, "size") for v in size)
     except (TypeError, ValueError):
         raise ValueError(f"size must be a pair (H, W) of positive ints, got {size!r}") from None
     if h <= 0 or w <= 0:
@@ -51,6 +61,22 @@ def _check_size(size: Sequence[int]) -> tuple[int, int]:
     if h * w >= 2**31:
         raise ValueError(f"masks of {h}x{w} pixels exceed the 2**31 pixel limit of int32 runs")
     return h, w
+
+
+def _index_array(values, dtype, name: str) -> np.ndarray:
+    """``values`` as a contiguous ``dtype`` array; refuses values the cast would change (int64
+    run starts beyond the int32 range wrap around; float ones would be truncated)."""
+    arr = np.asarray(values)
+    if arr.dtype == dtype:
+        return np.ascontiguousarray(arr)
+    if arr.size and arr.dtype.kind not in "iub":
+        if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"{name} must be integers, got dtype {arr.dtype}")
+    info = np.iinfo(dtype)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise ValueError(f"{name} hold values in [{arr.min()}, {arr.max()}], outside the "
+                         f"{np.dtype(dtype).name} range [{info.min}, {info.max}]")
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 class Proposals:
@@ -89,9 +115,9 @@ class Proposals:
                  validate: bool = True) -> None:
         setattr_ = object.__setattr__
         setattr_(self, "size", _check_size(size))
-        setattr_(self, "starts", np.ascontiguousarray(starts, dtype=np.int32))
-        setattr_(self, "lengths", np.ascontiguousarray(lengths, dtype=np.int32))
-        setattr_(self, "offsets", np.ascontiguousarray(offsets, dtype=np.int64))
+        setattr_(self, "starts", _index_array(starts, np.int32, "run starts"))
+        setattr_(self, "lengths", _index_array(lengths, np.int32, "run lengths"))
+        setattr_(self, "offsets", _index_array(offsets, np.int64, "offsets"))
         setattr_(self, "_segments", None)
         setattr_(self, "_area", None)
         self.meta = {k: np.asarray(v) for k, v in (meta or {}).items()}
@@ -146,16 +172,37 @@ class Proposals:
                    validate=False)
 
     @classmethod
-    def from_dense(cls, masks: Any, meta: Mapping[str, ArrayLike] | None = None) -> Proposals:
-        """From dense masks ``(N, H, W)`` (bool or {0, 1}; numpy or torch; any memory order)."""
+    def from_dense(cls, masks: Any, meta: Mapping[str, ArrayLike] | None = None, *,
+                   threshold: float | None = None) -> Proposals:
+        """From dense masks ``(N, H, W)`` (bool or {0, 1}; numpy or torch; any memory order).
+
+        Parameters
+        ----------
+        masks : array, shape (N, H, W)
+            Bool, or numbers that are all 0 or 1. Soft masks (probabilities or logits) are
+            refused unless ``threshold`` is given: reading ``0.7`` as background would silently
+            empty them.
+        meta : dict, optional
+            Per-mask metadata, each with first dimension ``N``.
+        threshold : float, optional
+            Foreground is ``masks > threshold`` (strict), for soft masks.
+        """
         masks = to_numpy(masks)
         if masks.ndim != 3:
             raise ValueError(f"dense masks must be (N, H, W), got shape {masks.shape}; "
                              "for one mask use masks[None]")
+        if threshold is not None:
+            if masks.dtype.kind == "f" and np.isnan(masks).any():
+                raise ValueError("dense masks hold NaN")
+            masks = masks > float(threshold)
         if masks.dtype != np.bool_:
-            if masks.size and (masks.min() < 0 or masks.max() > 1 or
-                               (masks.dtype.kind == "f" and np.isnan(masks).any())):
-                raise ValueError("dense masks must hold only 0 and 1 (or be bool)")
+            if masks.size and (masks.dtype.kind == "f" and np.isnan(masks).any()):
+                raise ValueError("dense masks hold NaN")
+            if masks.size and not np.all((masks == 0) | (masks == 1)):
+                lo, hi = masks.min(), masks.max()
+                raise ValueError(f"dense masks must hold only 0 and 1 (or be bool); got values "
+                                 f"in [{lo}, {hi}]; for soft masks pass threshold= (e.g. 0.5 "
+                                 "for probabilities, 0.0 for logits)")
             masks = masks.astype(np.uint8, copy=False)
         s, ln, off = _rle.encode_dense(masks)
         out = cls(s, ln, off, masks.shape[1:], meta, validate=False)
@@ -233,6 +280,61 @@ class Proposals:
                     vals = [v.reshape(-1)[:2] for v in vals]
                 meta[key] = np.stack(vals)
         out.meta = meta
+        return out
+
+    @classmethod
+    def from_hf(cls, output, scores=None, size=None) -> Proposals:
+        """From Hugging Face ``transformers`` SAM output, scores kept as ``predicted_iou``.
+
+        Parameters
+        ----------
+        output : dict, array or tensor
+            ``pipeline("mask-generation")(image)``: a dict with ``"masks"`` (a list of
+            ``(H, W)`` bool masks; or ``"rle_mask"``, uncompressed COCO RLE dicts, when the
+            pipeline ran with ``output_rle_mask=True``) and ``"scores"`` ``(N,)``. Or one
+            image's ``SamProcessor.post_process_masks(...)[i]``: ``(P, 3, H, W)`` (three masks a
+            prompt, flattened prompt-major to ``3 P`` masks) or ``(P, H, W)``, bool (or exact
+            0/1; logits from ``binarize=False`` are refused: threshold them first).
+        scores : array or tensor, optional
+            Scores for array input: ``outputs.iou_scores[i]``, ``(P, 3)``, ``(1, P, 3)`` or
+            ``(P,)``; one per mask after flattening.
+        size : (H, W), optional
+            Needed when there are no masks; checked against the masks otherwise.
+        """
+        if isinstance(output, Mapping):
+            if "masks" not in output and "rle_mask" not in output:
+                raise ValueError("a mask-generation pipeline output is a dict with 'masks' and "
+                                 f"'scores'; got keys {sorted(output)}")
+            if scores is None:
+                scores = output.get("scores")
+            masks = output.get("masks")
+            if (masks is None or len(masks) == 0) and output.get("rle_mask"):
+                out = cls.from_rle(output["rle_mask"], size)
+            elif masks is None or len(masks) == 0:
+                if size is None:
+                    raise ValueError("the pipeline output holds no masks; pass size=(H, W)")
+                out = cls.empty(size)
+            else:
+                out = cls.from_dense(np.stack([to_numpy(m) for m in masks]))
+        else:
+            arr = to_numpy(output)
+            if isinstance(output, (list, tuple)) and arr.ndim == 5:
+                raise ValueError("post_process_masks returns one (P, 3, H, W) tensor per image; "
+                                 "pass one image's masks, e.g. masks[0]")
+            if arr.ndim == 4:
+                arr = arr.reshape(-1, *arr.shape[2:])
+            if arr.ndim != 3:
+                raise ValueError(f"SamModel masks must be (P, 3, H, W) or (P, H, W), got shape "
+                                 f"{arr.shape}")
+            out = cls.from_dense(arr) if arr.shape[0] else cls.empty(arr.shape[1:])
+        if size is not None and _check_size(size) != out.size:
+            raise ValueError(f"size={tuple(size)} but the masks are {out.size}")
+        if scores is not None:
+            sc = to_numpy(scores).astype(np.float64).reshape(-1)
+            if sc.size != len(out):
+                raise ValueError(f"{sc.size} scores for {len(out)} masks; pass the scores of "
+                                 "the same image (iou_scores[i])")
+            out.meta["predicted_iou"] = sc
         return out
 
     def _check_meta(self) -> None:
@@ -362,7 +464,7 @@ class Proposals:
         cropping it would.
         """
         try:
-            x, y, bw, bh = (int(v) for v in box)
+            x, y, bw, bh = (_as_int(v, "crop box") for v in box)
         except (TypeError, ValueError):
             raise ValueError(f"box must be (x, y, w, h) ints, got {box!r}") from None
         if bw <= 0 or bh <= 0:
@@ -429,6 +531,10 @@ class ProposalBatch:
             self._mask_image = _arrays.get("mask_image")
             self.host_mask_offsets = _arrays["host_mask_offsets"]
             return
+        if isinstance(proposals, Proposals):
+            raise TypeError("ProposalBatch takes a list of Proposals, one per image; got one "
+                            "Proposals (its masks would become images): use "
+                            "ProposalBatch([proposals])")
         proposals = list(proposals or [])
         if not proposals:
             raise ValueError("ProposalBatch needs at least one Proposals")

@@ -8,6 +8,7 @@ no proposal decoded. Images run in parallel (``prange``) when there are several.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numba as nb
@@ -110,6 +111,41 @@ def _refine_parallel(*args: Any) -> None:
         _refine_one(b, *args)
 
 
+_THREADS_STARTED = False
+
+
+def _start_numba_threads() -> int:
+    """Start numba's threading layer without changing OpenMP's global thread count.
+
+    numba's ``omp`` layer calls ``omp_set_num_threads(NUMBA_NUM_THREADS)`` when it starts. torch
+    uses the same ``libgomp.so.1`` (one soname, loaded once per process), so that call silently
+    replaced a user's ``torch.set_num_threads(n)`` on samrefine's first parallel kernel. The
+    OpenMP value is read before the layer starts and put back after, so the layer can be any of
+    numba's. Returns numba's thread count.
+    """
+    global _THREADS_STARTED
+    if _THREADS_STARTED:
+        return nb.get_num_threads()
+    get_max = set_num = None
+    try:
+        from numba.np.ufunc import omppool  # the OpenMP layer numba may pick
+
+        # the layer's calls bind to the first libgomp in the process's global scope (torch's,
+        # when torch was imported first), else to the one it links: look them up in that order
+        for lib in (ctypes.CDLL(None), ctypes.CDLL(omppool.__file__)):
+            if hasattr(lib, "omp_get_max_threads") and hasattr(lib, "omp_set_num_threads"):
+                get_max, set_num = lib.omp_get_max_threads, lib.omp_set_num_threads
+                break
+    except (ImportError, OSError):
+        pass
+    before = int(get_max()) if get_max is not None else None
+    n = nb.get_num_threads()  # starts the threading layer
+    if before is not None and int(get_max()) != before:
+        set_num(before)
+    _THREADS_STARTED = True
+    return n
+
+
 def refine_batch(pseudo_u8: np.ndarray, segments: Segments, mode: int, t_iom: float,
                  under: float | None, over: float | None, eps: float) -> KernelResult:
     """Run IOM (``mode=KernelMode.IOM``) or CPI on ``pseudo_u8`` ``(B, H, W)`` uint8 {0, 1}.
@@ -127,7 +163,8 @@ def refine_batch(pseudo_u8: np.ndarray, segments: Segments, mode: int, t_iom: fl
     chosen = np.full(n_img, -1, np.int64)
     matched = np.zeros(n_img, np.bool_)
     out = np.empty((n_img, h, w), np.uint8)
-    kernel = _refine_parallel if n_img > 1 and nb.get_num_threads() > 1 else _refine_serial
+    parallel = n_img > 1 and _start_numba_threads() > 1
+    kernel = _refine_parallel if parallel else _refine_serial
     kernel(pseudo_u8, segments.x, segments.y0, segments.y1, segments.seg_offsets,
            segments.mask_offsets, segments.area, mode, float(t_iom), under is not None,
            float(under if under is not None else 0.0), over is not None,

@@ -34,7 +34,9 @@ from .importers import (
     read_sa1b,
     read_semires,
 )
+from .keys import image_key, parse_image_key
 from .reader import ProposalLibrary
+from .refs import UnsafePickleError, read_refs_pickle
 from .writer import (
     LibraryWriter,
     VerifyReport,
@@ -54,6 +56,7 @@ __all__ = [
     "LibraryFinishedError",
     "LibraryWriter",
     "ProposalLibrary",
+    "UnsafePickleError",
     "VerifyReport",
     "build_library",
     "create_library",
@@ -61,6 +64,7 @@ __all__ = [
     "export_sa1b",
     "export_semires",
     "get_generator",
+    "image_key",
     "import_amg",
     "import_coco",
     "import_sa1b",
@@ -69,6 +73,8 @@ __all__ = [
     "load_instances",
     "load_refs",
     "merge_libraries",
+    "parse_image_key",
+    "read_refs_pickle",
     "read_sa1b",
     "read_semires",
     "register_generator",

@@ -89,6 +89,58 @@ def resolve_method(method: str | None = None, scales=None, slic_segments=None,
     return method
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v: object) -> bool:
+    return _is_int(v) or (isinstance(v, (float, np.floating)) and bool(np.isfinite(v)))
+
+
+def check_classical_params(**params: object) -> None:
+    """Refuse parameter values that would silently give no or wrong masks (``max_masks=-5``
+    used to build a library of empty entries; ``"abc"`` failed every image one by one).
+
+    Takes any keyword arguments of :func:`classical_proposals` (``image`` excluded); checks the
+    ones given. Raises ValueError naming the parameter and what it expects.
+    """
+    def bad(name: str, want: str) -> None:
+        raise ValueError(f"classical generator: {name}={params[name]!r}; expected {want}")
+
+    def has(name: str) -> bool:
+        return params.get(name) is not None
+
+    if "max_masks" in params and (not _is_int(params["max_masks"]) or params["max_masks"] < 1):
+        bad("max_masks", "an int >= 1")
+    scales, slic_segments = params.get("scales"), params.get("slic_segments")
+    if has("scales") and (not isinstance(scales, (list, tuple))
+                          or not all(_is_number(v) and v > 0 for v in scales)):
+        bad("scales", "a list of positive numbers")
+    if has("slic_segments") and (not isinstance(slic_segments, (list, tuple))
+                                 or not all(_is_int(v) and v >= 1 for v in slic_segments)):
+        bad("slic_segments", "a list of ints >= 1")
+    if has("scales") and has("slic_segments") and not scales and not slic_segments:
+        bad("scales", "at least one label map (scales or slic_segments)")
+    for name, lo, hi, want in (("min_area_frac", 0, 1, "a number in [0, 1)"),
+                               ("significant_area_frac", 0, 1, "a number in [0, 1)")):
+        v = params.get(name)
+        if name in params and (not _is_number(v) or not lo <= v < hi):
+            bad(name, want)
+    if has("smooth_radius") and (not _is_int(params["smooth_radius"])
+                                 or params["smooth_radius"] < 0):
+        bad("smooth_radius", "an int >= 0")
+    if "dedup_iou" in params and (not _is_number(params["dedup_iou"])
+                                  or not 0 < params["dedup_iou"] <= 1):
+        bad("dedup_iou", "a number in (0, 1]")
+    for name in ("max_contrast", "min_persistence", "edge_sigma"):
+        if name in params and (not _is_number(params[name]) or params[name] <= 0):
+            bad(name, "a positive number")
+    if "work_size" in params and (not _is_int(params["work_size"]) or params["work_size"] < 16):
+        bad("work_size", "an int >= 16")
+    if "seed" in params and not _is_int(params["seed"]):
+        bad("seed", "an int")
+
+
 def classical_proposals(image: np.ndarray, scales: Sequence[float] | None = None,
                         slic_segments: Sequence[int] | None = None,
                         min_area_frac: float = 0.0005, max_masks: int = 300,
@@ -143,6 +195,12 @@ def classical_proposals(image: np.ndarray, scales: Sequence[float] | None = None
         ``meta["persistence"]`` (the ratio above); ``"multiscale"`` adds ``meta["scale"]``, the
         index of the label map each region came from.
     """
+    check_classical_params(scales=scales, slic_segments=slic_segments,
+                           min_area_frac=min_area_frac, max_masks=max_masks,
+                           smooth_radius=smooth_radius, dedup_iou=dedup_iou, seed=seed,
+                           max_contrast=max_contrast, min_persistence=min_persistence,
+                           edge_sigma=edge_sigma, significant_area_frac=significant_area_frac,
+                           work_size=work_size)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")

@@ -1,4 +1,4 @@
-"""On-disk format of a proposal library (version 1): SQLite file, compact per-image records.
+"""On-disk format of a proposal library (version 2): SQLite file, compact per-image records.
 
 Layout
 ------
@@ -7,6 +7,8 @@ processes writes one such file per shard; ``merge`` combines them and the reader
 of shards as one library. Tables::
 
     meta(key TEXT PRIMARY KEY, value TEXT)            -- format, version, state, provenance (JSON)
+    names(image_id INTEGER PRIMARY KEY,               -- (version 2) name-keyed images: the
+          name TEXT NOT NULL UNIQUE)                  --   image_id below is internal
     images(image_id INTEGER PRIMARY KEY,              -- COCO image id (rowid: O(log n) lookup)
            height INTEGER, width INTEGER,             -- original image size, pixels
            n_masks INTEGER, n_runs INTEGER,
@@ -15,6 +17,9 @@ of shards as one library. Tables::
     failures(image_id INTEGER PRIMARY KEY, attempts INTEGER, error TEXT)  -- failed images
 
 ``images`` is small (about 40 bytes a row) so listing ids never touches the record pages.
+An image's key is an int (``image_id`` itself) or a str name (:mod:`samrefine.library.keys`):
+a name-keyed image has a ``names`` row giving its internal ``image_id``; one library holds keys
+of one type. Version 1 files (no ``names`` table, int keys only) are read unchanged.
 
 Record
 ------
@@ -48,14 +53,20 @@ pixels, u2 or u4), ``predicted_iou`` and ``stability_score`` (f4), ``point_coord
 2)``, x y pixels), ``crop_box`` (XYWH pixels, ``(N, 4)``), plus any numeric field a generator adds.
 
 Invariants: runs canonical (sorted, non-empty, separated by background), inside ``H * W``;
-``crc32`` in ``images`` equals ``zlib.crc32`` of the record bytes; ``meta['content_sha256']``
-(finished libraries) is the SHA-256 of every ``(image_id as i8, crc32 as u4, record)`` in id
-order. See ``docs/library-format.md`` for reading a library without samrefine.
+``N + 2 R <= B`` (every varint takes a byte); ``crc32`` in ``images`` equals ``zlib.crc32`` of
+the record bytes; a deflated body inflates to at most ``max(1 MiB, 16 x`` its deflated size``)``
+and no body exceeds :data:`MAX_RECORD_BYTES` (the writer stores a record uncompressed rather than
+break the first bound; readers refuse records that break either before allocating).
+``meta['content_sha256']`` (finished libraries) is the SHA-256 of every ``(key_bytes(key),
+crc32 as u4, record)`` in key order, ``meta['ids_sha256']`` (version 2) that of every
+``key_bytes(key)`` in key order, and ``meta['meta_sha256']`` (version 2) that of the other meta
+rows; see ``docs/library-format.md``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 
@@ -79,15 +90,25 @@ __all__ = [
 ]
 
 FORMAT_NAME = "samrefine-proposal-library"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this samrefine reads (version 1: int keys only, no names table, no id digest).
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"SRP1"
 _HEADER = struct.Struct("<4sIIIIIHH")
 FLAG_ZLIB = 1
 COMPRESSIONS = ("none", "zlib")
 HEADER_SIZE = _HEADER.size  # 28
+#: Largest record body (bytes after the header, inflated) a reader accepts.
+MAX_RECORD_BYTES = 1 << 30
+#: A deflated body may inflate to at most max(INFLATE_FLOOR, INFLATE_RATIO x its size).
+INFLATE_RATIO = 16
+INFLATE_FLOOR = 1 << 20
+#: Most bytes of per-mask metadata (all fields together) a record may hold per mask.
+MAX_META_BYTES_PER_MASK = 4096
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS names(image_id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS images(
     image_id INTEGER PRIMARY KEY,
     height INTEGER NOT NULL, width INTEGER NOT NULL,
@@ -272,7 +293,17 @@ def _meta_arrays(props: Proposals, with_geometry: bool) -> dict[str, np.ndarray]
         elif arr.ndim > 8:
             raise LibraryError(f"meta[{key!r}] has {arr.ndim} dimensions; at most 8 are stored")
         out[key] = arr
+    per_mask = sum(a.dtype.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
+                   for a in out.values())
+    if per_mask > MAX_META_BYTES_PER_MASK:
+        raise LibraryError(f"per-mask metadata takes {per_mask} bytes a mask; a record holds at "
+                           f"most {MAX_META_BYTES_PER_MASK} (store large features elsewhere)")
     return out
+
+
+def inflate_limit(deflated_nbytes: int) -> int:
+    """Most bytes a deflated record body of ``deflated_nbytes`` may inflate to."""
+    return min(MAX_RECORD_BYTES, max(INFLATE_FLOOR, INFLATE_RATIO * int(deflated_nbytes)))
 
 
 def encode_record(props: Proposals, *, with_geometry: bool = True,
@@ -302,10 +333,18 @@ def encode_record(props: Proposals, *, with_geometry: bool = True,
     n = len(props)
     flags = FLAG_ZLIB if compression == "zlib" else 0
     body = [runs] + [_field_bytes(k, v, n) for k, v in fields.items()]
-    head = _HEADER.pack(MAGIC, h, w, n, props.starts.size, len(runs), len(fields), flags)
+    raw = b"".join(body)
+    if len(raw) > MAX_RECORD_BYTES:
+        raise LibraryError(f"the record of {n} masks takes {len(raw)} bytes, more than the "
+                           f"{MAX_RECORD_BYTES}-byte limit readers accept")
     if flags & FLAG_ZLIB:
-        return head + zlib.compress(b"".join(body), 6)
-    return head + b"".join(body)
+        packed = zlib.compress(raw, 6)
+        if len(raw) <= inflate_limit(len(packed)):
+            raw = packed
+        else:  # too compressible to pass the readers' bomb check: store it as is
+            flags = 0
+    head = _HEADER.pack(MAGIC, h, w, n, props.starts.size, len(runs), len(fields), flags)
+    return head + raw
 
 
 def record_header(data) -> tuple[int, int, int, int, int, int]:
@@ -347,15 +386,32 @@ def decode_record(data, *, where: str = "record") -> Proposals:
     if flags & ~FLAG_ZLIB:
         raise LibraryCorruptError(f"{where}: unknown record flags {flags:#x}")
     if flags & FLAG_ZLIB:
+        limit = inflate_limit(len(data) - HEADER_SIZE)
+        inflater = zlib.decompressobj()
         try:
-            data = bytes(data[:HEADER_SIZE]) + zlib.decompress(data[HEADER_SIZE:])
+            body = inflater.decompress(bytes(data[HEADER_SIZE:]), limit + 1)
         except zlib.error as e:
             raise LibraryCorruptError(f"{where}: undecodable compressed record ({e})") from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise LibraryCorruptError(f"{where}: compressed record inflates past its limit of "
+                                      f"{limit} bytes ({len(data) - HEADER_SIZE} stored); a "
+                                      "damaged or crafted record (decompression bomb)")
+        if not inflater.eof or inflater.unused_data:
+            raise LibraryCorruptError(f"{where}: truncated or padded compressed record")
+        data = bytes(data[:HEADER_SIZE]) + body
+    elif len(data) - HEADER_SIZE > MAX_RECORD_BYTES:
+        raise LibraryCorruptError(f"{where}: record of {len(data)} bytes exceeds the "
+                                  f"{MAX_RECORD_BYTES}-byte limit")
     buf = np.frombuffer(data, np.uint8)
     stop = HEADER_SIZE + b
     if stop > buf.size or h == 0 or w == 0 or h * w >= 2**31:
         raise LibraryCorruptError(f"{where}: bad record header (size {h}x{w}, {b} run bytes in a "
                                   f"{buf.size}-byte record)")
+    if n + 2 * r > b:
+        # every mask's run count and every run's two values take at least a byte each: the
+        # counts cannot be larger, and nothing is allocated from them before this check
+        raise LibraryCorruptError(f"{where}: bad record header ({n} masks and {r} runs cannot "
+                                  f"fit in {b} run bytes)")
     starts, lengths, offsets, status = _decode_runs(buf, HEADER_SIZE, stop, n, r, h * w)
     if status:
         why = {1: "truncated varint", 2: "run count mismatch", 3: "non-canonical run"}[status]
@@ -370,10 +426,14 @@ def decode_record(data, *, where: str = "record") -> Proposals:
             code = bytes(buf[p:p + 2]).decode("ascii")
             nd = int(buf[p + 2])
             p += 3
+            if nd > 8:
+                raise ValueError(f"field {name!r} has {nd} trailing dimensions (at most 8)")
             dims = struct.unpack_from(f"<{nd}I", data, p)
             p += 4 * nd
+            if code[0] not in "biuf" or code[1] not in "1248":
+                raise ValueError(f"field {name!r} has dtype code {code!r}")
             dt = np.dtype("<" + code)
-            count = n * int(np.prod(dims, dtype=np.int64))
+            count = n * math.prod(dims)  # Python ints: no overflow
             if p + count * dt.itemsize > buf.size:
                 raise ValueError("field overruns the record")
             meta[name] = np.frombuffer(data, dt, count, p).reshape((n, *dims))

@@ -62,7 +62,8 @@ class Generator:
     fn : callable
         ``fn(image) -> masks`` for an ``(H, W, 3)`` uint8 RGB image; masks may be
         :class:`~samrefine.Proposals`, a list of ``SamAutomaticMaskGenerator`` records (any
-        ``output_mode``), a list of pycocotools RLE dicts, or a dense ``(N, H, W)`` array.
+        ``output_mode``), a list of pycocotools RLE dicts, a dense ``(N, H, W)`` array, or a
+        ``transformers`` ``pipeline("mask-generation")`` output dict.
     model : str, optional
         Model name (e.g. ``"vit_h"``).
     checkpoint_sha256 : str, optional
@@ -97,6 +98,8 @@ def as_proposals(masks, size) -> Proposals:
     """Convert a generator's output (see :class:`Generator`) to Proposals of ``size = (H, W)``."""
     if isinstance(masks, Proposals):
         out = masks
+    elif isinstance(masks, Mapping) and ("masks" in masks or "rle_mask" in masks):
+        out = Proposals.from_hf(masks, size=size)  # transformers mask-generation pipeline
     elif isinstance(masks, np.ndarray) or type(masks).__module__.startswith("torch"):
         arr = np.asarray(masks.detach().cpu() if hasattr(masks, "detach") else masks)
         out = Proposals.from_dense(arr) if arr.shape[0] else Proposals.empty(size)
@@ -140,23 +143,66 @@ def list_generators() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _import_factory(name: str) -> Callable:
+    """``"package.module:factory"`` to the factory it names (for generators not registered in
+    this process, e.g. named on the command line)."""
+    import importlib
+
+    module, _, attr = name.partition(":")
+    if not module or not attr:
+        raise KeyError(f"generator {name!r}: write 'package.module:factory'")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as e:
+        raise KeyError(f"generator {name!r}: cannot import {module!r} ({e}); is it installed "
+                       "or on PYTHONPATH?") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise KeyError(f"generator {name!r}: {module!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise KeyError(f"generator {name!r}: {attr!r} is not callable")
+    return obj
+
+
 def get_generator(name: str, **params) -> Generator:
     """Build the generator registered as ``name`` with ``params``.
+
+    ``name`` may also be ``"package.module:factory"``: the factory is imported and called with
+    ``params`` (what ``samrefine build --generator package.module:factory`` does), and the name
+    is recorded as the library's ``generator`` unless the factory returns a :class:`Generator`.
 
     Raises
     ------
     KeyError
-        If ``name`` is not registered (the message lists the registered names).
+        If ``name`` is neither registered nor an importable ``module:factory`` (the message
+        lists the registered names).
     """
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown generator {name!r}; registered: {', '.join(list_generators())}")
-    made = _REGISTRY[name](**params)
+    if name in _REGISTRY:
+        factory = _REGISTRY[name]
+    elif ":" in name:
+        factory = _import_factory(name)
+    else:
+        raise KeyError(f"unknown generator {name!r}; registered: {', '.join(list_generators())}"
+                       " (or name a factory as 'package.module:factory')")
+    made = factory(**params)
     if isinstance(made, Generator):
         return made
     if not callable(made):
         raise TypeError(f"generator factory {name!r} returned {type(made).__name__}, not a "
                         "callable")
     return Generator(name, made, params=params)
+
+
+def _require(module: str, extra: str):
+    """Import ``module`` or raise ImportError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{e}; the {extra!r} generator needs it: pip install "
+                          f'"samrefine[{extra}]"') from e
 
 
 def _device(device):
@@ -207,7 +253,10 @@ def sam_generator(*, checkpoint: str | None = None, model_type: str = "vit_h", m
         defaults, and all are recorded.
     """
     import torch
-    from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+
+    sa = _require("segment_anything", "sam")
+    SamAutomaticMaskGenerator, sam_model_registry = sa.SamAutomaticMaskGenerator, \
+        sa.sam_model_registry
 
     from .writer import sha256_file
 
@@ -254,7 +303,9 @@ def sam2_generator(*, checkpoint: str | None = None,
         Any ``SAM2AutomaticMaskGenerator`` argument; unset ones keep SAM 2's defaults.
     """
     import torch
-    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    SAM2AutomaticMaskGenerator = _require("sam2.automatic_mask_generator",
+                                          "sam2").SAM2AutomaticMaskGenerator
 
     from .writer import sha256_file
 
@@ -285,7 +336,8 @@ def sam2_generator(*, checkpoint: str | None = None,
 def classical_generator(**params) -> Generator:
     """Classical region proposals (:func:`~samrefine.library.classical.classical_proposals`);
     not SAM. ``params`` are that function's keyword arguments."""
-    from .classical import classical_proposals, resolve_method
+    _require("skimage", "classical")
+    from .classical import check_classical_params, classical_proposals, resolve_method
 
     sig = inspect.signature(classical_proposals)
     names = [p for p in sig.parameters if p != "image"]
@@ -294,6 +346,7 @@ def classical_generator(**params) -> Generator:
         raise ValueError(f"unknown classical_proposals parameter(s) {unknown}; valid: "
                          f"{', '.join(names)}")
     full = {p: sig.parameters[p].default for p in names} | params
+    check_classical_params(**full)  # at construction: a build fails before its first image
     method = resolve_method(full["method"], full["scales"], full["slic_segments"],
                             full["smooth_radius"])
     model = "watershed-hierarchy" if method == "hierarchy" else "felzenszwalb+slic"
@@ -313,6 +366,41 @@ def load_image(path) -> np.ndarray:
 
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
+
+
+def _prefetched(load: Callable, keys: list, prefetch: int):
+    """``(key, image or None, exception or None)`` for ``keys`` in order, with up to
+    ``prefetch`` images being loaded ahead in threads."""
+    if prefetch <= 0:
+        for key in keys:
+            try:
+                yield key, load(key), None
+            except Exception as e:
+                yield key, None, e
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(prefetch, thread_name_prefix="samrefine-load") as pool:
+        ahead: deque = deque()
+        it = iter(keys)
+        for key in it:
+            ahead.append((key, pool.submit(load, key)))
+            if len(ahead) > prefetch:
+                break
+        while ahead:
+            key, fut = ahead.popleft()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                ahead.append((nxt, pool.submit(load, nxt)))
+            try:
+                yield key, fut.result(), None
+            except Exception as e:
+                yield key, None, e
+        # leaving early (an exception in the consumer) waits for the few loads in flight
+
+
+_END = object()
 
 
 @dataclass
@@ -341,7 +429,8 @@ def build_library(output, image_ids, generator, *, images=None,
                   shard=None, if_exists: str = "resume", retries: int = 1,
                   allow_failures: bool = False, progress: bool = True,
                   compression: str = "zlib", commit_every: int = 1,
-                  extra: Mapping | None = None) -> BuildResult:
+                  extra: Mapping | None = None, fail_fast: int = 20,
+                  prefetch: int = 2) -> BuildResult:
     """Generate proposals for ``image_ids`` and write them to a library (resumable, shardable).
 
     Parameters
@@ -349,21 +438,25 @@ def build_library(output, image_ids, generator, *, images=None,
     output : str or os.PathLike
         Library file. With ``shard = (i, n)`` this process writes
         :func:`~samrefine.library.writer.shard_path` ``(output, i, n)`` instead.
-    image_ids : iterable of int
-        Images to process (duplicates are folded). A shard takes every ``n``-th sorted id.
+    image_ids : iterable of int or str
+        Images to process: COCO ids or names (``"2007_000032"``; see
+        :mod:`samrefine.library.keys`), one type. Duplicates are folded. A shard takes every
+        ``n``-th sorted key.
     generator : Generator or str
         A :class:`Generator` or a registered name (built with default parameters).
     images : str or os.PathLike, optional
         Folder of the image files.
     file_pattern : str
         File name of an image, formatted with ``image_id`` (RefCOCO's COCO train2014 names by
-        default). Ignored for ids in ``file_names``.
+        default; ``"{image_id}.jpg"`` for name keys). Ignored for ids in ``file_names``.
     file_names : mapping of int to str, optional
         Image id to file name (e.g. from ``instances.json``).
     load : callable, optional
         ``load(image_id) -> (H, W, 3) uint8`` replacing file loading.
     shard : "i/n" or (i, n), optional
-        Default: ``RANK``/``WORLD_SIZE`` from the environment (``torchrun``), else no sharding.
+        Default: from the launcher's environment (:func:`~samrefine.library.writer.
+        shard_from_env`: ``RANK``/``WORLD_SIZE``, Slurm ``srun`` tasks or job arrays), else no
+        sharding.
     if_exists : {"resume", "error", "overwrite"}
         ``"resume"`` skips images already committed by an earlier (interrupted) run.
     retries : int
@@ -373,6 +466,14 @@ def build_library(output, image_ids, generator, *, images=None,
         Finish the library even if some images failed (otherwise it is left resumable).
     progress : bool
         Show a tqdm bar (images/s, ETA).
+    fail_fast : int
+        Stop with a ``RuntimeError`` when the first ``fail_fast`` images of this run all fail
+        (a wrong file pattern, a missing checkpoint, a bad parameter), instead of failing every
+        image one by one; what was appended stays resumable. ``0`` disables it.
+    prefetch : int
+        Images decoded ahead in a pool of this many threads while the generator runs (JPEG
+        decoding releases the GIL), so the generator does not wait on loading; ``0`` loads in
+        the loop.
 
     Returns
     -------
@@ -380,7 +481,14 @@ def build_library(output, image_ids, generator, *, images=None,
     """
     from tqdm.auto import tqdm
 
-    from .writer import create_library, parse_shard, shard_from_env, shard_ids, shard_path
+    from .writer import (
+        build_identity,
+        create_library,
+        parse_shard,
+        shard_from_env,
+        shard_ids,
+        shard_path,
+    )
 
     if isinstance(generator, str):
         generator = get_generator(generator)
@@ -392,9 +500,22 @@ def build_library(output, image_ids, generator, *, images=None,
     if images is not None and not os.path.isdir(images):
         raise FileNotFoundError(f"image folder {images} does not exist")
     shard = parse_shard(shard) if shard is not None else shard_from_env()
+    image_ids = list(image_ids)
     ids = shard_ids(image_ids, *shard) if shard else shard_ids(image_ids, 0, 1)
     path = shard_path(output, *shard) if shard else os.fspath(output)
+    if shard:
+        log.info("building shard %d of %d (%d of %d images) into %s", shard[0], shard[1],
+                 len(ids), len(set(image_ids)), path)
     names = dict(file_names or {})
+    if load is None:
+        for key in ids:
+            if key not in names:
+                try:
+                    file_pattern.format(image_id=key, id=key)
+                except (ValueError, KeyError, IndexError) as e:
+                    raise ValueError(f"file_pattern {file_pattern!r} cannot name image {key!r} "
+                                     f"({e}); for name keys use e.g. '{{image_id}}.jpg'") from None
+                break
 
     def default_load(key):
         name = names.get(key) or file_pattern.format(image_id=key, id=key)
@@ -403,23 +524,29 @@ def build_library(output, image_ids, generator, *, images=None,
     load = load or default_load
     t0 = time.perf_counter()
     try:
+        build_id = build_identity({**generator.provenance, "compression": compression},
+                                  image_ids, shard[1]) if shard else None
         writer = create_library(path, **generator.provenance, shard=shard, if_exists=if_exists,
-                                compression=compression, commit_every=commit_every, extra=extra)
+                                compression=compression, commit_every=commit_every, extra=extra,
+                                build_id=build_id)
     except LibraryFinishedError:
         log.info("%s is already finished; nothing to do", path)
         return BuildResult(path, len(ids), 0, len(ids), finished=True)
     todo = [k for k in ids if k not in writer]
     skipped = len(ids) - len(todo)
-    failures: dict[int, str] = {}
+    failures: dict = {}
     added = 0
     bar = tqdm(total=len(ids), initial=skipped, unit="img", desc=os.path.basename(path),
                disable=not progress, smoothing=0.05)
     try:
-        for key in todo:
+        for key, first, load_error in _prefetched(load, todo, prefetch):
             err = None
             for attempt in range(1 + max(0, int(retries))):
                 try:
-                    image = load(key)
+                    if attempt == 0 and load_error is not None:
+                        raise load_error
+                    image = first if attempt == 0 else load(key)
+                    first = None
                     props = generator(image)
                     writer.append(key, props, image_size=image.shape[:2])
                     err = None
@@ -428,17 +555,23 @@ def build_library(output, image_ids, generator, *, images=None,
                     raise
                 except Exception as e:
                     err = f"{type(e).__name__}: {e}"
-                    log.warning("image %d failed (attempt %d): %s", key, attempt + 1, err)
+                    log.warning("image %r failed (attempt %d): %s", key, attempt + 1, err)
             if err is None:
                 added += 1
             else:
                 failures[key] = err
                 writer.record_failure(key, err, attempts=1 + max(0, int(retries)))
+                if fail_fast and added == 0 and len(failures) >= fail_fast:
+                    raise RuntimeError(
+                        f"{path}: the first {len(failures)} images all failed, stopping (last: "
+                        f"image {key!r}: {err}); fix the cause and run again (the build "
+                        "resumes), or pass fail_fast=0")
             bar.update(1)
+    except BaseException:
+        writer.close()  # commits what was appended and releases the writer lock
+        raise
     finally:
         bar.close()
-        if not writer.closed:
-            writer.commit()
     finished = False
     if not failures or allow_failures:
         writer.finish()

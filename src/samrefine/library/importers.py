@@ -7,8 +7,12 @@ SA-1B per-image JSON
     {"size": [H, W], "counts": str}, "area", "bbox", "predicted_iou", "stability_score",
     "point_coords": [[x, y]], "crop_box"}, ...]}`` (the SA-1B release layout).
 SAM generator output
-    ``SamAutomaticMaskGenerator.generate`` records, any ``output_mode``; in files, JSON lists of
-    ``coco_rle`` or ``uncompressed_rle`` records named ``<image_id>.json``.
+    ``SamAutomaticMaskGenerator.generate`` records, any ``output_mode``; in files, as
+    segment-anything's ``scripts/amg.py`` writes them: JSON lists of ``coco_rle`` records
+    named ``<image stem>.json``, or (``binary_mask`` mode) a folder ``<image stem>/`` per image
+    with ``<i>.png`` masks (0/255) and ``metadata.csv`` (``id, area, bbox_x0, bbox_y0, bbox_w,
+    bbox_h, point_input_x, point_input_y, predicted_iou, stability_score, crop_box_x0,
+    crop_box_y0, crop_box_w, crop_box_h``).
 SemiRES reference
     One JSON per *referent* ``<ref_id>.json`` (SemiRES ``anns/<ds>/sam_rle_mask``): a list of
     ``{"counts": [start1, len1, start2, len2, ...], "size": [H, W]}`` where starts are
@@ -19,15 +23,19 @@ COCO RLE JSON
     A COCO results-style list ``[{"image_id", "segmentation": {"size", "counts": str},
     "area", "bbox", "category_id": 1, "score", ...metadata}, ...]``, readable by
     ``pycocotools`` (``COCO.loadRes``).
+COCO instances
+    ``instances_*.json``: ``{"images": [{"id", "height", "width"}], "annotations":
+    [{"image_id", "segmentation": polygons | RLE | uncompressed RLE, "iscrowd",
+    "category_id", "id", ...}]}``; segmentations are rasterised by ``pycocotools``.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import logging
 import os
-import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -35,6 +43,8 @@ import numpy as np
 
 from ..proposals import Proposals
 from .format import LibraryError
+from .keys import json_image_key, parse_image_key
+from .refs import load_refs
 
 __all__ = [
     "ImportReport",
@@ -47,6 +57,7 @@ __all__ = [
     "import_semires",
     "load_instances",
     "load_refs",
+    "read_amg_folder",
     "read_sa1b",
     "read_semires",
 ]
@@ -100,17 +111,21 @@ def _tqdm(it, progress: bool, desc: str, total=None):
 # --------------------------------------------------------------------------------------------
 
 
-def read_sa1b(path) -> tuple[int, Proposals]:
+def read_sa1b(path) -> tuple[int | str, Proposals]:
     """One SA-1B-style JSON file to ``(image_id, Proposals)`` (metadata kept)."""
     path = os.fspath(path)
     doc = _load_json(path)
     try:
         image = doc["image"]
-        key = int(image["image_id"])
         size = (int(image["height"]), int(image["width"]))
         anns = doc["annotations"]
+        raw_key = image["image_id"]
     except (KeyError, TypeError, ValueError) as e:
         raise LibraryError(f"{path}: not an SA-1B file (missing {e})") from None
+    try:
+        key = json_image_key(raw_key, "image.image_id")
+    except ValueError as e:
+        raise LibraryError(f"{path}: {e}") from None
     try:
         return key, Proposals.from_sam(anns, size)
     except ValueError as e:
@@ -130,7 +145,7 @@ def import_sa1b(writer, source, *, progress: bool = True) -> ImportReport:
     return report
 
 
-def _records(props: Proposals, key: int | None = None) -> list[dict]:
+def _records(props: Proposals, key: int | str | None = None) -> list[dict]:
     """SAM/SA-1B-style records (compressed RLE strings) of one image's proposals."""
     area, bbox = props.area, props.bbox
     out = []
@@ -149,7 +164,8 @@ def _records(props: Proposals, key: int | None = None) -> list[dict]:
 
 
 def export_sa1b(lib, out_dir, *, progress: bool = True) -> int:
-    """Write one SA-1B-style JSON per image (``<image_id>.json``); returns the file count."""
+    """Write one SA-1B-style JSON per image (``<image_key>.json``; a name with ``/`` makes
+    sub-folders); returns the file count."""
     os.makedirs(out_dir, exist_ok=True)
     n = 0
     for key in _tqdm(lib.image_ids().tolist(), progress, "export sa1b"):
@@ -157,7 +173,9 @@ def export_sa1b(lib, out_dir, *, progress: bool = True) -> int:
         h, w = props.size
         doc = {"image": {"image_id": key, "height": h, "width": w},
                "annotations": _records(props)}
-        with open(os.path.join(out_dir, f"{key}.json"), "w") as f:
+        out = os.path.join(out_dir, f"{key}.json")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:
             json.dump(doc, f)
         n += 1
     return n
@@ -175,17 +193,36 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
     Parameters
     ----------
     writer : LibraryWriter
-    source : mapping of int to list of dict, or folder / files
-        ``{image_id: records}`` in any ``output_mode`` (binary masks included), or JSON files
-        ``<image_id>.json`` holding a list of ``coco_rle`` / ``uncompressed_rle`` records.
-    sizes : mapping of int to (H, W), optional
+    source : mapping of key to list of dict, or folder / files
+        ``{image_key: records}`` in any ``output_mode`` (binary masks included), or JSON files
+        ``<image>.json`` holding a list of ``coco_rle`` / ``uncompressed_rle`` records, as
+        segment-anything's ``scripts/amg.py`` writes them: named after the image file's stem,
+        which is the key (:func:`~samrefine.library.keys.parse_image_key`: ``"42"`` is image
+        42, ``"2007_000032"`` a name). For its ``binary_mask`` layout (a folder of PNG masks
+        and ``metadata.csv`` per image) use :func:`import_amg_folders`.
+    sizes : mapping of key to (H, W), optional
         Image sizes, needed for images with no masks.
     """
     report = ImportReport()
     sizes = dict(sizes or {})
     if isinstance(source, Mapping):
-        items = ((int(k), v, f"image {k}") for k, v in source.items())
+        items = ((parse_image_key(k) if isinstance(k, str) else json_image_key(k, "key"), v,
+                  f"image {k!r}") for k, v in source.items())
         total = len(source)
+    elif _is_amg_folder_layout(source):
+        folders = _amg_folders(source)
+        total = len(folders)
+
+        def gen():
+            for d in folders:
+                stem = os.path.basename(os.path.normpath(d))
+                try:
+                    key = parse_image_key(stem)
+                except ValueError as e:
+                    raise LibraryError(f"{d}: the folder name is not an image key ({e})") from None
+                yield key, d, d
+
+        items = gen()
     else:
         files = _files(source)
         total = len(files)
@@ -194,10 +231,9 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
             for p in files:
                 stem = os.path.splitext(os.path.basename(p))[0]
                 try:
-                    key = int(stem)
-                except ValueError:
-                    raise LibraryError(
-                        f"{p}: AMG output files must be named <image_id>.json") from None
+                    key = parse_image_key(stem)
+                except ValueError as e:
+                    raise LibraryError(f"{p}: the file name is not an image key ({e})") from None
                 yield key, _load_json(p), p
 
         items = gen()
@@ -206,7 +242,10 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
             report.skipped += 1
             continue
         try:
-            props = Proposals.from_sam(records, sizes.get(key))
+            if isinstance(records, str):  # a binary_mask folder
+                props = read_amg_folder(records, sizes.get(key))
+            else:
+                props = Proposals.from_sam(records, sizes.get(key))
         except ValueError as e:
             raise LibraryError(f"{where}: {e}") from None
         writer.append(key, props)
@@ -214,25 +253,85 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
     return report
 
 
+AMG_CSV_HEADER = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,"
+                  "predicted_iou,stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h")
+
+
+def _is_amg_folder_layout(source) -> bool:
+    if not isinstance(source, (str, os.PathLike)) or not os.path.isdir(source):
+        return False
+    s = os.fspath(source)
+    if os.path.isfile(os.path.join(s, "metadata.csv")):
+        return True
+    return not glob.glob(os.path.join(s, "*.json")) and bool(
+        glob.glob(os.path.join(s, "*", "metadata.csv")))
+
+
+def _amg_folders(source) -> list[str]:
+    s = os.fspath(source)
+    if os.path.isfile(os.path.join(s, "metadata.csv")):
+        return [s]
+    return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(s, "*", "metadata.csv")))
+
+
+def read_amg_folder(folder, size=None) -> Proposals:
+    """One image's ``scripts/amg.py`` ``binary_mask`` output folder to Proposals.
+
+    Reads ``metadata.csv`` and the ``<id>.png`` mask it names for each row (0 = background,
+    255 or 1 = foreground; any other value is refused), checks each mask's area against the
+    CSV, and keeps ``predicted_iou``, ``stability_score``, ``point_coords`` and ``crop_box``.
+    ``size = (H, W)`` is needed for a folder with no masks.
+    """
+    from PIL import Image
+
+    folder = os.fspath(folder)
+    path = os.path.join(folder, "metadata.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or ",".join(c.strip() for c in rows[0]) != AMG_CSV_HEADER:
+        raise LibraryError(f"{path}: not an amg.py metadata.csv (expected the header "
+                           f"{AMG_CSV_HEADER!r})")
+    rows = [r for r in rows[1:] if r]
+    if not rows:
+        if size is None:
+            raise LibraryError(f"{folder}: no masks and no image size; pass sizes=")
+        return Proposals.empty(size)
+    try:
+        table = np.array([[float(v) for v in r] for r in rows], np.float64)
+    except ValueError as e:
+        raise LibraryError(f"{path}: a value is not a number ({e})") from None
+    if table.shape[1] != 14:
+        raise LibraryError(f"{path}: rows have {table.shape[1]} columns, expected 14")
+    masks = []
+    for row in table:
+        png = os.path.join(folder, f"{int(row[0])}.png")
+        if not os.path.isfile(png):
+            raise LibraryError(f"{png} is missing (named by {path})")
+        with Image.open(png) as im:
+            arr = np.asarray(im)
+        if arr.ndim == 3:
+            raise LibraryError(f"{png}: a mask PNG has one channel, got shape {arr.shape}")
+        fg = arr == (255 if arr.max(initial=0) > 1 else 1)
+        if not np.all(fg | (arr == 0)):
+            raise LibraryError(f"{png}: holds values other than 0 and 255; not a binary mask")
+        if int(fg.sum()) != int(row[1]):
+            raise LibraryError(f"{png}: {int(fg.sum())} foreground pixels but metadata.csv "
+                               f"says {int(row[1])}; the folder mixes files of different runs")
+        masks.append(fg)
+    try:
+        props = Proposals.from_dense(np.stack(masks))
+    except ValueError as e:
+        raise LibraryError(f"{folder}: {e}") from None
+    if size is not None and tuple(int(v) for v in size) != props.size:
+        raise LibraryError(f"{folder}: masks are {props.size} but the image is {tuple(size)}")
+    props.meta.update(predicted_iou=table[:, 8], stability_score=table[:, 9],
+                      point_coords=table[:, 6:8], crop_box=table[:, 10:14])
+    return props
+
+
 # --------------------------------------------------------------------------------------------
 # RefCOCO annotation files
 # --------------------------------------------------------------------------------------------
-
-
-def load_refs(path, split: str | None = "train") -> list[dict]:
-    """Referents of a RefCOCO-format ``refs(<splitBy>).p`` pickle, filtered by exact ``split``
-    (``None`` keeps all)."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            refs = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError) as e:
-        raise LibraryError(f"{path}: not a refs pickle ({e})") from None
-    if not isinstance(refs, list) or (refs and not {"ref_id", "image_id"} <= set(refs[0])):
-        raise LibraryError(f"{path}: expected a list of refs with ref_id and image_id")
-    if split is not None:
-        refs = [r for r in refs if r.get("split") == split]
-    return refs
 
 
 def load_instances(path) -> dict[int, dict]:
@@ -419,7 +518,7 @@ def export_coco(lib, path, *, image_ids: Iterable[int] | None = None,
     Returns the number of masks written. Images with no masks contribute nothing (COCO has no
     per-image record in a results list).
     """
-    ids = lib.image_ids().tolist() if image_ids is None else [int(i) for i in image_ids]
+    ids = lib.image_ids().tolist() if image_ids is None else list(image_ids)
     n = 0
     with open(path, "w") as f:
         f.write("[")
@@ -434,30 +533,109 @@ def export_coco(lib, path, *, image_ids: Iterable[int] | None = None,
     return n
 
 
+def _instances_proposals(anns: list, size: tuple[int, int], where: str) -> Proposals:
+    """One image's COCO instance annotations (polygons, RLE or uncompressed RLE) rasterised
+    by pycocotools, with ``category_id``, ``iscrowd`` and ``annotation_id`` kept."""
+    from pycocotools import mask as mask_utils
+
+    h, w = size
+    rles = []
+    for ann in anns:
+        seg = ann.get("segmentation")
+        try:
+            if isinstance(seg, list):  # polygons: one RLE per part, merged
+                if not seg or not all(isinstance(p, list) and len(p) >= 6 for p in seg):
+                    raise ValueError("a polygon needs at least 3 points")
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+            elif isinstance(seg, Mapping) and isinstance(seg.get("counts"), list):
+                if [int(v) for v in seg.get("size", [])] != [h, w]:
+                    raise ValueError(f"RLE size {seg.get('size')} differs from the image's")
+                rle = mask_utils.frPyObjects(seg, h, w)
+            elif isinstance(seg, Mapping):
+                rle = dict(seg)
+            else:
+                raise ValueError(f"segmentation is {type(seg).__name__}")
+        except (ValueError, TypeError, KeyError) as e:
+            raise LibraryError(f"{where}: annotation {ann.get('id')}: {e}") from None
+        counts = rle["counts"]
+        rles.append({"size": [h, w], "counts": counts.decode("ascii")
+                     if isinstance(counts, bytes) else counts})
+    if not rles:
+        return Proposals.empty(size)
+    props = Proposals.from_rle(rles, size)
+    for name, field_name in (("category_id", "category_id"), ("iscrowd", "iscrowd"),
+                             ("id", "annotation_id")):
+        if all(name in a for a in anns):
+            props.meta[field_name] = np.array([a[name] for a in anns], np.int64)
+    return props
+
+
 def import_coco(writer, path, *, sizes: Mapping | None = None,
                 progress: bool = True) -> ImportReport:
-    """Append a COCO results-style JSON list (as :func:`export_coco` writes), grouped by
-    ``image_id`` in file order. ``sizes`` gives ``(H, W)`` for images with no masks to add."""
+    """Append COCO annotations: a results-style JSON list (as :func:`export_coco` writes), or
+    an ``instances_*.json`` (``images`` + ``annotations``; polygons, RLE and uncompressed RLE).
+
+    Masks are grouped by ``image_id`` in file order. For an instances file every listed image
+    is added, with no masks when it has no annotations; for a results list ``sizes`` gives
+    ``(H, W)`` for images with no masks to add.
+    """
     doc = _load_json(os.fspath(path))
+    if isinstance(doc, Mapping) and "annotations" in doc and "images" in doc:
+        return _import_instances(writer, doc, os.fspath(path), progress)
     if not isinstance(doc, list):
-        raise LibraryError(f"{path}: expected a JSON list of annotations")
-    groups: dict[int, list] = {}
+        raise LibraryError(f"{path}: expected a JSON list of annotations (results) or an "
+                           "instances file with 'images' and 'annotations'")
+    groups: dict = {}
     for i, ann in enumerate(doc):
         try:
-            groups.setdefault(int(ann["image_id"]), []).append(ann)
-        except (KeyError, TypeError, ValueError):
-            raise LibraryError(f"{path}: annotation {i} has no integer image_id") from None
+            groups.setdefault(json_image_key(ann["image_id"], f"annotation {i}: image_id"),
+                              []).append(ann)
+        except (KeyError, TypeError):
+            raise LibraryError(f"{path}: annotation {i} has no image_id") from None
+        except ValueError as e:
+            raise LibraryError(f"{path}: {e}") from None
     for key in (sizes or {}):
-        groups.setdefault(int(key), [])
+        groups.setdefault(json_image_key(key, "sizes key"), [])
     report = ImportReport()
-    for key in _tqdm(groups, progress, "import coco"):
+    for key in _tqdm(groups, progress, "import coco", total=len(groups)):
         if key in writer:
             report.skipped += 1
             continue
         try:
             props = Proposals.from_sam(groups[key], (sizes or {}).get(key))
         except ValueError as e:
-            raise LibraryError(f"{path}: image {key}: {e}") from None
+            raise LibraryError(f"{path}: image {key!r}: {e}") from None
         writer.append(key, props)
+        report.added += 1
+    return report
+
+
+def _import_instances(writer, doc: Mapping, path: str, progress: bool) -> ImportReport:
+    try:
+        images = {json_image_key(im["id"], "images[].id"): (int(im["height"]), int(im["width"]))
+                  for im in doc["images"]}
+    except (KeyError, TypeError) as e:
+        raise LibraryError(f"{path}: an image entry lacks id/height/width ({e})") from None
+    except ValueError as e:
+        raise LibraryError(f"{path}: {e}") from None
+    groups: dict = {k: [] for k in images}
+    for i, ann in enumerate(doc["annotations"]):
+        try:
+            key = json_image_key(ann["image_id"], f"annotation {i}: image_id")
+        except (KeyError, TypeError):
+            raise LibraryError(f"{path}: annotation {i} has no image_id") from None
+        except ValueError as e:
+            raise LibraryError(f"{path}: {e}") from None
+        if key not in groups:
+            raise LibraryError(f"{path}: annotation {ann.get('id', i)} names image {key!r}, "
+                               "which is not in 'images'")
+        groups[key].append(ann)
+    report = ImportReport()
+    for key in _tqdm(groups, progress, "import coco instances", total=len(groups)):
+        if key in writer:
+            report.skipped += 1
+            continue
+        writer.append(key, _instances_proposals(groups[key], images[key],
+                                                f"{path}: image {key!r}"))
         report.added += 1
     return report

@@ -16,11 +16,13 @@ never a wrong mask.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import sqlite3
 import sys
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -34,13 +36,14 @@ else:  # pragma: no cover
 from ..proposals import Proposals
 from .format import (
     FORMAT_NAME,
-    FORMAT_VERSION,
+    READABLE_VERSIONS,
     LibraryCorruptError,
     LibraryError,
     crc32,
     decode_record,
     record_header,
 )
+from .keys import image_key, key_bytes
 
 __all__ = ["SUFFIX", "ProposalLibrary"]
 
@@ -48,6 +51,12 @@ __all__ = ["SUFFIX", "ProposalLibrary"]
 SUFFIX = ".srlib"
 #: Bytes of the file SQLite may memory-map (it maps no more than the file's size).
 MMAP_SIZE = 1 << 40
+#: Most shard files one thread of a reading process keeps open; the least recently used is
+#: closed beyond it, so a library of many shards holds at most this many file descriptors per
+#: reading thread. Reopening a shard costs about 0.1-0.25 ms, so random access over more
+#: shards than this is several times slower than over a merged library (measured in
+#: ``benchmarks/bench_shards.py``). Set ``SAMREFINE_MAX_OPEN_SHARDS`` to change it.
+MAX_OPEN_SHARDS = int(os.environ.get("SAMREFINE_MAX_OPEN_SHARDS", "256"))
 #: Meta keys that identify a build: shards of one build (and a resumed build) must agree.
 IDENTITY_KEYS = ("generator", "model", "checkpoint_sha256", "params", "compression",
                  "with_geometry")
@@ -55,14 +64,49 @@ IDENTITY_KEYS = ("generator", "model", "checkpoint_sha256", "params", "compressi
 _ORPHANS: list = []  # connections inherited across fork: never used nor closed in the child
 
 
-def _image_id(image_id) -> int:
-    if isinstance(image_id, (bool, np.bool_)) or not isinstance(image_id, (int, np.integer)):
-        raise TypeError(f"image ids are ints (COCO image ids), got {type(image_id).__name__} "
-                        f"{image_id!r}")
-    key = int(image_id)
-    if not -2**63 <= key < 2**63:
-        raise ValueError(f"image id {key} does not fit in a signed 64-bit integer")
-    return key
+def _image_id(image_id) -> int | str:
+    """A validated image key (an int or a str name); see :mod:`samrefine.library.keys`."""
+    return image_key(image_id)
+
+
+def meta_digest(rows) -> str:
+    """SHA-256 (hex) of ``meta`` rows ``(key, value text)`` other than ``meta_sha256``, in key
+    order: ``key NUL value NUL`` each, UTF-8."""
+    h = hashlib.sha256()
+    for k, v in sorted(rows):
+        if k != "meta_sha256":
+            h.update(f"{k}\0{v}\0".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def ids_digest(keys) -> str:
+    """SHA-256 (hex) of every key's :func:`~samrefine.library.keys.key_bytes`, in key order
+    (for int keys that is the keys as little-endian int64, hashed in one call)."""
+    if not isinstance(keys, np.ndarray):
+        keys = list(keys)
+    if isinstance(keys, np.ndarray) or (keys and isinstance(keys[0], int)):
+        return hashlib.sha256(np.asarray(keys, dtype="<i8").tobytes()).hexdigest()
+    h = hashlib.sha256()
+    for k in keys:
+        h.update(key_bytes(k))
+    return h.hexdigest()
+
+
+class _Con:
+    """A connection holder: weakly referenced by its shard (so ``close()`` reaches every
+    thread's connection) and strongly only by its thread (so a finished thread's connection
+    closes with the thread, without waiting for ``close()`` or the garbage collector)."""
+
+    __slots__ = ("__weakref__", "con")
+
+    def __init__(self, con: sqlite3.Connection):
+        self.con = con
+
+    def __del__(self):
+        try:
+            self.con.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
 
 
 def _sqlite_header(path: str) -> tuple[int, int | None]:
@@ -124,45 +168,58 @@ class _Shard:
         self.finished = not (os.path.exists(self.path + "-wal")
                              or os.path.exists(self.path + "-journal"))
         self._reset()
-        meta = self.read_meta()
-        if self.finished and meta.get("state") != "finished":
-            # an unfinished library may still change: no immutable flag, normal read locks
-            self.finished = False
-            self.close()
+        try:
             meta = self.read_meta()
+            if self.finished and meta.get("state") != "finished":
+                # an unfinished library may still change: no immutable flag, normal read locks
+                self.finished = False
+                self.close()
+                meta = self.read_meta()
+        except BaseException:
+            self.close()
+            raise
         self.meta = meta
-        if meta.get("format") != FORMAT_NAME:
-            raise LibraryError(f"{self.path} is a SQLite file but not a samrefine proposal "
-                               "library (no format marker)")
-        version = int(meta.get("format_version", 0))
-        if version > FORMAT_VERSION:
-            raise LibraryError(f"{self.path} has format version {version}; this samrefine "
-                               f"reads up to {FORMAT_VERSION}: upgrade samrefine")
+        self.version = int(meta["format_version"])
+        self._keys = None
 
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._local = threading.local()
+        self._cons: weakref.WeakSet = weakref.WeakSet()
+        self._keys = None
 
     def __getstate__(self):
-        return {"path": self.path, "finished": self.finished, "meta": self.meta}
+        return {"path": self.path, "finished": self.finished, "meta": self.meta,
+                "version": self.version}  # the SQL cache is rebuilt
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._reset()
 
     def close(self) -> None:
-        """Close this thread's connection (if this process opened it)."""
-        con = getattr(self._local, "con", None)
-        if con is not None and self._pid == os.getpid():
-            con.close()
+        """Close every connection this process opened to the file, in every thread (so a
+        writer elsewhere can finish); the next read opens a new one. Do not call it while
+        another thread is reading this library."""
+        if self._pid == os.getpid():
+            for holder in list(self._cons):
+                holder.con.close()
+        self._cons = weakref.WeakSet()
+        self._local = threading.local()
+
+    def close_thread(self) -> None:
+        """Close this thread's connection only (the others stay usable)."""
+        holder = getattr(self._local, "con", None)
+        if holder is not None and self._pid == os.getpid():
+            holder.con.close()
+            self._cons.discard(holder)
         self._local.con = None
 
     def connection(self) -> sqlite3.Connection:
         if self._pid != os.getpid():  # forked: never reuse the parent's connection
-            _ORPHANS.append(self._local)
+            _ORPHANS.append((self._local, self._cons))
             self._reset()
-        con = getattr(self._local, "con", None)
-        if con is None:
+        holder = getattr(self._local, "con", None)
+        if holder is None:
             if self.finished:
                 mode = "ro&immutable=1"
             else:
@@ -175,12 +232,15 @@ class _Shard:
             try:
                 con = sqlite3.connect(uri, uri=True, isolation_level=None,
                                       check_same_thread=False)
+                holder = _Con(con)
                 con.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
-                con.execute("PRAGMA query_only=1")
+                if not self.finished:  # mode=ro&immutable=1 cannot write anyway
+                    con.execute("PRAGMA query_only=1")
             except sqlite3.Error as e:
                 raise self.error(f"cannot open ({e})") from None
-            self._local.con = con
-        return con
+            self._local.con = holder
+            self._cons.add(holder)
+        return holder.con
 
     def error(self, what: str) -> LibraryCorruptError:
         return LibraryCorruptError(f"{self.path}: {what}; run `samrefine verify {self.path}`")
@@ -195,38 +255,163 @@ class _Shard:
             raise self.error(f"read failed ({e})") from None
         except sqlite3.DatabaseError as e:
             raise self.error(f"damaged database ({e})") from None
+        except (UnicodeDecodeError, OverflowError, MemoryError) as e:
+            raise self.error(f"undecodable value ({type(e).__name__}: {e})") from None
 
     def read_meta(self) -> dict:
         rows = self.query("SELECT key, value FROM meta")
         try:
-            return {k: json.loads(v) for k, v in rows}
-        except ValueError as e:
+            meta = {k: json.loads(v) for k, v in rows}
+        except (ValueError, TypeError) as e:
             raise self.error(f"undecodable meta table ({e})") from None
+        if meta.get("format") != FORMAT_NAME:
+            if "format_version" in meta or "state" in meta:
+                raise self.error("damaged meta table (format marker)")
+            raise LibraryError(f"{self.path} is a SQLite file but not a samrefine proposal "
+                               "library (no format marker)")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise self.error(f"damaged meta table (format_version {version!r})")
+        if version not in READABLE_VERSIONS:
+            raise LibraryError(f"{self.path} has format version {version}; this samrefine "
+                               f"reads versions {READABLE_VERSIONS}: upgrade samrefine")
+        if "meta_sha256" in meta or (version >= 2 and meta.get("state") == "finished"):
+            # written with state = finished, over every other row: any damage shows
+            if meta.get("meta_sha256") != meta_digest(rows):
+                raise self.error("meta table checksum mismatch (damaged meta table)")
+        if meta.get("state") not in ("building", "finished"):
+            raise self.error(f"damaged meta table (state {meta.get('state')!r})")
+        for k in ("n_images", "n_masks"):
+            v = meta.get(k)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise self.error(f"damaged meta table ({k} = {v!r})")
+        return meta
+
+    @property
+    def named(self) -> bool:
+        """Whether the file can hold name keys (version 2 has the ``names`` table)."""
+        return self.version >= 2
+
+    # ---------------------------------------------------------------- keys
+
+    def _list_keys(self) -> list:
+        if not self.named:
+            return [r[0] for r in self.query("SELECT image_id FROM images ORDER BY image_id")]
+        ints = self.query("SELECT image_id FROM images AS i WHERE NOT EXISTS (SELECT 1 FROM "
+                          "names AS n WHERE n.image_id = i.image_id) ORDER BY image_id")
+        names = self.query("SELECT n.name FROM names AS n JOIN images AS i USING (image_id) "
+                           "ORDER BY n.name")
+        if ints and names:
+            raise self.error("the index mixes int and name keys")
+        out = [r[0] for r in (names or ints)]
+        if any(not isinstance(k, (int, str)) for k in out):
+            raise self.error("the index holds a key that is neither an int nor a name")
+        return out
+
+    def keys(self):
+        """Every key, sorted: an int64 array (int keys) or a list of str. For a finished file
+        the list is read once per process and checked against the count and (version 2) the
+        id digest written at finish, so a damaged index raises :class:`LibraryCorruptError`
+        instead of giving a wrong list."""
+        if not self.finished:
+            keys = self._list_keys()
+            return keys if keys and isinstance(keys[0], str) else np.array(keys, np.int64)
+        if self._keys is None:
+            keys = self._list_keys()
+            if not keys or isinstance(keys[0], int):
+                keys = np.array(keys, np.int64)
+            n = self.meta.get("n_images")
+            if n is not None and n != len(keys):
+                raise self.error(f"the index lists {len(keys)} images, the library was "
+                                 f"finished with {n} (damaged index)")
+            want = self.meta.get("ids_sha256")
+            if want is not None and ids_digest(keys) != want:
+                raise self.error("image id list checksum mismatch (damaged index)")
+            if self.version >= 2 and want is None:
+                raise self.error("finished library without its id digest (damaged meta)")
+            if isinstance(keys, np.ndarray) and np.any(keys[1:] <= keys[:-1]):
+                raise self.error("the index lists ids out of order or twice (damaged index)")
+            self._keys = (keys, keys if isinstance(keys, np.ndarray) else frozenset(keys))
+        return self._keys[0]
+
+    def verified_has(self, key) -> bool | None:
+        """Membership from the verified id list, or None when it is not loaded (yet)."""
+        if self._keys is None:
+            return None
+        lookup = self._keys[1]
+        if isinstance(lookup, np.ndarray):
+            if not isinstance(key, int):
+                return False
+            i = int(np.searchsorted(lookup, key))
+            return i < lookup.size and int(lookup[i]) == key
+        return key in lookup
+
+    def has(self, key) -> bool:
+        """Whether ``key`` is in this file (checked against the verified id list when
+        finished)."""
+        if self.finished:
+            self.keys()
+            return bool(self.verified_has(key))
+        return bool(self.query(*self._row_sql("1", key)))
+
+    def _row_sql(self, columns: str, key) -> tuple[str, tuple]:
+        """SQL selecting ``columns`` from ``images AS i`` (joined with ``records AS r``) for
+        the image keyed ``key`` (cached per column list and key type: lookups are hot)."""
+        cache = self.__dict__.setdefault("_sql", {})
+        got = cache.get((columns, type(key)))
+        if got is None:
+            got = cache[(columns, type(key))] = self._make_row_sql(columns, key)[0]
+        return got, (() if got.endswith("WHERE 0") else (key,))
+
+    def _make_row_sql(self, columns: str, key) -> tuple[str, tuple]:
+        base = f"SELECT {columns} FROM images AS i LEFT JOIN records AS r USING (image_id) "
+        if isinstance(key, str):
+            if not self.named:
+                return base + "WHERE 0", ()
+            return (f"SELECT {columns} FROM names AS n JOIN images AS i USING (image_id) "
+                    "LEFT JOIN records AS r USING (image_id) WHERE n.name = ?", (key,))
+        if not self.named or (self.finished and self.meta.get("key_type") == "int"):
+            # no names (version 1; or a finished int-keyed file, meta checked by its digest)
+            return base + "WHERE i.image_id = ?", (key,)
+        return (base + "WHERE i.image_id = ? AND NOT EXISTS (SELECT 1 FROM names AS n WHERE "
+                "n.image_id = i.image_id)", (key,))
 
     def count(self) -> int:
         if self.finished and "n_images" in self.meta:
             return int(self.meta["n_images"])
-        return int(self.query("SELECT count(*) FROM images")[0][0])
+        return len(self._list_keys()) if self.named else \
+            int(self.query("SELECT count(*) FROM images")[0][0])
 
-    def raw(self, key: int):
+    def failures(self) -> dict:
+        if not self.named:
+            return {int(k): e for k, e in self.query("SELECT image_id, error FROM failures")}
+        rows = self.query("SELECT coalesce(n.name, f.image_id), f.error FROM failures AS f "
+                          "LEFT JOIN names AS n USING (image_id)")
+        return {k: e for k, e in rows}
+
+    def raw(self, key):
         """``(height, width, n_masks, record bytes)`` after the checksum check, or None."""
-        rows = self.query("SELECT i.height, i.width, i.n_masks, i.n_runs, i.nbytes, i.crc32, "
-                          "r.data FROM images AS i LEFT JOIN records AS r USING (image_id) "
-                          "WHERE i.image_id = ?", (key,))
+        rows = self.query(*self._row_sql("i.height, i.width, i.n_masks, i.n_runs, i.nbytes, "
+                                         "i.crc32, r.data", key))
         if not rows:
+            if self.finished and self.has(key):
+                raise self.error(f"image {key!r} is in the verified id list but the index "
+                                 "lookup misses it (damaged index)")
             return None
+        if len(rows) > 1:
+            raise self.error(f"image {key!r} has {len(rows)} index rows (damaged index)")
         h, w, n, r, nbytes, crc, data = rows[0]
-        where = f"image {key}"
-        if not isinstance(data, bytes):
-            raise self.error(f"{where}: record missing")
-        if len(data) != nbytes or crc32(data) != crc:
-            raise self.error(f"{where}: record checksum mismatch (stored {crc:08x}, computed "
-                             f"{crc32(data):08x}, {len(data)} of {nbytes} bytes)")
+        if type(data) is not bytes:
+            raise self.error(f"image {key!r}: record missing")
+        if len(data) != nbytes or crc32(data) != crc:  # also fails for non-int index values
+            raise self.error(f"image {key!r}: record checksum mismatch (stored {crc!r}, "
+                             f"computed {crc32(data):08x}, {len(data)} of {nbytes!r} bytes)")
         try:
-            if record_header(data)[:4] != (h, w, n, r):
-                raise self.error(f"{where}: record header disagrees with the index")
+            head = record_header(data)
         except LibraryCorruptError as e:
-            raise self.error(f"{where}: {e}") from None
+            raise self.error(f"image {key!r}: {e}") from None
+        if head[:4] != (h, w, n, r):
+            raise self.error(f"image {key!r}: record header disagrees with the index")
         return h, w, n, data
 
 
@@ -243,6 +428,70 @@ class ProposalLibrary:
 
     def __init__(self, shards: list[_Shard]):
         self._shards = shards
+        self._reset_routing()
+
+    def _reset_routing(self) -> None:
+        # a reader's view of a shard's state is fixed at open (reopen to see a finish)
+        self._routed = len(self._shards) > 1 and all(s.finished for s in self._shards)
+        self._route = None  # (sorted keys, owning shard index) or {name: shard index}
+        self._recent = threading.local()  # per thread: shard indices in use, LRU first
+
+    def __getstate__(self):
+        return {"_shards": self._shards}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset_routing()
+
+    def _owner(self, key) -> int | None:
+        """Index of the shard holding ``key`` (None: absent), from the verified id lists of
+        finished shards: one binary search (int keys) or dict lookup (names) instead of a
+        query per shard. Built on the first lookup, once per process."""
+        if self._route is None:
+            lists = []
+            for s in self._shards:
+                lists.append(s.keys())
+                s.close_thread()  # reading 256 id lists must not leave 256 files open
+            if any(isinstance(k, list) and k for k in lists):
+                route: dict = {}
+                for i, ks in enumerate(lists):
+                    for k in ks:
+                        if isinstance(k, int) or k in route:
+                            raise LibraryError(f"image {k!r} is in two shards of {self.path} "
+                                               "(or the shards mix int and name keys)")
+                        route[k] = i
+                self._route = route
+            else:
+                flat = np.concatenate([np.asarray(k, np.int64) for k in lists])
+                owner = np.repeat(np.arange(len(lists), dtype=np.int32),
+                                  [len(k) for k in lists])
+                order = np.argsort(flat, kind="stable")
+                flat, owner = flat[order], owner[order]
+                if flat.size > 1 and np.any(flat[1:] == flat[:-1]):
+                    dup = int(flat[1:][flat[1:] == flat[:-1]][0])
+                    raise LibraryError(f"image {dup} is in two shards of {self.path}; shards of "
+                                       "one build hold disjoint ids")
+                self._route = (flat, owner)
+        route = self._route
+        if isinstance(route, dict):
+            return route.get(key)
+        if not isinstance(key, int):
+            return None
+        flat, owner = route
+        i = int(np.searchsorted(flat, key))
+        return int(owner[i]) if i < flat.size and int(flat[i]) == key else None
+
+    def _touch(self, index: int) -> None:
+        """Keep at most :data:`MAX_OPEN_SHARDS` shard files open in this thread (LRU)."""
+        recent = getattr(self._recent, "order", None)
+        if recent is None:
+            recent = self._recent.order = {}
+        recent.pop(index, None)
+        recent[index] = True
+        while len(recent) > MAX_OPEN_SHARDS:
+            old = next(iter(recent))
+            del recent[old]
+            self._shards[old].close_thread()
 
     # ------------------------------------------------------------------ constructors
 
@@ -300,7 +549,21 @@ class ProposalLibrary:
 
     def _find(self, image_id):
         key = _image_id(image_id)
-        for shard in self._shards:
+        if self._routed:
+            index = self._owner(key)
+            if index is None:
+                return key, None, None
+            shard = self._shards[index]
+            self._touch(index)
+            got = shard.raw(key)
+            if got is None:  # pragma: no cover - raw() raises for a verified key it misses
+                raise shard.error(f"image {key!r} is listed but not found")
+            return key, shard, got
+        for i, shard in enumerate(self._shards):
+            if shard.verified_has(key) is False:
+                continue  # a finished shard whose verified id list is loaded
+            if len(self._shards) > 1:
+                self._touch(i)
             got = shard.raw(key)
             if got is not None:
                 return key, shard, got
@@ -314,9 +577,9 @@ class ProposalLibrary:
         """
         key, shard, got = self._find(image_id)
         if got is None:
-            raise KeyError(f"image id {key} is not in the proposal library {self.path}")
+            raise KeyError(f"image id {key!r} is not in the proposal library {self.path}")
         try:
-            return decode_record(got[3], where=f"{shard.path}: image {key}")
+            return decode_record(got[3], where=f"{shard.path}: image {key!r}")
         except LibraryCorruptError as e:
             raise LibraryCorruptError(f"{e}; run `samrefine verify {shard.path}`") from None
 
@@ -331,48 +594,56 @@ class ProposalLibrary:
         """The checksum-verified record bytes of one image (format: ``docs/library-format.md``)."""
         key, _, got = self._find(image_id)
         if got is None:
-            raise KeyError(f"image id {key} is not in the proposal library {self.path}")
+            raise KeyError(f"image id {key!r} is not in the proposal library {self.path}")
         return got[3]
 
     def image_size(self, image_id) -> tuple[int, int]:
-        """``(H, W)`` in pixels of an image, read from the index (no record is decoded)."""
-        key = _image_id(image_id)
-        for shard in self._shards:
-            rows = shard.query("SELECT height, width FROM images WHERE image_id = ?", (key,))
-            if rows:
-                return int(rows[0][0]), int(rows[0][1])
-        raise KeyError(f"image id {key} is not in the proposal library {self.path}")
+        """``(H, W)`` in pixels of an image, from its checksum-verified record header (the
+        record is not decoded)."""
+        key, _, got = self._find(image_id)
+        if got is None:
+            raise KeyError(f"image id {key!r} is not in the proposal library {self.path}")
+        return int(got[0]), int(got[1])
 
     def __contains__(self, image_id) -> bool:
         try:
             key = _image_id(image_id)
         except (TypeError, ValueError):
             return False
-        return any(s.query("SELECT 1 FROM images WHERE image_id = ?", (key,))
-                   for s in self._shards)
+        if self._routed:
+            return self._owner(key) is not None
+        return any(s.has(key) for s in self._shards)
 
     def __len__(self) -> int:
         return sum(s.count() for s in self._shards)
 
     def image_ids(self) -> np.ndarray:
-        """Every image id, sorted, ``(n_images,)`` int64 (reads the small index table)."""
-        ids = [np.array([r[0] for r in s.query("SELECT image_id FROM images ORDER BY image_id")],
-                        np.int64) for s in self._shards]
-        return np.sort(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+        """Every image key, sorted: ``(n_images,)`` int64 for int keys, an object array of
+        str for name keys. For finished files the list is checked against the digest written
+        at finish (a damaged index raises :class:`LibraryCorruptError`)."""
+        keys = [s.keys() for s in self._shards]
+        named = [isinstance(k, list) for k in keys if len(k)]
+        if any(named) and not all(named):
+            raise LibraryError(f"the shards of {self.path} mix int and name keys")
+        if any(named):
+            return np.array(sorted(k for ks in keys for k in ks), dtype=object)
+        if len(keys) == 1:
+            return keys[0].copy()
+        return np.sort(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator:
         return iter(self.image_ids().tolist())
 
-    def items(self) -> Iterator[tuple[int, Proposals]]:
-        """``(image_id, Proposals)`` in id order."""
+    def items(self) -> Iterator[tuple]:
+        """``(image_key, Proposals)`` in key order."""
         for key in self.image_ids().tolist():
             yield key, self[key]
 
-    def failures(self) -> dict[int, str]:
-        """Images whose generation failed during the build: ``{image_id: error}``."""
+    def failures(self) -> dict:
+        """Images whose generation failed during the build: ``{image_key: error}``."""
         out = {}
         for s in self._shards:
-            out.update({int(k): e for k, e in s.query("SELECT image_id, error FROM failures")})
+            out.update(s.failures())
         return out
 
     # ------------------------------------------------------------------ description
@@ -420,7 +691,8 @@ class ProposalLibrary:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Close this thread's connections (others close when their thread or process ends)."""
+        """Close every connection this process holds to the library's files, in every thread
+        (a writer resuming the build elsewhere can then finish). Reading again reopens them."""
         for s in self._shards:
             s.close()
 

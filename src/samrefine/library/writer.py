@@ -13,9 +13,11 @@ file) and only then marks the library ``finished`` in one last transaction; a ki
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
+import socket
 import sqlite3
 import struct
 import sys
@@ -46,7 +48,22 @@ from .format import (
     encode_record,
     record_header,
 )
-from .reader import IDENTITY_KEYS, SUFFIX, ProposalLibrary, _check_file, _image_id, resolve_sources
+from .keys import key_bytes, key_type
+from .reader import (
+    IDENTITY_KEYS,
+    SUFFIX,
+    ProposalLibrary,
+    _check_file,
+    _image_id,
+    ids_digest,
+    meta_digest,
+    resolve_sources,
+)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
 
 __all__ = [
     "LibraryWriter",
@@ -73,6 +90,63 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on ``<library>.lock``, held by the one writer of a library file.
+
+    A second writer (another process, or another writer in this one) is refused at once, with
+    the holder's pid, host and start time in the message. The lock file records the holder and
+    is removed when the writer closes. On filesystems without ``flock`` support the library is
+    written unlocked (logged).
+    """
+
+    def __init__(self, path: str):
+        self.lib = path
+        self.path = path + ".lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 500).decode("utf-8", "replace").strip() or "unknown"
+                os.close(fd)
+                raise LibraryError(f"{self.lib} is being written by another writer ({holder}); "
+                                   "one file takes one writer: give each process its own shard "
+                                   "(--shard i/n, RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS)"
+                                   f" or wait for it (stale? delete {self.path} only if that "
+                                   "process is gone)") from None
+            except OSError as e:
+                os.close(fd)
+                log.warning("%s: cannot lock (%s); writing without a writer lock", self.lib, e)
+                return
+            try:  # the lock file may have been removed by the previous holder meanwhile
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, (f"pid {os.getpid()} on {socket.gethostname()} since "
+                          f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}").encode())
+            self.fd = fd
+            return
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
 
 
 def _remove_files(path: str) -> None:
@@ -103,13 +177,24 @@ class LibraryWriter:
     exception commits what was appended and leaves the library resumable.
     """
 
-    def __init__(self, path: str, con: sqlite3.Connection, meta: dict, commit_every: int):
+    def __init__(self, path: str, con: sqlite3.Connection, meta: dict, commit_every: int,
+                 lock: _WriterLock | None = None):
         self.path = path
         self._con = con
         self.meta = meta
         self._commit_every = commit_every
         self._pending = 0
-        self._ids = {int(r[0]) for r in con.execute("SELECT image_id FROM images")}
+        self._lock = lock
+        ints = [int(r[0]) for r in con.execute(
+            "SELECT image_id FROM images AS i WHERE NOT EXISTS (SELECT 1 FROM names AS n "
+            "WHERE n.image_id = i.image_id)")]
+        names = [r[0] for r in con.execute("SELECT n.name FROM names AS n JOIN images AS i "
+                                           "USING (image_id)")]
+        self._ids: set = set(ints) | set(names)
+        failed = con.execute("SELECT count(*) FROM failures AS f WHERE NOT EXISTS (SELECT 1 "
+                             "FROM names AS n WHERE n.image_id = f.image_id)").fetchone()[0]
+        named = con.execute("SELECT count(*) FROM names").fetchone()[0]
+        self._kind = "str" if named else ("int" if ints or failed else None)
         self._closed = False
 
     # ------------------------------------------------------------------ state
@@ -129,7 +214,7 @@ class LibraryWriter:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def image_ids(self) -> set[int]:
+    def image_ids(self) -> set:
         """Ids appended so far (committed, or pending in the open transaction)."""
         return set(self._ids)
 
@@ -149,8 +234,9 @@ class LibraryWriter:
 
         Parameters
         ----------
-        image_id : int
-            COCO image id; must not be in the library yet.
+        image_id : int or str
+            COCO image id or an image name (``"2007_000032"``); must not be in the library
+            yet. One library holds keys of one type.
         proposals : Proposals
             Masks at the image's original size ``(H, W)``.
         image_size : tuple of int, optional
@@ -169,12 +255,12 @@ class LibraryWriter:
             raise TypeError(f"append() takes samrefine.Proposals, got {type(proposals).__name__}"
                             "; convert SAM output with Proposals.from_sam(records)")
         if image_size is not None and tuple(int(v) for v in image_size) != proposals.size:
-            raise LibraryError(f"image {key}: proposals are {proposals.size[0]}x"
+            raise LibraryError(f"image {key!r}: proposals are {proposals.size[0]}x"
                                f"{proposals.size[1]} but the image is {image_size[0]}x"
                                f"{image_size[1]}; store proposals at the image's original size")
         if key in self._ids:
-            raise DuplicateImageError(f"image {key} is already in {self.path}; each image is "
-                                      "stored once (skip ids already in the writer)")
+            raise DuplicateImageError(f"image {key!r} is already in {self.path}; each image "
+                                      "is stored once (skip ids already in the writer)")
         proposals._validate()
         record = encode_record(proposals, compression=self.compression,
                                with_geometry=bool(self.meta.get("with_geometry", True)))
@@ -186,21 +272,37 @@ class LibraryWriter:
         self._check_open()
         key = _image_id(image_id)
         if key in self._ids:
-            raise DuplicateImageError(f"image {key} is already in {self.path}")
-        decode_record(record, where=f"record for image {key}")
+            raise DuplicateImageError(f"image {key!r} is already in {self.path}")
+        decode_record(record, where=f"record for image {key!r}")
         self._insert(key, bytes(record))
 
-    def _insert(self, key: int, record: bytes) -> None:
+    def _row_id(self, key) -> int:
+        """The ``image_id`` column value of ``key`` (a ``names`` row is made for a new name,
+        inside the open transaction); refuses a second key type."""
+        kind = "int" if isinstance(key, int) else "str"
+        if self._kind not in (None, kind):
+            raise LibraryError(f"image {key!r}: {self.path} holds {self._kind} keys; one "
+                               "library holds keys of one type (ints or names)")
+        if kind == "int":
+            return key
+        got = self._con.execute("SELECT image_id FROM names WHERE name = ?", (key,)).fetchone()
+        if got is not None:
+            return int(got[0])
+        return int(self._con.execute("INSERT INTO names(name) VALUES (?)", (key,)).lastrowid)
+
+    def _insert(self, key, record: bytes) -> None:
         h, w, n, r, _, _ = record_header(record)
         self._begin()
         try:
+            row = self._row_id(key)
             self._con.execute("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              (key, h, w, n, r, len(record), crc32(record)))
-            self._con.execute("INSERT INTO records VALUES (?, ?)", (key, record))
-            self._con.execute("DELETE FROM failures WHERE image_id = ?", (key,))
+                              (row, h, w, n, r, len(record), crc32(record)))
+            self._con.execute("INSERT INTO records VALUES (?, ?)", (row, record))
+            self._con.execute("DELETE FROM failures WHERE image_id = ?", (row,))
         except sqlite3.IntegrityError:
-            raise DuplicateImageError(f"image {key} is already in {self.path}") from None
+            raise DuplicateImageError(f"image {key!r} is already in {self.path}") from None
         self._ids.add(key)
+        self._kind = self._kind or ("int" if isinstance(key, int) else "str")
         self._pending += 1
         if self._pending >= self._commit_every:
             self.commit()
@@ -210,13 +312,17 @@ class LibraryWriter:
         self._check_open()
         key = _image_id(image_id)
         self._begin()
+        row = self._row_id(key)
         self._con.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?)",
-                          (key, int(attempts), str(error)[:2000]))
+                          (row, int(attempts), str(error)[:2000]))
+        self._kind = self._kind or ("int" if isinstance(key, int) else "str")
         self.commit()
 
-    def failures(self) -> dict[int, str]:
-        """``{image_id: error}`` of images that failed and were not appended since."""
-        return {int(k): e for k, e in self._con.execute("SELECT image_id, error FROM failures")}
+    def failures(self) -> dict:
+        """``{image_key: error}`` of images that failed and were not appended since."""
+        rows = self._con.execute("SELECT coalesce(n.name, f.image_id), f.error FROM failures "
+                                 "AS f LEFT JOIN names AS n USING (image_id)")
+        return {k: e for k, e in rows}
 
     def commit(self) -> None:
         """Make every append so far durable."""
@@ -226,8 +332,18 @@ class LibraryWriter:
 
     # ------------------------------------------------------------------ finishing
 
+    def _key_order_rows(self):
+        """``(key, crc32, n_masks, record)`` of every image, in key order."""
+        con = self._con
+        if self._kind == "str":
+            return con.execute("SELECT n.name, i.crc32, i.n_masks, r.data FROM names AS n JOIN "
+                               "images AS i USING (image_id) JOIN records AS r USING (image_id) "
+                               "ORDER BY n.name")
+        return con.execute("SELECT i.image_id, i.crc32, i.n_masks, r.data FROM images AS i "
+                           "JOIN records AS r USING (image_id) ORDER BY i.image_id")
+
     def finish(self, *, vacuum: bool = True) -> str:
-        """Seal the library: counts, content digest, compaction, then ``state = finished``.
+        """Seal the library: counts, digests, compaction, then ``state = finished``.
 
         A finished library is immutable and opens lock-free. Returns the path.
         """
@@ -235,18 +351,22 @@ class LibraryWriter:
         self.commit()
         con = self._con
         digest = hashlib.sha256()
+        keys = []
         n_masks = 0
-        for key, crc, n, data in con.execute(
-                "SELECT i.image_id, i.crc32, i.n_masks, r.data FROM images AS i "
-                "JOIN records AS r USING (image_id) ORDER BY i.image_id"):
+        for key, crc, n, data in self._key_order_rows():
             if crc32(data) != crc:
-                raise LibraryCorruptError(f"{self.path}: image {key}: record checksum mismatch "
-                                          "while finishing; the file is damaged")
-            digest.update(struct.pack("<qI", key, crc))
+                raise LibraryCorruptError(f"{self.path}: image {key!r}: record checksum "
+                                          "mismatch while finishing; the file is damaged")
+            digest.update(key_bytes(key) + struct.pack("<I", crc))
             digest.update(data)
+            keys.append(key)
             n_masks += n
-        values = {"n_images": len(self._ids), "n_masks": n_masks,
-                  "content_sha256": digest.hexdigest(),
+        if len(keys) != len(self._ids):
+            raise LibraryCorruptError(f"{self.path}: {len(keys)} records for {len(self._ids)} "
+                                      "indexed images while finishing; the file is damaged")
+        values = {"n_images": len(keys), "n_masks": n_masks,
+                  "content_sha256": digest.hexdigest(), "ids_sha256": ids_digest(keys),
+                  "key_type": self._kind or "int",
                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         con.execute("BEGIN IMMEDIATE")
         con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -265,6 +385,9 @@ class LibraryWriter:
                                "(the library stays resumable)") from None
         con.execute("BEGIN IMMEDIATE")
         con.execute("INSERT OR REPLACE INTO meta VALUES ('state', ?)", (dumps("finished"),))
+        rows = con.execute("SELECT key, value FROM meta").fetchall()
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('meta_sha256', ?)",
+                    (dumps(meta_digest(rows)),))
         con.execute("COMMIT")
         self.meta.update(values, state="finished")
         self.close()
@@ -279,6 +402,8 @@ class LibraryWriter:
         finally:
             self._con.close()
             self._closed = True
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> Self:
         return self
@@ -307,8 +432,12 @@ def create_library(path, *, generator: str = "custom", model: str | None = None,
                    checkpoint_sha256: str | None = None, params: Mapping | None = None,
                    shard: tuple[int, int] | None = None, if_exists: str = "resume",
                    commit_every: int = 1, compression: str = "zlib",
-                   with_geometry: bool = True, extra: Mapping | None = None) -> LibraryWriter:
+                   with_geometry: bool = True, extra: Mapping | None = None,
+                   build_id: str | None = None) -> LibraryWriter:
     """Create a library for writing, or resume an unfinished one with the same provenance.
+
+    One file takes one writer: a second writer (in any process) is refused at once, before it
+    reads or writes anything (an ``flock`` on ``<path>.lock`` naming the holder).
 
     Parameters
     ----------
@@ -337,6 +466,10 @@ def create_library(path, *, generator: str = "custom", model: str | None = None,
         Store per-mask ``area`` and ``bbox`` in the records.
     extra : mapping, optional
         More provenance (JSON-able), stored as ``meta['extra']``; not part of the identity.
+    build_id : str, optional
+        Identity of the whole build, the same in every shard (``build_library`` derives it from
+        the provenance, the full id list and the shard count); merge refuses shards of
+        different builds. Part of a shard's resume identity.
 
     Returns
     -------
@@ -361,7 +494,7 @@ def create_library(path, *, generator: str = "custom", model: str | None = None,
                 "checkpoint_sha256": checkpoint_sha256, "params": _jsonable(dict(params or {})),
                 "compression": compression, "with_geometry": bool(with_geometry)}
     fresh = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "state": "building",
-             **identity, "shard": list(shard) if shard else None,
+             **identity, "shard": list(shard) if shard else None, "build_id": build_id,
              "samrefine_version": __version__,
              "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
@@ -369,6 +502,18 @@ def create_library(path, *, generator: str = "custom", model: str | None = None,
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"directory {parent} does not exist; create it first")
+    lock = _WriterLock(path)
+    lock.acquire()  # before anything is read: the checks below cannot race another writer
+    try:
+        con, meta = _open_for_writing(path, if_exists, identity, fresh, shard, build_id)
+    except BaseException:
+        lock.release()
+        raise
+    return LibraryWriter(path, con, meta, int(commit_every), lock)
+
+
+def _open_for_writing(path: str, if_exists: str, identity: dict, fresh: dict, shard,
+                      build_id) -> tuple[sqlite3.Connection, dict]:
     if os.path.exists(path):
         if if_exists == "error":
             raise LibraryError(f"{path} exists; pass if_exists='resume' to continue its build "
@@ -393,35 +538,39 @@ def create_library(path, *, generator: str = "custom", model: str | None = None,
         con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                         [(k, dumps(v)) for k, v in fresh.items()])
         con.execute("COMMIT")
-        meta = dict(fresh)
-    else:
-        import json
-
+        return con, dict(fresh)
+    try:
         meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
-        if meta.get("format") != FORMAT_NAME:
-            con.close()
-            raise LibraryError(f"{path} exists and is not a samrefine library; choose another "
-                               "path")
-        if int(meta.get("format_version", 0)) != FORMAT_VERSION:
-            con.close()
-            raise LibraryError(f"{path} has format version {meta.get('format_version')}; "
-                               f"this samrefine writes version {FORMAT_VERSION}")
-        if meta.get("state") == "finished":
-            con.close()
-            raise LibraryFinishedError(f"{path} is a finished library; appends are not allowed "
-                                       "(pass if_exists='overwrite' to rebuild it)")
-        theirs = {k: meta.get(k) for k in IDENTITY_KEYS} | {"shard": meta.get("shard")}
-        ours = dict(identity) | {"shard": list(shard) if shard else None}
-        if theirs != ours:
-            diff = sorted(k for k in ours if ours[k] != theirs[k])
-            con.close()
-            raise LibraryError(f"{path} is an unfinished build with different settings ("
-                               + ", ".join(f"{k}: {theirs[k]!r} there, {ours[k]!r} now"
-                                           for k in diff)
-                               + "); resume it with the same settings or pass "
-                               "if_exists='overwrite'")
-        con.execute("PRAGMA journal_mode=WAL")
-    return LibraryWriter(path, con, meta, int(commit_every))
+    except (ValueError, TypeError, sqlite3.DatabaseError) as e:
+        con.close()
+        raise LibraryCorruptError(f"{path}: damaged meta table ({e})") from None
+    if meta.get("format") != FORMAT_NAME:
+        con.close()
+        raise LibraryError(f"{path} exists and is not a samrefine library; choose another path")
+    if meta.get("format_version") != FORMAT_VERSION:
+        con.close()
+        raise LibraryError(f"{path} has format version {meta.get('format_version')}; this "
+                           f"samrefine writes version {FORMAT_VERSION}: finish it with the "
+                           "samrefine that started it, or pass if_exists='overwrite'")
+    if meta.get("state") == "finished":
+        con.close()
+        raise LibraryFinishedError(f"{path} is a finished library; appends are not allowed "
+                                   "(pass if_exists='overwrite' to rebuild it)")
+    theirs = {k: meta.get(k) for k in IDENTITY_KEYS} | {"shard": meta.get("shard")}
+    ours = dict(identity) | {"shard": list(shard) if shard else None}
+    if shard is not None:  # shards of one build share its id; another build's file is not ours
+        theirs["build_id"] = meta.get("build_id")
+        ours["build_id"] = build_id
+    if theirs != ours:
+        diff = sorted(k for k in ours if ours[k] != theirs[k])
+        con.close()
+        raise LibraryError(f"{path} is an unfinished build with different settings ("
+                           + ", ".join(f"{k}: {theirs[k]!r} there, {ours[k]!r} now"
+                                       for k in diff)
+                           + "); resume it with the same settings or pass "
+                           "if_exists='overwrite'")
+    con.execute("PRAGMA journal_mode=WAL")
+    return con, meta
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,13 +592,38 @@ def parse_shard(shard) -> tuple[int, int]:
     return i, n
 
 
-def shard_from_env() -> tuple[int, int] | None:
-    """``(RANK, WORLD_SIZE)`` when ``torchrun`` (or a launcher setting both) started us."""
-    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
-    if rank is None or world is None:
-        return None
-    shard = parse_shard((rank, world))
-    return shard if shard[1] > 1 else None
+def shard_from_env(environ=None) -> tuple[int, int] | None:
+    """This process's shard from its launcher's environment, or None (one process).
+
+    In order: ``RANK``/``WORLD_SIZE`` (``torchrun``, ``torch.distributed`` launchers);
+    ``SLURM_PROCID``/``SLURM_NTASKS`` inside an ``srun`` step (``SLURM_STEP_ID`` set; a batch
+    script's own process is not a task of a step); ``SLURM_ARRAY_TASK_ID`` minus
+    ``SLURM_ARRAY_TASK_MIN`` of ``SLURM_ARRAY_TASK_COUNT`` (a job array ``--array=0-N``, step
+    1). A count of 1 means no sharding.
+    """
+    env = os.environ if environ is None else environ
+
+    def pair(a: str, b: str):
+        if env.get(a) is None or env.get(b) is None:
+            return None
+        return parse_shard((env[a], env[b]))
+
+    shard = pair("RANK", "WORLD_SIZE")
+    if shard is None and env.get("SLURM_STEP_ID") is not None:
+        shard = pair("SLURM_PROCID", "SLURM_NTASKS")
+    if shard is None and env.get("SLURM_ARRAY_TASK_ID") is not None:
+        try:
+            task = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+            count = int(env["SLURM_ARRAY_TASK_COUNT"])
+            step = int(env.get("SLURM_ARRAY_TASK_STEP", 1))
+        except (KeyError, ValueError):
+            raise ValueError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT/_MIN are "
+                             "missing or not ints; pass --shard i/n") from None
+        if step != 1:
+            raise ValueError(f"a job array with step {step} does not number its tasks 0..n-1; "
+                             "use --array=0-N or pass --shard i/n")
+        shard = parse_shard((task, count))
+    return shard if shard is not None and shard[1] > 1 else None
 
 
 def shard_path(path, index: int, count: int) -> str:
@@ -458,14 +632,68 @@ def shard_path(path, index: int, count: int) -> str:
     return f"{root}-shard-{index:05d}-of-{count:05d}{ext or SUFFIX}"
 
 
-def shard_ids(image_ids, index: int, count: int) -> list[int]:
-    """The ids shard ``index`` of ``count`` builds: every ``count``-th of the sorted unique ids."""
-    ids = sorted({_image_id(i) for i in image_ids})
-    return ids[index::count]
+def _sorted_keys(image_ids) -> list:
+    keys = {_image_id(i) for i in image_ids}
+    try:
+        key_type(keys)
+    except ValueError as e:
+        raise LibraryError(str(e)) from None
+    return sorted(keys)
+
+
+def shard_ids(image_ids, index: int, count: int) -> list:
+    """The keys shard ``index`` of ``count`` builds: every ``count``-th of the sorted unique
+    keys (ints, or names sorted by code point)."""
+    return _sorted_keys(image_ids)[index::count]
+
+
+def build_identity(provenance: Mapping, image_ids, count: int) -> str:
+    """A build's id: SHA-256 (first 32 hex digits) of its provenance, its full sorted key list
+    and its shard count; every shard of one build computes the same id, without talking."""
+    h = hashlib.sha256(json.dumps(_jsonable(dict(provenance)), sort_keys=True).encode())
+    h.update(struct.pack("<q", int(count)))
+    for k in _sorted_keys(image_ids):
+        h.update(key_bytes(k))
+    return h.hexdigest()[:32]
+
+
+def _check_complete(shards, allow_partial: bool) -> None:
+    """Refuse inputs that are not exactly the shards of one build (unless allowed)."""
+    if allow_partial:
+        return
+    metas = [(s.path, s.meta.get("shard"), s.meta.get("build_id")) for s in shards]
+    if len(metas) == 1 and metas[0][1] is None:
+        return  # one unsharded library
+    if any(m[1] is None for m in metas):
+        raise LibraryError("merge inputs include unsharded libraries ("
+                           + ", ".join(p for p, sh, _ in metas if sh is None)
+                           + "); they are not the shards of one build: pass allow_partial=True "
+                           "(--allow-partial) to merge them anyway")
+    builds = {b for _, _, b in metas}
+    if len(builds) > 1:
+        raise LibraryError(f"merge inputs come from {len(builds)} different builds (build ids "
+                           f"{sorted(str(b) for b in builds)}); merge the shards of one build, or "
+                           "pass allow_partial=True")
+    counts = {sh[1] for _, sh, _ in metas}
+    if len(counts) > 1:
+        raise LibraryError(f"merge inputs disagree on the shard count ({sorted(counts)})")
+    n = counts.pop()
+    seen: dict[int, str] = {}
+    for p, sh, _ in metas:
+        if sh[0] in seen:
+            raise LibraryError(f"{p} and {seen[sh[0]]} are both shard {sh[0]} of {n}")
+        seen[sh[0]] = p
+    missing = sorted(set(range(n)) - set(seen))
+    if missing:
+        raise LibraryError(f"merge inputs hold {len(seen)} of {n} shards; missing shard(s) "
+                           + ", ".join(f"{i}/{n}" for i in missing[:10])
+                           + (" ..." if len(missing) > 10 else "")
+                           + ": finish and add them, or pass allow_partial=True for a partial "
+                           "library")
 
 
 def merge_libraries(shards, output, *, if_exists: str = "error", vacuum: bool = True,
-                    progress: bool = True) -> str:
+                    progress: bool = True, allow_partial: bool = False) -> str:
     """Merge finished shards of one build into one finished library.
 
     Parameters
@@ -476,6 +704,9 @@ def merge_libraries(shards, output, *, if_exists: str = "error", vacuum: bool = 
         The merged library; must not be one of the shards.
     if_exists : {"error", "resume", "overwrite"}
         As in :func:`create_library` (``"resume"`` continues an interrupted merge).
+    allow_partial : bool
+        Merge inputs that are not exactly shards ``0..n-1`` of one build (some shards missing,
+        shards of different builds with equal settings, separate unsharded libraries).
 
     Returns
     -------
@@ -484,12 +715,22 @@ def merge_libraries(shards, output, *, if_exists: str = "error", vacuum: bool = 
 
     Raises
     ------
+    LibraryError
+        If the inputs are not one complete build (a shard missing, two builds, a shard twice)
+        and ``allow_partial`` is False.
     DuplicateImageError
         If an image id is in two shards (the error names both files).
     """
+    src = ProposalLibrary.open(shards)
+    try:
+        return _merge(src, output, if_exists, vacuum, progress, allow_partial)
+    finally:
+        src.close()
+
+
+def _merge(src, output, if_exists, vacuum, progress, allow_partial) -> str:
     from tqdm.auto import tqdm
 
-    src = ProposalLibrary.open(shards)
     out_abs = os.path.abspath(os.fspath(output))
     if out_abs in src.paths:
         raise LibraryError(f"merge output {out_abs} is one of its inputs; choose a new path")
@@ -497,27 +738,33 @@ def merge_libraries(shards, output, *, if_exists: str = "error", vacuum: bool = 
         if not s.finished:
             raise LibraryError(f"shard {s.path} is not finished; finish (resume) its build "
                                "before merging")
-    owner: dict[int, str] = {}
+    _check_complete(src._shards, allow_partial)
+    owner: dict = {}
     for s in src._shards:
-        for (key,) in s.query("SELECT image_id FROM images"):
+        keys = s.keys()
+        for key in keys.tolist() if isinstance(keys, np.ndarray) else keys:
             if key in owner:
-                raise DuplicateImageError(f"image {key} is in both {owner[key]} and {s.path}; "
-                                          "shards of one build must hold disjoint ids")
+                raise DuplicateImageError(f"image {key!r} is in both {owner[key]} and "
+                                          f"{s.path}; shards of one build must hold disjoint "
+                                          "ids")
             owner[key] = s.path
     m = src._shards[0].meta
     writer = create_library(
         out_abs, generator=m.get("generator", "custom"), model=m.get("model"),
         checkpoint_sha256=m.get("checkpoint_sha256"), params=m.get("params"),
         if_exists=if_exists, commit_every=256, compression=m.get("compression", "none"),
-        with_geometry=m.get("with_geometry", True),
+        with_geometry=m.get("with_geometry", True), build_id=m.get("build_id"),
         extra={**(m.get("extra") or {}),
                "merged_from": [os.path.basename(p) for p in src.paths]})
     by_path = {s.path: s for s in src._shards}
-    todo = sorted(k for k in owner if k not in writer)
-    for key in tqdm(todo, desc="merge", unit="img", disable=not progress):
-        got = by_path[owner[key]].raw(key)
-        writer.append_record(key, got[3])
-    return writer.finish(vacuum=vacuum)
+    try:
+        todo = _sorted_keys(k for k in owner if k not in writer)
+        for key in tqdm(todo, desc="merge", unit="img", disable=not progress):
+            got = by_path[owner[key]].raw(key)
+            writer.append_record(key, got[3])
+        return writer.finish(vacuum=vacuum)
+    finally:
+        writer.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,8 +794,6 @@ class VerifyReport:
 
 
 def _verify_file(path: str, deep: bool, report: VerifyReport, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
     from .reader import _Shard
 
     try:
@@ -557,35 +802,56 @@ def _verify_file(path: str, deep: bool, report: VerifyReport, progress: bool) ->
         report.errors.append(str(e))
         return
     try:
-        rows = shard.query("PRAGMA integrity_check")
-        if [r[0] for r in rows] != ["ok"]:
-            report.errors.append(f"{path}: SQLite integrity_check: "
-                                 + "; ".join(str(r[0]) for r in rows[:5]))
-            return
-        meta = shard.meta
-        index = shard.query("SELECT image_id, height, width, n_masks, n_runs, nbytes, crc32 "
-                            "FROM images ORDER BY image_id")
-        orphans = shard.query("SELECT count(*) FROM records WHERE image_id NOT IN "
-                              "(SELECT image_id FROM images)")[0][0]
+        _verify_shard(shard, deep, report, progress)
     except LibraryError as e:
         report.errors.append(str(e))
+    except (sqlite3.Error, ValueError, TypeError, KeyError, OverflowError) as e:
+        # whatever a damaged file makes the checks trip on is damage, reported as such
+        report.errors.append(f"{path}: damaged ({type(e).__name__}: {e})")
+    finally:
+        shard.close()  # a verify never keeps a building library's writer from finishing
+
+
+def _verify_shard(shard, deep: bool, report: VerifyReport, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    path = shard.path
+    rows = shard.query("PRAGMA integrity_check")
+    if [r[0] for r in rows] != ["ok"]:
+        report.errors.append(f"{path}: SQLite integrity_check: "
+                             + "; ".join(str(r[0]) for r in rows[:5]))
         return
+    meta = shard.meta
+    cols = "i.image_id, i.height, i.width, i.n_masks, i.n_runs, i.nbytes, i.crc32"
+    if shard.named:
+        index = shard.query(f"SELECT coalesce(n.name, i.image_id), {cols} FROM images AS i "
+                            "LEFT JOIN names AS n USING (image_id)")
+    else:
+        index = shard.query(f"SELECT i.image_id, {cols} FROM images AS i")
+    try:
+        key_type(k for k, *_ in index)
+    except ValueError as e:
+        report.errors.append(f"{path}: {e}")
+        return
+    index.sort(key=lambda row: row[0])
+    orphans = shard.query("SELECT count(*) FROM records WHERE image_id NOT IN "
+                          "(SELECT image_id FROM images)")[0][0]
     if orphans:
         report.errors.append(f"{path}: {orphans} records have no index row")
     digest = hashlib.sha256()
     n_masks = 0
-    for key, h, w, n, r, nbytes, crc in tqdm(index, desc=f"verify {os.path.basename(path)}",
-                                              unit="img", disable=not progress):
-        where = f"{path}: image {key}"
-        got = shard.query("SELECT data FROM records WHERE image_id = ?", (key,))
-        if not got:
+    for key, row, h, w, n, r, nbytes, crc in tqdm(index, desc=f"verify {os.path.basename(path)}",
+                                                   unit="img", disable=not progress):
+        where = f"{path}: image {key!r}"
+        got = shard.query("SELECT data FROM records WHERE image_id = ?", (row,))
+        if not got or not isinstance(got[0][0], bytes):
             report.errors.append(f"{where}: record missing")
             continue
         data = got[0][0]
         if len(data) != nbytes or crc32(data) != crc:
             report.errors.append(f"{where}: record checksum mismatch")
             continue
-        digest.update(struct.pack("<qI", key, crc))
+        digest.update(key_bytes(key) + struct.pack("<I", crc))
         digest.update(data)
         try:
             props = decode_record(data, where=where)
@@ -604,12 +870,15 @@ def _verify_file(path: str, deep: bool, report: VerifyReport, progress: bool) ->
     report.n_images += len(index)
     report.n_masks += n_masks
     if meta.get("state") == "finished":
-        if int(meta.get("n_images", -1)) != len(index):
+        if meta.get("n_images", -1) != len(index):
             report.errors.append(f"{path}: meta says {meta.get('n_images')} images, the index "
                                  f"holds {len(index)}")
         if meta.get("content_sha256") != digest.hexdigest():
             report.errors.append(f"{path}: content digest differs from the one written at "
                                  "finish (records added, removed or altered)")
+        if "ids_sha256" in meta and meta["ids_sha256"] != ids_digest(k for k, *_ in index):
+            report.errors.append(f"{path}: image id digest differs from the one written at "
+                                 "finish (damaged index)")
 
 
 def verify_library(source, *, deep: bool = False, progress: bool = False) -> VerifyReport:
