@@ -361,3 +361,16 @@ def test_no_carriage_return_progress_bar_in_a_log(tmp_path, dataset, capsys):
     assert main(argv) == 0
     assert main(["verify", str(tmp_path / "x.srlib")]) == 0
     assert "\r" not in capsys.readouterr().err
+
+
+def test_ids_file_keeps_voc_style_names(tmp_path):
+    """``--ids`` lines like ``2007_000032`` stay names (they once became int 2007000032)."""
+    from samrefine.cli.library import _read_ids
+
+    ids = tmp_path / "voc_train.txt"
+    ids.write_text("2007_000032\n2007_000039\n42\n")
+    assert _read_ids(str(ids)) == ["2007_000032", "2007_000039", 42]
+    floats = tmp_path / "ids.json"
+    floats.write_text("[1.2, 1.9]")
+    with pytest.raises(ValueError, match="ints or names"):
+        _read_ids(str(floats))

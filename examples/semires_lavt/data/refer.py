@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import json
-import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,8 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
 import samrefine
+from samrefine.library import LibraryError
+from samrefine.library.refs import read_refs_pickle
 
 from ..lavt.text import build_tokenizer, tokenize
 from .transforms import Resize, Sample, StrongAugment, normalize, to_tensor
@@ -179,12 +180,12 @@ def _load_index_cached(root: str, dataset: str, split_by: str) -> ReferIndex:
             f"{instances_path} not found; copy the refer package's instances.json for {dataset} "
             f"next to {refs_path.name}"
         )
-    try:
-        with open(refs_path, "rb") as f:
-            refs = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError, UnicodeDecodeError) as err:
+    try:  # data only: a refs file from the internet cannot run code here
+        refs = read_refs_pickle(refs_path)
+    except LibraryError as err:  # UnsafePickleError included
         raise DataLayoutError(
-            f"{refs_path} is not a readable pickle ({err}); re-download the refer annotations"
+            f"{refs_path} is not a readable refs pickle ({err}); re-download the refer "
+            "annotations"
         ) from err
     if not isinstance(refs, list) or (refs and not isinstance(refs[0], dict)):
         raise DataLayoutError(f"{refs_path} must hold a list of ref dicts, got {type(refs)}")

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..library import importers as im
 from ..library.generate import BuildResult, Generator, build_library
+from ..library.keys import parse_image_key
 from ..library.reader import ProposalLibrary
 from ..library.writer import create_library, merge_libraries, verify_library
 from ._common import load_callable, one_or_many, show_progress
@@ -32,7 +33,10 @@ FAIL_FAST = 20
 # --------------------------------------------------------------------------------------------
 
 
-def _read_ids(path: str) -> list[int]:
+def _read_ids(path: str) -> list[int | str]:
+    """Image keys of an ``--ids`` file: one a line (or whitespace/comma separated, or a JSON
+    list). Plain decimals become int ids; anything else (``2007_000032``,
+    ``aachen/aachen_000000_000019``) stays a name (:func:`samrefine.library.parse_image_key`)."""
     with open(path) as f:
         text = f.read()
     try:
@@ -41,16 +45,16 @@ def _read_ids(path: str) -> list[int]:
     except json.JSONDecodeError:
         ids = None
     if ids is None:
-        ids = [tok for tok in text.replace(",", " ").split()]
-    try:
-        return [int(i) for i in ids]
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{path}: image ids must be integers, one a line (or a JSON list)"
-        ) from None
+        return [parse_image_key(tok) for tok in text.replace(",", " ").split()]
+    out: list[int | str] = []
+    for value in ids:
+        if isinstance(value, float) or isinstance(value, bool):
+            raise ValueError(f"{path}: image ids must be ints or names, got {value!r}")
+        out.append(parse_image_key(value) if isinstance(value, str) else int(value))
+    return out
 
 
-def _image_ids(args: argparse.Namespace) -> tuple[list[int], dict[int, str]]:
+def _image_ids(args: argparse.Namespace) -> tuple[list, dict[int, str]]:
     """``(ids, file_names)`` from --ids / --refs / --instances."""
     names: dict[int, str] = {}
     if args.instances:

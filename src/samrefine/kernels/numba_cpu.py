@@ -126,9 +126,10 @@ def _start_numba_threads() -> int:
     global _THREADS_STARTED
     if _THREADS_STARTED:
         return nb.get_num_threads()
-    get_max = set_num = None
+    get_max: Any = None
+    set_num: Any = None
     try:
-        from numba.np.ufunc import omppool  # the OpenMP layer numba may pick
+        from numba.np.ufunc import omppool  # type: ignore[attr-defined]  # OpenMP layer
 
         # the layer's calls bind to the first libgomp in the process's global scope (torch's,
         # when torch was imported first), else to the one it links: look them up in that order

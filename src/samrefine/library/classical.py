@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ def _is_number(v: object) -> bool:
     return _is_int(v) or (isinstance(v, (float, np.floating)) and bool(np.isfinite(v)))
 
 
-def check_classical_params(**params: object) -> None:
+def check_classical_params(**params: Any) -> None:
     """Refuse parameter values that would silently give no or wrong masks (``max_masks=-5``
     used to build a library of empty entries; ``"abc"`` failed every image one by one).
 
@@ -123,7 +124,7 @@ def check_classical_params(**params: object) -> None:
         bad("scales", "at least one label map (scales or slic_segments)")
     for name, lo, hi, want in (("min_area_frac", 0, 1, "a number in [0, 1)"),
                                ("significant_area_frac", 0, 1, "a number in [0, 1)")):
-        v = params.get(name)
+        v: Any = params.get(name)
         if name in params and (not _is_number(v) or not lo <= v < hi):
             bad(name, want)
     if has("smooth_radius") and (not _is_int(params["smooth_radius"])

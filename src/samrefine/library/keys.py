@@ -51,17 +51,17 @@ def image_key(value) -> int | str:
             raise ValueError(f"image id {key} does not fit in a signed 64-bit integer")
         return key
     if isinstance(value, str):
-        key = str(value)
-        if not key or len(key) > MAX_NAME:
-            raise ValueError(f"image name {key[:60]!r} must have 1..{MAX_NAME} characters")
-        if key != key.strip() or any(ord(c) < 32 or ord(c) == 127 for c in key):
-            raise ValueError(f"image name {key!r} has surrounding whitespace or control "
+        name = str(value)
+        if not name or len(name) > MAX_NAME:
+            raise ValueError(f"image name {name[:60]!r} must have 1..{MAX_NAME} characters")
+        if name != name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise ValueError(f"image name {name!r} has surrounding whitespace or control "
                              "characters (a stray '\\r' from a Windows list file?); strip it")
         try:
-            key.encode("utf-8")
+            name.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"image name {key!r} is not valid Unicode text") from None
-        return key
+            raise ValueError(f"image name {name!r} is not valid Unicode text") from None
+        return name
     raise TypeError(f"image keys are ints (COCO ids) or str names, got "
                     f"{type(value).__name__} {value!r}")
 

@@ -25,6 +25,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -180,7 +181,7 @@ class _Shard:
             raise
         self.meta = meta
         self.version = int(meta["format_version"])
-        self._keys = None
+        self._keys: Any = None
 
     def _reset(self) -> None:
         self._pid = os.getpid()
@@ -313,6 +314,7 @@ class _Shard:
         the list is read once per process and checked against the count and (version 2) the
         id digest written at finish, so a damaged index raises :class:`LibraryCorruptError`
         instead of giving a wrong list."""
+        keys: Any
         if not self.finished:
             keys = self._list_keys()
             return keys if keys and isinstance(keys[0], str) else np.array(keys, np.int64)
@@ -433,7 +435,7 @@ class ProposalLibrary:
     def _reset_routing(self) -> None:
         # a reader's view of a shard's state is fixed at open (reopen to see a finish)
         self._routed = len(self._shards) > 1 and all(s.finished for s in self._shards)
-        self._route = None  # (sorted keys, owning shard index) or {name: shard index}
+        self._route: Any = None  # (sorted keys, owning shard index) or {name: shard index}
         self._recent = threading.local()  # per thread: shard indices in use, LRU first
 
     def __getstate__(self):

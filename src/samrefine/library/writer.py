@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,7 @@ from .reader import (
     resolve_sources,
 )
 
+fcntl: Any
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX
@@ -288,7 +290,9 @@ class LibraryWriter:
         got = self._con.execute("SELECT image_id FROM names WHERE name = ?", (key,)).fetchone()
         if got is not None:
             return int(got[0])
-        return int(self._con.execute("INSERT INTO names(name) VALUES (?)", (key,)).lastrowid)
+        row_id = self._con.execute("INSERT INTO names(name) VALUES (?)", (key,)).lastrowid
+        assert row_id is not None  # an INSERT always sets it
+        return int(row_id)
 
     def _insert(self, key, record: bytes) -> None:
         h, w, n, r, _, _ = record_header(record)
