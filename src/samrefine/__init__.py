@@ -14,6 +14,7 @@ from .audit import AuditReport, StrategyStats, audit
 from .match import STRATEGIES, Refinement, Scores, cpi, iom, refine
 from .proposals import ProposalBatch, Proposals
 from .rle import RLEError
+from .semantic import RegionScores, SemanticRefinement, SemanticRegions, refine_semantic
 from .viz import audit_bars, overlay_refinement, proposal_grid, pwa_map
 
 __version__ = "0.1.0"
@@ -45,6 +46,8 @@ __all__ = [
     # matching (numpy + numba)
     "Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STRATEGIES", "iom", "cpi",
     "refine",
+    # semantic (multi-class) refinement
+    "refine_semantic", "SemanticRefinement", "SemanticRegions", "RegionScores",
     # audit and pictures
     "audit", "AuditReport", "StrategyStats", "overlay_refinement", "proposal_grid", "pwa_map",
     "audit_bars",
