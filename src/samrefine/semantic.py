@@ -421,11 +421,9 @@ def _run_numba(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_cl
         lut, r_off, r_class, r_comp, r_area, run_r = k.class_regions(
             colptr, run_y0, run_key, np.int64(lab.shape[1]), ign, has_ign, skip_mask,
             np.int64(n_classes))
-        keys, direct = lab, False
     else:
         keys, r_off, r_class, r_comp, r_area = k.region_map_component(
             lab, ign, has_ign, skip_mask, np.int64(n_classes))
-        lut, direct = np.zeros((1, 1), np.int32), True
         colptr, run_y0, run_key = k.column_runs(keys)
         run_r = run_key.astype(np.int32)
     n_reg = int(r_off[-1])
@@ -449,9 +447,9 @@ def _run_numba(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_cl
     iou, s1, s2, sel, chosen, r_matched, score = k.select(
         p_m, p_r, p_t, r_area, nb_.area, n_reg, mode, float(t_iom), u is not None,
         float(u or 0.0), o is not None, float(o or 0.0), float(_config.CPI_EPS))
-    k.paint(lab, keys, lut, direct, ign, has_ign, r_off, r_class, r_matched, score, p_m, p_r,
-            sel, nb_.seg_x, nb_.seg_y0, nb_.seg_y1, nb_.seg_offsets, give_up_ignore,
-            np.int64(fill), out, out_m)
+    k.paint(lab, colptr, run_y0, run_r, r_off, r_class, r_matched, score, p_m, p_r, sel,
+            nb_.seg_x, nb_.seg_y0, nb_.seg_y1, nb_.seg_offsets, give_up_ignore, np.int64(fill),
+            out, out_m)
     moff = np.asarray(batch.host_mask_offsets, np.int64)
     chosen_local = np.where(chosen >= 0, chosen - moff[r_image], -1)
     return {"labels": out, "matched": out_m, "region_offsets": r_off, "r_image": r_image,

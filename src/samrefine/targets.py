@@ -149,8 +149,14 @@ def semires_targets(
     var: float = 0.1,
     backend: str | None = None,
     validate: bool = True,
+    **semantic: Any,
 ) -> SemiRESTargets:
     """Teacher output + proposals -> refined targets, PWA weights, match flags and statistics.
+
+    For a multi-class teacher output ``(B, C, H, W)`` with ``C > 2`` this returns
+    :func:`samrefine.semantic_targets` (class-map targets, a :class:`SemanticTargets`); the
+    ``semantic`` keywords (``per``, ``ignore_index``, ``skip_classes``, ``give_up``,
+    ``conf_thresh``) go there and are refused for binary outputs.
 
     Parameters
     ----------
@@ -201,6 +207,20 @@ def semires_targets(
     overflow). ``weight`` carries no class weights; pass the result to
     :class:`samrefine.PWABCELoss` (``criterion(student_logits, targets)``), which applies them.
     """
+    if isinstance(teacher_out, torch.Tensor) and teacher_out.ndim == 4 and teacher_out.shape[1] > 2:
+        from samrefine.class_targets import semantic_targets
+
+        if pseudo_thresh != 0.5:
+            raise ValueError("pseudo_thresh is for binary outputs; C > 2 classes use argmax "
+                             "(see conf_thresh)")
+        thresholds = {k: v for k, v in (("iom_thresh", iom_thresh), ("under", under),
+                                        ("over", over)) if v is not _UNSET}
+        return semantic_targets(teacher_out, proposals, strategy, from_logits=from_logits,
+                                gamma=gamma, mu=mu, var=var, backend=backend, validate=validate,
+                                **thresholds, **semantic)
+    if semantic:
+        raise TypeError(f"unexpected keyword(s) {sorted(semantic)}: they apply to multi-class "
+                        "(B, C > 2, H, W) teacher outputs only")
     if not isinstance(teacher_out, torch.Tensor) or not teacher_out.is_floating_point():
         raise TypeError(
             "teacher_out must be a floating-point torch.Tensor (logits or probabilities), got "
@@ -209,7 +229,8 @@ def semires_targets(
     shape = tuple(teacher_out.shape)
     if not (len(shape) == 3 or (len(shape) == 4 and shape[1] in (1, 2))):
         raise ValueError(
-            f"teacher_out must be (B, H, W), (B, 1, H, W) or (B, 2, H, W), got {shape}"
+            f"teacher_out must be (B, H, W), (B, 1, H, W), (B, 2, H, W) or (B, C > 2, H, W), "
+            f"got {shape}"
         )
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")

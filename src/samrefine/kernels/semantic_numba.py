@@ -49,17 +49,6 @@ def label_range(labels, ignore_index, has_ignore):
     return lo, hi, hi >= lo
 
 
-@nb.njit(inline="always", **NJIT)
-def _region_of(v, b, lut, direct, ignore_index, has_ignore):
-    """Region id of key ``v`` of image ``b``: the key itself (``direct``: a region map) or
-    ``lut[b, v]`` (a class map), -1 for void pixels."""
-    if direct:
-        return np.int64(v)
-    if has_ignore and np.int64(v) == ignore_index:
-        return np.int64(-1)
-    return np.int64(lut[b, v])
-
-
 @nb.njit(**NJIT)
 def _find(parent, i):
     while parent[i] != i:
@@ -378,13 +367,13 @@ def _next_free(nxt, i):
 
 
 @nb.njit(**NJIT)
-def paint(labels, keys, lut, direct, ignore_index, has_ignore, region_offsets, r_class,
-          r_matched, r_score, p_m, p_r, selected, seg_x, seg_y0, seg_y1, seg_offsets,
-          give_up_ignore, ignore_value, out, out_matched):
+def paint(labels, colptr, run_y0, run_r, region_offsets, r_class, r_matched, r_score, p_m, p_r,
+          selected, seg_x, seg_y0, seg_y1, seg_offsets, give_up_ignore, ignore_value, out,
+          out_matched):
     """Write refined labels ``out`` and the per-pixel ``out_matched`` (both (B, H, W)).
-    ``keys``/``lut``/``direct`` give each pixel's own region as in :func:`score_pairs`."""
+    ``colptr``/``run_y0``/``run_r`` are the column runs of the region ids (as scored)."""
     n_img, h, w = labels.shape
-    winner = np.empty((w, h), np.int32)  # column-major: each column is painted contiguously
+    winner = np.empty((h, w), np.int32)
     n_pairs = p_m.shape[0]
     # pairs are sorted by mask, hence by image: walk them image by image
     i0 = 0
@@ -454,14 +443,13 @@ def paint(labels, keys, lut, direct, ignore_index, has_ignore, region_offsets, r
             for x in range(w):
                 if colstart[x + 1] == colstart[x]:
                     continue
-                wc = winner[x]
                 for i in range(h + 1):
                     nxt[i] = i
                 for q in range(colstart[x], colstart[x + 1]):
                     y1 = b_y1[q]
                     y = _next_free(nxt, b_y0[q])
                     while y < y1:
-                        wc[y] = b_rk[q]
+                        winner[y, x] = b_rk[q]
                         nxt[y] = y1  # all of [y, y1) gets painted: jump past it at once
                         y = _next_free(nxt, y + 1)
         if n_match == 0:
@@ -473,29 +461,35 @@ def paint(labels, keys, lut, direct, ignore_index, has_ignore, region_offsets, r
                 dm[i] = False
             i0 = i1
             continue
-        cls_of_rank = np.empty(n_match, np.int64)
+        # claims: a row-major, branch-free select per pixel
+        cls_of_rank = np.empty(n_match + 1, np.int64)
         for q in range(n_match):
             cls_of_rank[q] = r_class[r0 + order[q]]
-        # tiles of 16 rows: the column-major winner is read contiguously, the row-major
-        # output stays in cache
+        cls_of_rank[n_match] = 0
         ob = out[b]
         mb = out_matched[b]
         lb = labels[b]
-        kb = keys[b]
-        for yt in range(0, h, 16):
-            ye = min(yt + 16, h)
+        for y in range(h):
+            wr = winner[y]
+            orow = ob[y]
+            mrow = mb[y]
+            lrow = lb[y]
             for x in range(w):
-                wc = winner[x]
-                for y in range(yt, ye):
-                    wv = wc[y]
-                    if wv != _BIG:
-                        ob[y, x] = cls_of_rank[wv]
-                        mb[y, x] = True
+                wv = min(wr[x], n_match)
+                claimed = wv < n_match
+                mrow[x] = claimed
+                orow[x] = cls_of_rank[wv] if claimed else lrow[x]
+        # give-ups: the unclaimed pixels of matched regions, found through the region runs
+        if give_up_ignore:
+            cp = colptr[b]
+            for x in range(w):
+                hi = cp[x + 1]
+                for j in range(cp[x], hi):
+                    rr = run_r[j]
+                    if rr < 0 or not r_matched[rr]:
                         continue
-                    mb[y, x] = False
-                    ob[y, x] = lb[y, x]
-                    if give_up_ignore:
-                        rr = _region_of(kb[y, x], b, lut, direct, ignore_index, has_ignore)
-                        if rr >= 0 and r_matched[rr]:
+                    end = run_y0[j + 1] if j + 1 < hi else h
+                    for y in range(run_y0[j], end):
+                        if winner[y, x] == _BIG:
                             ob[y, x] = ignore_value
         i0 = i1
