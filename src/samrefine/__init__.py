@@ -15,6 +15,7 @@ from .match import STRATEGIES, Refinement, Scores, cpi, iom, refine
 from .proposals import ProposalBatch, Proposals
 from .rle import RLEError
 from .semantic import RegionScores, SemanticRefinement, SemanticRegions, refine_semantic
+from .semantic_audit import SemanticAuditReport, SemanticStrategyStats, audit_semantic
 from .viz import audit_bars, overlay_refinement, proposal_grid, pwa_map
 
 __version__ = "0.1.0"
@@ -51,7 +52,8 @@ __all__ = [
     "Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STRATEGIES", "iom", "cpi",
     "refine",
     # semantic (multi-class) refinement
-    "refine_semantic", "SemanticRefinement", "SemanticRegions", "RegionScores",
+    "refine_semantic", "SemanticRefinement", "SemanticRegions", "RegionScores", "audit_semantic",
+    "SemanticAuditReport", "SemanticStrategyStats",
     # audit and pictures
     "audit", "AuditReport", "StrategyStats", "overlay_refinement", "proposal_grid", "pwa_map",
     "audit_bars",
