@@ -360,6 +360,9 @@ class ProposalCollate:
         entries mean no ops. Collated as a plain list. ``None`` disables it.
     collate : callable, default torch.utils.data.default_collate
         Collates everything else.
+    resize_mode : {"nearest", "nearest-exact", "pil"}, default "nearest"
+        Rule of the final resize to ``size`` (see :meth:`samrefine.Proposals.resize`): pick
+        the one your pipeline resizes label maps with (``"pil"`` for UniMatch-style loaders).
 
     Notes
     -----
@@ -386,6 +389,7 @@ class ProposalCollate:
         key: str | int = "proposals",
         geometry_key: str | int | None = "geometry",
         collate: Callable[[list[Any]], Any] = default_collate,
+        resize_mode: str = "nearest",
     ) -> None:
         if size is not None:
             try:
@@ -395,6 +399,11 @@ class ProposalCollate:
             if h <= 0 or w <= 0:
                 raise ValueError(f"size must be positive, got {size!r}")
             size = (h, w)
+        from samrefine.rle import RESIZE_MODES
+
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        self.resize_mode = resize_mode
         self.size = size
         self.key = key
         self.geometry_key = geometry_key
@@ -421,7 +430,7 @@ class ProposalCollate:
         for i, s in enumerate(samples):
             p, g, r = self._split(s, i)
             if self.size is not None:
-                p = p.resize(self.size)
+                p = p.resize(self.size, mode=self.resize_mode)
             props.append(p)
             geoms.append(g)
             rest.append(r)
