@@ -57,6 +57,16 @@ def _find(parent, i):
     return i
 
 
+@nb.njit(inline="always", **NJIT)
+def _union(parent, i, j):
+    ri = _find(parent, i)
+    rj = _find(parent, j)
+    if ri < rj:
+        parent[rj] = ri
+    elif rj < ri:
+        parent[ri] = rj
+
+
 @nb.njit(**NJIT)
 def region_map_component(labels, ignore_index, has_ignore, skip, n_classes):
     """Region = (image, class, 8-connected component of that class)."""
@@ -82,27 +92,28 @@ def region_map_component(labels, ignore_index, has_ignore, skip, n_classes):
                 valid[i] = ok
                 cls[i] = v
                 parent[i] = i
-        # union with the already-visited 8-neighbours: W, NW, N, NE
+        # union with the already-visited 8-neighbours. If N is a match, NW and NE (both
+        # adjacent to N) are already joined to it through row y - 1, so N alone suffices;
+        # otherwise NW, NE and W. Roots are always the smallest index of their tree.
         for y in range(h):
             for x in range(w):
                 i = y * w + x
                 if not valid[i]:
                     continue
                 c = cls[i]
-                for dy, dx in ((0, -1), (-1, -1), (-1, 0), (-1, 1)):
-                    yy = y + dy
-                    xx = x + dx
-                    if yy < 0 or xx < 0 or xx >= w:
-                        continue
-                    j = yy * w + xx
-                    if valid[j] and cls[j] == c:
-                        ri = _find(parent, i)
-                        rj = _find(parent, j)
-                        if ri != rj:
-                            if ri < rj:
-                                parent[rj] = ri
-                            else:
-                                parent[ri] = rj
+                if y > 0 and valid[i - w] and cls[i - w] == c:
+                    _union(parent, i, i - w)
+                else:
+                    if y > 0 and x > 0 and valid[i - w - 1] and cls[i - w - 1] == c:
+                        _union(parent, i, i - w - 1)
+                    if y > 0 and x + 1 < w and valid[i - w + 1] and cls[i - w + 1] == c:
+                        _union(parent, i, i - w + 1)
+                if x > 0 and valid[i - 1] and cls[i - 1] == c:
+                    _union(parent, i, i - 1)
+        # flatten: parents point to smaller indices, so one forward pass resolves every root
+        for i in range(h * w):
+            if valid[i]:
+                parent[i] = parent[parent[i]]
         # number components per class in order of first pixel (the root is the first pixel)
         count = np.zeros(n_classes, np.int64)
         n_comp = 0
@@ -125,7 +136,7 @@ def region_map_component(labels, ignore_index, has_ignore, skip, n_classes):
             if not valid[i]:
                 region[b, y, x] = -1
                 continue
-            root = _find(parent, i)
+            root = parent[i]
             c = cls[i]
             local = start[c] + comp_of_root[root]
             region[b, y, x] = base + local
