@@ -44,7 +44,9 @@ to the regions it crosses): ``O(H W + segments log k + crossings)`` for the whol
 class. Writing the output adds ``O(area of selected proposals + H W)``. Numba on the CPU (numpy
 arrays and CPU tensors), torch on CUDA tensors, ``backend=`` overrides; results are identical.
 ``per="component"`` labels components with the Numba kernel on the host, also for CUDA input
-(one host round trip of the label map).
+(one host round trip of the label map). The torch kernels expand the selected proposals to
+pixels to resolve conflicts (``O(total area of the selected proposals)``): fine on a GPU, slow
+on a CPU, where the Numba kernels run by default.
 
 Contents: :func:`refine_semantic`, :class:`SemanticRefinement`, :class:`SemanticRegions`,
 :class:`RegionScores`.
