@@ -272,7 +272,7 @@ def test_bad_input_is_refused_with_a_fix():
     assert out.labels[0, 0] == -1 and len(out.regions) == 1
 
 
-def test_torch_input_without_torch_import_in_samrefine():
+def test_import_samrefine_does_not_import_torch():
     import subprocess
     import sys
 
