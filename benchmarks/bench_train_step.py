@@ -43,12 +43,13 @@ def _median_ms(fn, repeats: int) -> float:
 def main() -> None:
     """Run the benchmark and print a table."""
     import samrefine
-    from examples.semires_lavt import engine
     from examples.semires_lavt.config import build_config
     from examples.semires_lavt.data import ReferDataset, collate, load_refer
     from examples.semires_lavt.data.refer import IMAGE_DIR
     from examples.semires_lavt.data.synthetic import write_synthetic_refcoco
     from examples.semires_lavt.lavt import build_lavt
+    from examples.semires_lavt.optim import build_optimizer
+    from examples.semires_lavt.semires_step import SemiRESSettings, semi_step
     from samrefine.library import ProposalLibrary, build_library, get_generator
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -94,14 +95,20 @@ def main() -> None:
         torch.manual_seed(0)
         student = build_lavt("tiny", img_size=args.size, verbose=False)
         teacher = samrefine.EMATeacher(student, decay=0.99)
-        optimizer = engine.build_optimizer(student, 1e-4, 1e-2)
+        optimizer = build_optimizer(student, 1e-4, 1e-2)
         criterion = samrefine.PWABCELoss()
 
         def step(
             student=student, teacher=teacher, optimizer=optimizer, cfg=cfg, criterion=criterion
         ):
-            loss, _ = engine.semi_step(
-                student, teacher.module, lab, unl, criterion, cfg, torch.device("cpu")
+            loss, _ = semi_step(
+                student,
+                teacher.module,
+                lab,
+                unl,
+                criterion,
+                SemiRESSettings.from_config(cfg),
+                torch.device("cpu"),
             )
             optimizer.zero_grad()
             loss.backward()

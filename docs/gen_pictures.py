@@ -6,7 +6,7 @@ Nothing is drawn by hand. The photograph is scikit-image's ``astronaut`` (a real
 with the package); the proposals come from :func:`samrefine.library.classical.
 classical_proposals` (multi-scale superpixels: not SAM, so no checkpoint is needed), resized
 to a 256 x 256 "model input" on runs, as in training; regions covering more than half of the
-image are dropped (see :func:`samrefine.audit.demo_data`). The object is the largest proposal
+image are dropped (see :func:`samrefine.demo.demo_data`). The object is the largest proposal
 under a fixed pixel of the astronaut's head; the pseudo-labels are that object damaged the way
 a noisy teacher would (eroded, dilated, holed, with a spurious blob). Matching is
 :func:`samrefine.refine`, the pictures :mod:`samrefine.viz`, the counts :func:`samrefine.audit`.
@@ -23,8 +23,7 @@ from PIL import Image
 from scipy import ndimage
 
 import samrefine as sr
-from samrefine.audit import demo_data
-from samrefine.demo import corrupt_mask
+from samrefine.demo import corrupt_mask, demo_data
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "img")
 SIZE = 256

@@ -1,4 +1,4 @@
-"""samrefine.audit: correction counts on a hand-built case, sweep, validation, CLI.
+"""samrefine.audit (in samrefine.auditing): correction counts, sweep, validation, CLI.
 
 Every expected number below is derived by hand from the masks (see the comments), or, in the
 property test, from the independent dense reference of ``tests/naive.py`` with exact fractions;
@@ -120,7 +120,7 @@ def test_cpi_sweep_is_a_grid_and_table_lists_everything():
     rep = sr.audit(pseudo, props, gt, ["cpi", "cpi-u"], sweep=[0.5, 0.7, 0.9])
     cpi_rows = [r for r in rep.sweep if r.strategy == "cpi"]
     assert len(cpi_rows) == 9 and len(rep.sweep) == 12
-    assert all(r.thresholds["over"] is None for r in rep.sweep if r.strategy == "cpi-u")
+    assert all(r.thresholds.keys() == {"under"} for r in rep.sweep if r.strategy == "cpi-u")
     text = rep.table(sweep=True)
     assert "recommended:" in text and "all 12 sweep settings" in text
     assert "no-corr" in text and "tie" in text

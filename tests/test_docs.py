@@ -154,4 +154,4 @@ def test_mkdocs_build_strict(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert (tmp_path / "site" / "api" / "index.html").is_file()
     api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
-    assert 'id="samrefine.audit.audit"' in api and 'id="samrefine.match.refine"' in api
+    assert 'id="samrefine.auditing.audit"' in api and 'id="samrefine.match.refine"' in api

@@ -44,10 +44,22 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from examples.semires_lavt.data import (  # noqa: E402
+    ReferDataset,
+    Resize,
+    collate,
+    write_synthetic_refcoco,
+)
+from examples.semires_lavt.data.refer import DEFAULT_SPLIT_BY, SPLITS  # noqa: E402
+from examples.semires_lavt.lavt import build_lavt, load_lavt_checkpoint  # noqa: E402
 
 __all__ = [
     "COCO_AREA_THRESHOLDS",
@@ -177,7 +189,6 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def _gather_records(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """All-gather per-sample records across ranks and drop DistributedSampler repeats."""
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         gathered: list[Any] = [None] * dist.get_world_size()
@@ -229,7 +240,6 @@ def evaluate(
         "protocols": {name: {"label", "all": metrics, "by_size": {bucket: metrics}}},
         "area_thresholds"}``; metrics as :func:`summarize`. Identical on every rank.
     """
-    from tqdm import tqdm
 
     unknown = [p for p in protocols if p not in PROTOCOL_LABELS]
     if unknown or not protocols:
@@ -336,7 +346,6 @@ def _json_safe(value: Any) -> Any:
 
 def _setup_distributed() -> tuple[int, int, torch.device]:
     """Initialise torch.distributed from torchrun's environment; (rank, world, device)."""
-    import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -394,11 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns ``{split: result}``."""
-    from torch.utils.data import DataLoader, DistributedSampler
-
-    from examples.semires_lavt.data import ReferDataset, Resize, collate, write_synthetic_refcoco
-    from examples.semires_lavt.data.refer import DEFAULT_SPLIT_BY, SPLITS
-    from examples.semires_lavt.lavt import build_lavt, load_lavt_checkpoint
 
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)

@@ -10,8 +10,19 @@ from __future__ import annotations
 
 import importlib
 
-from .audit import AuditReport, StrategyStats, audit
-from .match import STRATEGIES, Refinement, Scores, cpi, iom, refine
+from .audit_report import AuditReport, StrategyStats
+from .auditing import audit
+from .match import (
+    STRATEGIES,
+    Refinement,
+    ResolvedStrategy,
+    Scores,
+    Strategy,
+    cpi,
+    iom,
+    refine,
+    resolve_strategy,
+)
 from .proposals import ProposalBatch, Proposals
 from .rle import RLEError
 from .semantic import RegionScores, SemanticRefinement, SemanticRegions, refine_semantic
@@ -20,8 +31,6 @@ from .viz import audit_bars, overlay_refinement, proposal_grid, pwa_map
 
 __version__ = "0.1.0"
 
-# ``audit`` is eager on purpose: lazily, ``import samrefine.audit`` would rebind the name
-# ``samrefine.audit`` to the submodule.
 #: public name -> submodule that defines it (imported on first access)
 _LAZY = {
     "pwa_weight": "pwa",
@@ -49,8 +58,8 @@ _LAZY = {
 __all__ = [
     "__version__",
     # matching (numpy + numba)
-    "Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STRATEGIES", "iom", "cpi",
-    "refine",
+    "Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STRATEGIES", "Strategy",
+    "ResolvedStrategy", "resolve_strategy", "iom", "cpi", "refine",
     # semantic (multi-class) refinement
     "refine_semantic", "SemanticRefinement", "SemanticRegions", "RegionScores", "audit_semantic",
     "SemanticAuditReport", "SemanticStrategyStats",

@@ -1,19 +1,33 @@
-"""A self-contained demonstration: refine a corrupted pseudo-label on a real photograph.
+"""Demonstration data: corrupted pseudo-labels of objects in real photographs.
 
-Used by ``samrefine demo`` and by the benchmarks. Proposals come from the classical
-multi-scale superpixel generator (not SAM: no checkpoint is needed); the "object" is one of
-the coarse regions, and the pseudo-label is that object eroded, dilated, holed and given a
-spurious blob, as a noisy teacher would predict it.
+Used by ``samrefine demo``, ``samrefine audit --demo``, ``samrefine viz ... --demo``, the docs
+and the benchmarks. Proposals come from the classical multi-scale superpixel generator (not SAM:
+no checkpoint is needed); an "object" is one of the coarse regions, and its pseudo-label is that
+object eroded or dilated, holed and given a spurious blob, as a noisy teacher would predict it.
+
+Needs the ``classical`` extra (scikit-image, SciPy, Pillow): ``pip install
+"samrefine[classical]"``.
+
+Contents: :func:`photo`, :func:`corrupt_mask`, :func:`pick_object`, :func:`demo_data`,
+:func:`run_demo`, :data:`PHOTOS`.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["corrupt_mask", "photo", "pick_object", "run_demo"]
+from ._common import mask_iou
+from .library.classical import classical_proposals
+from .match import STRATEGIES, KernelMode, refine
+from .proposals import Proposals
 
+__all__ = ["PHOTOS", "corrupt_mask", "demo_data", "photo", "pick_object", "run_demo"]
+
+#: Photo names accepted by :func:`photo` (all shipped by ``skimage.data``).
 PHOTOS = ("coffee", "astronaut", "chelsea", "rocket", "motorcycle")
 
 
@@ -36,19 +50,24 @@ def corrupt_mask(mask: np.ndarray, rng: np.random.Generator, strength: float = 1
     mask = np.asarray(mask, bool)
     h, w = mask.shape
     r = max(1, int(round(strength * min(h, w) / 40)))
-    out = ndimage.binary_dilation(mask, iterations=r) if rng.random() < 0.5 else \
-        ndimage.binary_erosion(mask, iterations=r)
+    out = (
+        ndimage.binary_dilation(mask, iterations=r)
+        if rng.random() < 0.5
+        else ndimage.binary_erosion(mask, iterations=r)
+    )
     yy, xx = np.mgrid[:h, :w]
     ys, xs = np.nonzero(mask)
     if ys.size:
         k = rng.integers(ys.size)
         out &= (yy - ys[k]) ** 2 + (xx - xs[k]) ** 2 > (2 * r) ** 2  # a hole
     by, bx = rng.integers(h), rng.integers(w)
-    out |= (yy - by) ** 2 + (xx - bx) ** 2 < (3 * r) ** 2            # a spurious blob
+    out |= (yy - by) ** 2 + (xx - bx) ** 2 < (3 * r) ** 2  # a spurious blob
     return out
 
 
-def pick_object(props, rng: np.random.Generator, lo: float = 0.03, hi: float = 0.3) -> int:
+def pick_object(
+    props: Proposals, rng: np.random.Generator, lo: float = 0.03, hi: float = 0.3
+) -> int:
     """Index of a proposal covering between ``lo`` and ``hi`` of the image (an "object")."""
     frac = props.area / (props.size[0] * props.size[1])
     cand = np.flatnonzero((frac > lo) & (frac < hi))
@@ -57,21 +76,111 @@ def pick_object(props, rng: np.random.Generator, lo: float = 0.03, hi: float = 0
     return int(rng.choice(cand))
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 0.0
+def _resize_rgb(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an ``(H, W, 3)`` uint8 image to ``hw = (h, w)`` (Pillow)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
 
 
-def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed: int = 0,
-             print_fn=print) -> dict:
+@functools.lru_cache(maxsize=4)
+def _small_photo_proposals(name: str) -> Proposals:
+    """Classical proposals of a photo downscaled to <= 320 px (cached: ~1.5 s each)."""
+    img = photo(name)
+    h, w = img.shape[:2]
+    s = min(1.0, 320 / max(h, w))
+    return classical_proposals(_resize_rgb(img, (round(h * s), round(w * s))))
+
+
+def _square_photo(name: str, size: int) -> np.ndarray:
+    """The photo resized (bilinear) to ``(size, size, 3)`` uint8."""
+    return _resize_rgb(photo(name), (size, size))
+
+
+def demo_data(
+    photo: str = "coffee",
+    samples: int = 16,
+    size: int = 256,
+    seed: int = 0,
+    strength: float = 0.6,
+    hold_out_gt: bool = True,
+    max_area: float = 0.5,
+) -> dict:
+    """Pseudo-labels, proposals and ground truth on a real photo, for trying the audit.
+
+    The photo (``skimage.data``) is downscaled to at most 320 pixels on its longer side and
+    given classical multi-scale proposals (:func:`samrefine.library.classical.
+    classical_proposals`, not SAM); the proposals are resized to ``size x size`` as a training
+    pipeline would. Each sample's ground truth is one proposal covering 3-30% of the image
+    (:func:`pick_object`) and its pseudo-label that object corrupted as a noisy teacher would
+    (:func:`corrupt_mask`). With ``hold_out_gt`` the object's own proposal is removed from that
+    sample's proposals, so the library does not contain the exact answer (as with SAM on real
+    data). Classical regions covering more than ``max_area`` of the image are dropped: the
+    coarsest superpixel scale merges most of a photo into one region that contains every
+    object, which SAM's "segment everything" output does not do.
+
+    Parameters
+    ----------
+    photo : str
+        A name from :data:`PHOTOS`.
+    samples : int
+        Number of samples (objects may repeat when the photo has few).
+    size : int
+        Side of the square model input, pixels.
+    seed : int
+        Seed of the object choice and the corruption.
+    strength : float
+        Corruption strength (boundary shift about ``strength x size / 40`` pixels).
+    hold_out_gt : bool
+        Remove each sample's ground-truth proposal from its proposals.
+    max_area : float in (0, 1]
+        Drop classical regions larger than this share of the image.
+
+    Returns
+    -------
+    dict
+        ``image`` (size, size, 3) uint8; ``pseudo`` and ``gt`` (samples, size, size) bool;
+        ``proposals`` list of ``samples`` :class:`samrefine.Proposals` at (size, size);
+        ``library`` the photo's full :class:`samrefine.Proposals` at (size, size).
+    """
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive int, got {samples!r}")
+    if not isinstance(size, int) or size < 16:
+        raise ValueError(f"size must be an int >= 16 (pixels), got {size!r}")
+    if not 0.0 < max_area <= 1.0:
+        raise ValueError(f"max_area must be in (0, 1], got {max_area!r}")
+    rng = np.random.default_rng(seed)
+    library = _small_photo_proposals(photo).resize((size, size))
+    library = library[library.area <= max_area * size * size]
+    image = _square_photo(photo, size)
+    dense = library.to_dense()
+    objs = [pick_object(library, rng) for _ in range(samples)]
+    gt = dense[objs]
+    pseudo = np.stack([corrupt_mask(g, rng, strength) for g in gt])
+    keep = np.ones(len(library), bool)
+    props = []
+    for k in objs:
+        if hold_out_gt:
+            keep[:] = True
+            keep[k] = False
+            props.append(library[keep])
+        else:
+            props.append(library)
+    return {"image": image, "pseudo": pseudo, "gt": gt, "proposals": props, "library": library}
+
+
+def run_demo(
+    photo_name: str = "coffee",
+    size: int = 480,
+    samples: int = 8,
+    seed: int = 0,
+    print_fn: Callable[[str], object] = print,
+) -> dict:
     """Refine ``samples`` corrupted objects of a photo with every strategy; print a table.
 
     Returns a dict strategy -> {"matched": share, "iou_before": mean, "iou_after": mean,
     "ms_per_sample": median time}.
     """
-    from . import refine
-    from .library.classical import classical_proposals
-
     rng = np.random.default_rng(seed)
     img = photo(photo_name)
     t0 = time.perf_counter()
@@ -84,26 +193,37 @@ def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed
     objs = [pick_object(small, rng) for _ in range(samples)]
     gts = dense[objs]
     pseudo = np.stack([corrupt_mask(g, rng) for g in gts])
-    print_fn(f"photo {photo_name!r} {img.shape[1]}x{img.shape[0]}: {len(props)} classical "
-             f"proposals in {t_gen:.2f} s; resized to {size}x{size} on runs in "
-             f"{t_resize * 1e3:.2f} ms")
-    print_fn(f"{samples} corrupted pseudo-labels of proposal objects (eroded/dilated, holed, "
-             "with a spurious blob)\n")
-    print_fn(f"{'strategy':<8} {'matched':>8} {'IoU before':>11} {'IoU after':>10} "
-             f"{'ms/sample':>10}")
+    print_fn(
+        f"photo {photo_name!r} {img.shape[1]}x{img.shape[0]}: {len(props)} classical "
+        f"proposals in {t_gen:.2f} s; resized to {size}x{size} on runs in "
+        f"{t_resize * 1e3:.2f} ms"
+    )
+    print_fn(
+        f"{samples} corrupted pseudo-labels of proposal objects (eroded/dilated, holed, "
+        "with a spurious blob)\n"
+    )
+    print_fn(
+        f"{'strategy':<8} {'matched':>8} {'IoU before':>11} {'IoU after':>10} {'ms/sample':>10}"
+    )
     results = {}
-    before = np.mean([_iou(p, g) for p, g in zip(pseudo, gts)])
-    for strategy in ("iom", "cpi", "cpi-u", "cpi-o"):
+    before = np.mean([mask_iou(p, g) for p, g in zip(pseudo, gts)])
+    for strategy in (n for n, s in STRATEGIES.items() if s.mode != KernelMode.NONE):
         ref = refine(pseudo, [small] * samples, strategy)  # warm-up (JIT)
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
             ref = refine(pseudo, [small] * samples, strategy)
             times.append((time.perf_counter() - t0) / samples)
-        after = np.mean([_iou(m, g) for m, g in zip(ref.masks, gts)])
-        res = {"matched": float(np.mean(ref.matched)), "iou_before": float(before),
-                   "iou_after": float(after), "ms_per_sample": float(np.median(times) * 1e3)}
+        after = np.mean([mask_iou(m, g) for m, g in zip(ref.masks, gts)])
+        res = {
+            "matched": float(np.mean(ref.matched)),
+            "iou_before": float(before),
+            "iou_after": float(after),
+            "ms_per_sample": float(np.median(times) * 1e3),
+        }
         results[strategy] = res
-        print_fn(f"{strategy:<8} {res['matched']:>8.2f} {before:>11.3f} {after:>10.3f} "
-                 f"{res['ms_per_sample']:>10.3f}")
+        print_fn(
+            f"{strategy:<8} {res['matched']:>8.2f} {before:>11.3f} {after:>10.3f} "
+            f"{res['ms_per_sample']:>10.3f}"
+        )
     return results

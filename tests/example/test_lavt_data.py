@@ -32,6 +32,7 @@ from examples.semires_lavt.data import (
     write_synthetic_refcoco,
 )
 from examples.semires_lavt.data.synthetic import COLOURS
+from examples.semires_lavt.data.transforms import resize_mask
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -336,13 +337,61 @@ def test_proposals_follow_every_geometric_transform(synthetic_root, tokenizer):
     torch.manual_seed(0)
     for i in range(0, len(ds), 5):
         sample = ds[i]
-        proposals = sample["proposals"]
+        proposals = collate([sample])["proposals"][0]
         assert proposals.size == (96, 96)
         dense = proposals.to_dense()
         gt = sample["mask"].numpy().astype(bool)
         assert any(np.array_equal(m, gt) for m in dense), f"sample {i}"
     batch = collate([ds[0], ds[1]])
     assert isinstance(batch["proposals"], samrefine.ProposalBatch) and len(batch["proposals"]) == 2
+
+
+def _replay_dense(masks: np.ndarray, ops: list) -> np.ndarray:
+    """The geometry ops on dense (N, h, w) masks with numpy (crop, flip, torch-rule resize)."""
+    for op in ops:
+        if op[0] == "crop":
+            x, y, w, h = op[1]
+            masks = masks[:, y : y + h, x : x + w]
+        elif op[0] == "hflip":
+            masks = masks[:, :, ::-1]
+        else:
+            masks = np.stack([resize_mask(m, op[1], "torch") for m in masks])
+    return masks
+
+
+@needs_proposals
+def test_library_collate_gives_the_proposals_of_the_transformed_image(synthetic_root, tokenizer):
+    """samrefine.ProposalCollate + follow_geometry = the same ops done on dense masks by hand.
+
+    The dataset records the ops applied to the image (crop, resize, flip); collate replays them
+    on the original proposals. The result must equal the original masks cropped, resized and
+    flipped with numpy (the example's own torch-rule resize), pixel for pixel, and the images,
+    masks and sentences must be what the dataset returned.
+    """
+    source = _gt_proposals(synthetic_root)
+    ds = ReferDataset(
+        synthetic_root,
+        split="train",
+        image_size=80,
+        tokenizer=tokenizer,
+        proposals=source,
+        transforms=[RandomCrop(scale=(0.5, 0.9), p=1.0), RandomHorizontalFlip(0.5), Resize(80)],
+    )
+    torch.manual_seed(1)
+    samples = [ds[i] for i in range(0, len(ds), 4)]
+    flipped = sum(("hflip",) in s["geometry"] for s in samples)
+    assert 0 < flipped < len(samples)  # both branches seen
+    batch = collate(samples)
+    assert batch["proposals"].size == (80, 80)
+    for b, sample in enumerate(samples):
+        original = sample["proposals"]
+        assert original.size == tuple(sample["orig_size"])
+        expected = _replay_dense(original.to_dense(), sample["geometry"])
+        np.testing.assert_array_equal(batch["proposals"][b].to_dense(), expected)
+        assert torch.equal(batch["image"][b], sample["image"])
+        assert torch.equal(batch["mask"][b], sample["mask"])
+    assert batch["sentence"] == [s["sentence"] for s in samples]
+    assert batch["geometry"] == [s["geometry"] for s in samples]
 
 
 @needs_proposals

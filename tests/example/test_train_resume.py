@@ -11,6 +11,10 @@ from examples.semires_lavt.train import train
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+class _Crash(Exception):
+    """Raised from the step callback to stop a run abruptly."""
+
+
 def _config(root, out, **changes):
     from tiny_settings import tiny_train_settings
 
@@ -46,14 +50,19 @@ def test_kill_and_resume_equals_uninterrupted(synthetic_root, library, tmp_path)
         "max_steps": 4,
     }
     straight = train(_config(synthetic_root, tmp_path / "straight", **semi))
-    stopped = train(_config(synthetic_root, tmp_path / "resumed", stop_after_steps=3, **semi))
-    assert stopped == {"stopped_at": 3}
-    assert torch.load(tmp_path / "resumed" / "latest.pth", weights_only=False)["step"] == 2
+
+    def crash_after_step_3(step: int) -> None:
+        if step == 3:
+            raise _Crash  # nothing more is saved, as in a killed process
+
+    with pytest.raises(_Crash):
+        train(_config(synthetic_root, tmp_path / "resumed", **semi), after_step=crash_after_step_3)
+    assert torch.load(tmp_path / "resumed" / "latest.pth", weights_only=True)["step"] == 2
     resumed = train(_config(synthetic_root, tmp_path / "resumed", **semi))
     assert resumed["steps"] == straight["steps"] == 4
 
-    a = torch.load(tmp_path / "straight" / "latest.pth", weights_only=False)
-    b = torch.load(tmp_path / "resumed" / "latest.pth", weights_only=False)
+    a = torch.load(tmp_path / "straight" / "latest.pth", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "latest.pth", weights_only=True)
     _assert_same_state(a["model"], b["model"])
     _assert_same_state(a["teacher"]["module"], b["teacher"]["module"])
     assert a["teacher"]["step"] == b["teacher"]["step"] == 4
@@ -64,5 +73,5 @@ def test_kill_and_resume_equals_uninterrupted(synthetic_root, library, tmp_path)
     assert a["scheduler"] == b["scheduler"]
     assert a["history"] == b["history"]
     # and the run did train: weights moved away from the burn-in initialisation
-    init = torch.load(weights, weights_only=False)["model"]
+    init = torch.load(weights, weights_only=True)["model"]
     assert any(not torch.equal(init[k], a["model"][k]) for k in init)

@@ -10,9 +10,17 @@ import math
 import pytest
 import torch
 
-from examples.semires_lavt import engine
+from examples.semires_lavt import sampling
 from examples.semires_lavt.config import build_config
 from examples.semires_lavt.data import ReferDataset, collate
+from examples.semires_lavt.optim import build_optimizer
+from examples.semires_lavt.semires_step import (
+    SemiRESSettings,
+    confidence_ignore,
+    correction_stats,
+    semi_step,
+    supervised_step,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -52,11 +60,11 @@ def test_burnin_loss_finite_and_decreasing_on_a_fixed_batch(synthetic_root, toke
 
     model = _model()
     batch, _ = _batches(synthetic_root, tokenizer)
-    optimizer = engine.build_optimizer(model, 1e-3, 1e-2)
+    optimizer = build_optimizer(model, 1e-3, 1e-2)
     criterion = PWABCELoss(class_weight=(0.9, 1.1))
     losses = []
     for _ in range(5):
-        loss, stats = engine.supervised_step(model, batch, criterion, torch.device("cpu"))
+        loss, stats = supervised_step(model, batch, criterion, torch.device("cpu"))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -81,12 +89,18 @@ def test_semi_loss_finite_and_decreasing_and_teacher_integer_buffers_kept(
     assert any("relative_position_index" in n for n in initial_ints)
     labelled, unlabelled = _batches(synthetic_root, tokenizer, library)
     assert unlabelled["proposals"].size == (SIZE, SIZE)
-    optimizer = engine.build_optimizer(student, cfg.lr, cfg.weight_decay)
+    optimizer = build_optimizer(student, cfg.lr, cfg.weight_decay)
     criterion = PWABCELoss()
     losses = []
     for _ in range(5):
-        loss, stats = engine.semi_step(
-            student, teacher.module, labelled, unlabelled, criterion, cfg, torch.device("cpu")
+        loss, stats = semi_step(
+            student,
+            teacher.module,
+            labelled,
+            unlabelled,
+            criterion,
+            SemiRESSettings.from_config(cfg),
+            torch.device("cpu"),
         )
         optimizer.zero_grad()
         loss.backward()
@@ -111,10 +125,10 @@ def test_semi_loss_finite_and_decreasing_and_teacher_integer_buffers_kept(
 def test_confidence_filter_drops_the_least_confident_pixels():
     # confidences max(p, 1-p): 0.9 0.55 0.7 0.95 | 0.6 0.99 0.8 0.5
     prob = torch.tensor([[[0.9, 0.45], [0.7, 0.05]], [[0.4, 0.99], [0.2, 0.5]]])
-    assert engine.confidence_ignore(prob, 0.2) is None  # floor(0.2 * 4) = 0 pixels
-    ignore = engine.confidence_ignore(prob, 0.25)  # one pixel per image
+    assert confidence_ignore(prob, 0.2) is None  # floor(0.2 * 4) = 0 pixels
+    ignore = confidence_ignore(prob, 0.25)  # one pixel per image
     assert ignore.tolist() == [[[False, True], [False, False]], [[False, False], [False, True]]]
-    ignore = engine.confidence_ignore(prob, 0.5)  # two per image
+    ignore = confidence_ignore(prob, 0.5)  # two per image
     assert ignore.sum(dim=(1, 2)).tolist() == [2, 2]
     assert ignore[0, 1, 0] and ignore[1, 0, 0]
 
@@ -123,7 +137,7 @@ def test_correction_stats_against_hand_counts():
     pseudo = torch.tensor([[[1, 1, 0, 0]]])
     target = torch.tensor([[[1, 0, 1, 1]]])  # 3 pixels changed
     gt = torch.tensor([[[1, 0, 1, 0]]])  # two of them now agree with GT, one does not
-    stats = engine.correction_stats(pseudo, target, gt)
+    stats = correction_stats(pseudo, target, gt)
     assert stats["changed"] == pytest.approx(3 / 4)
     assert stats["positive"] == pytest.approx(2 / 3)
     assert stats["negative"] == pytest.approx(1 / 3)
@@ -132,8 +146,8 @@ def test_correction_stats_against_hand_counts():
 
 
 def test_global_batch_sampler_same_batches_for_any_world_size():
-    one = engine.GlobalBatchSampler(23, 4, rank=0, world_size=1, seed=3)
-    two = [engine.GlobalBatchSampler(23, 2, rank=r, world_size=2, seed=3) for r in range(2)]
+    one = sampling.GlobalBatchSampler(23, 4, rank=0, world_size=1, seed=3)
+    two = [sampling.GlobalBatchSampler(23, 2, rank=r, world_size=2, seed=3) for r in range(2)]
     assert one.batches_per_epoch == two[0].batches_per_epoch == 5  # 23 // 4, last dropped
     for epoch in (0, 1):
         one.set_epoch(epoch)
@@ -151,7 +165,7 @@ def test_global_batch_sampler_same_batches_for_any_world_size():
     one.start_at(1, 3)
     assert list(one) == full[3:] and len(one) == 2
     with pytest.raises(ValueError, match="fewer than one global batch"):
-        engine.GlobalBatchSampler(3, 2, world_size=2)
+        sampling.GlobalBatchSampler(3, 2, world_size=2)
 
 
 def test_seeded_samples_do_not_depend_on_the_process_rng(synthetic_root, tokenizer):
@@ -162,7 +176,7 @@ def test_seeded_samples_do_not_depend_on_the_process_rng(synthetic_root, tokeniz
         tokenizer=tokenizer,
         views=("weak", "strong"),
     )
-    wrapped = engine.SeededSamples(dataset, seed=5)
+    wrapped = sampling.SeededSamples(dataset, seed=5)
     torch.manual_seed(1)
     a = wrapped[(2, 7)]
     before = torch.get_rng_state()

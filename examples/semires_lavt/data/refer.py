@@ -34,8 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
+import samrefine
+
+from ..lavt.text import build_tokenizer, tokenize
 from .transforms import Resize, Sample, StrongAugment, normalize, to_tensor
 
 __all__ = [
@@ -104,7 +109,6 @@ def decode_polygons(segmentation: Any, height: int, width: int) -> np.ndarray:
     np.ndarray
         (H, W) bool.
     """
-    from pycocotools import mask as mask_utils
 
     if isinstance(segmentation, list):
         if not segmentation:
@@ -290,7 +294,9 @@ class ReferDataset(Dataset):
     ``area``                  int, GT pixel count at original size (for size buckets; only
                               with ``with_mask`` or ``with_orig_mask``)
     ``sentence``              str after transforms (flip swaps left/right)
-    ``proposals``             ``samrefine.Proposals`` at (S, S), after every transform
+    ``proposals``             ``samrefine.Proposals`` at original size (with a source)
+    ``geometry``              the geometry ops applied to the image, which :func:`collate`
+                              replays on ``proposals`` (``samrefine.follow_geometry``)
     ========================  ===========================================================
     """
 
@@ -314,7 +320,6 @@ class ReferDataset(Dataset):
         strong_augment: Any = None,
         check_proposals: bool = True,
     ):
-        from ..lavt.text import build_tokenizer
 
         self.index = load_refer(root, dataset, split_by)
         self.root = self.index.root
@@ -380,7 +385,6 @@ class ReferDataset(Dataset):
             )
 
     def _load(self, ref: dict) -> tuple[Any, np.ndarray | None, dict]:
-        from PIL import Image
 
         image_id = ref["image_id"]
         path = image_path(self.root, image_id)
@@ -427,7 +431,7 @@ class ReferDataset(Dataset):
                     f"the image is {orig_size}; the proposal library was built from other images"
                 )
         # Unlabelled samples never see their GT (it would steer RandomCrop).
-        sample = Sample(image, mask if self.with_mask else None, proposals, sentence["raw"])
+        sample = Sample(image, mask if self.with_mask else None, sentence["raw"])
         for transform in self.transforms:
             sample = transform(sample)
         if sample.size != (self.image_size, self.image_size):
@@ -435,7 +439,6 @@ class ReferDataset(Dataset):
                 f"transforms produced a {sample.size} image, expected {self.image_size}; "
                 "end the transform list with Resize(image_size)"
             )
-        from ..lavt.text import tokenize
 
         input_ids, attention_mask = tokenize(self.tokenizer, sample.sentence, self.max_tokens)
         out: dict[str, Any] = {}
@@ -462,12 +465,32 @@ class ReferDataset(Dataset):
         )
         if mask is not None:
             out["area"] = int(mask.sum())
-        if sample.proposals is not None:
-            out["proposals"] = sample.proposals
+        if proposals is not None:  # at original size: `collate` replays the geometry on them
+            out["proposals"] = proposals
+            out["geometry"] = sample.geometry
         return out
 
 
 _LIST_KEYS = ("mask_orig", "sentence")
+
+
+def _collate_fields(samples: list[dict]) -> dict:
+    """Stack tensors, turn ints into (B,) int64 tensors, keep ``_LIST_KEYS`` as lists."""
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if key in _LIST_KEYS:
+            batch[key] = values
+        elif torch.is_tensor(values[0]):
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = torch.tensor(values, dtype=torch.int64)
+    return batch
+
+
+#: samrefine's collate: replays each sample's ``geometry`` on its proposals
+#: (``samrefine.follow_geometry``) and batches them into a ``ProposalBatch``.
+_PROPOSAL_COLLATE = samrefine.ProposalCollate(collate=_collate_fields)
 
 
 def collate(samples: list[dict]) -> dict:
@@ -475,8 +498,10 @@ def collate(samples: list[dict]) -> dict:
 
     Tensors are stacked (``image*`` (B, 3, S, S), ``mask`` (B, S, S), ``input_ids`` and
     ``attention_mask`` (B, N)); ints become (B,) int64 tensors; ``orig_size`` a (B, 2) int64
-    tensor; ``mask_orig`` and ``sentence`` stay lists; ``proposals`` becomes a
-    ``samrefine.ProposalBatch``.
+    tensor; ``mask_orig`` and ``sentence`` stay lists. ``proposals`` (original size) go through
+    ``samrefine.ProposalCollate``, which applies each sample's ``geometry`` ops with
+    ``samrefine.follow_geometry`` and returns a ``samrefine.ProposalBatch`` at (S, S);
+    ``geometry`` stays a list of op lists.
 
     Parameters
     ----------
@@ -489,17 +514,6 @@ def collate(samples: list[dict]) -> dict:
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
-    batch: dict[str, Any] = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        if key == "proposals":
-            import samrefine
-
-            batch[key] = samrefine.ProposalBatch(values)
-        elif key in _LIST_KEYS:
-            batch[key] = values
-        elif torch.is_tensor(values[0]):
-            batch[key] = torch.stack(values)
-        else:
-            batch[key] = torch.tensor(values, dtype=torch.int64)
-    return batch
+    if "proposals" in samples[0]:
+        return _PROPOSAL_COLLATE(samples)
+    return _collate_fields(samples)

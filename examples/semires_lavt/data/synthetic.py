@@ -45,6 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+from scipy import ndimage
+from skimage import measure
+from tqdm import tqdm
 
 __all__ = ["COLOURS", "SHAPES", "main", "write_synthetic_refcoco"]
 
@@ -114,7 +119,6 @@ def _shape_polygons(shape: str, cx: float, cy: float, r: float, angle: float) ->
 
 def _rasterise(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
     """Union of polygon parts as an (H, W) bool mask (pycocotools rasterisation)."""
-    from pycocotools import mask as mask_utils
 
     rles = mask_utils.frPyObjects(polygons, height, width)
     return mask_utils.decode(rles).any(axis=2)
@@ -122,7 +126,6 @@ def _rasterise(polygons: list[list[float]], height: int, width: int) -> np.ndarr
 
 def _trace(mask: np.ndarray) -> list[list[float]]:
     """Polygons (COCO flat lists) whose pycocotools rasterisation is ``mask`` (hole-free)."""
-    from skimage import measure
 
     polygons = []
     for contour in measure.find_contours(np.pad(mask, 1).astype(np.float32), 0.5):
@@ -201,7 +204,6 @@ def _place_objects(rng: np.random.Generator, height: int, width: int) -> list[_O
 
 def _occlusion_ok(objects: list[_Object]) -> bool:
     """Every object keeps >= 60 % of its area visible, without holes (polygons cannot hold them)."""
-    from scipy import ndimage
 
     for k, obj in enumerate(objects[:-1]):
         visible = obj.full.copy()
@@ -345,9 +347,6 @@ def write_synthetic_refcoco(
         ``{"root", "instances", "refs", "n_images", "n_refs", "n_sentences", "splits"}`` where
         ``splits`` maps split name to its number of refs.
     """
-    from PIL import Image
-    from pycocotools import mask as mask_utils
-    from tqdm import tqdm
 
     if n_images < 8:
         raise ValueError(f"n_images={n_images} is too small; use at least 8 so every split is used")

@@ -1,10 +1,13 @@
 """Geometric and photometric transforms that keep image, mask, proposals and sentence aligned.
 
 A geometric transform takes and returns a :class:`Sample`: the PIL image, the GT mask (or None),
-the SAM proposals (a ``samrefine.Proposals`` or None) and the sentence. Every pixel operation on
-the image has its counterpart on the mask and on the proposals' runs (``Proposals.resize``,
-``.hflip``, ``.crop``), so pseudo-labels computed on the transformed image line up with the
-transformed proposals. A horizontal flip also swaps "left" and "right" in the sentence.
+the sentence, and the list of geometry ops applied so far (``sample.geometry``: ``("crop", (x,
+y, w, h))``, ``("hflip",)``, ``("resize", (H, W))``). Every pixel operation on the image has its
+counterpart on the mask and is recorded; the SAM proposals are not touched here: samrefine's
+``ProposalCollate`` replays the recorded ops on them with ``samrefine.follow_geometry``
+(``Proposals.crop``, ``.hflip``, ``.resize``), so pseudo-labels computed on the transformed image
+line up with the transformed proposals. A horizontal flip also swaps "left" and "right" in the
+sentence.
 
 Resampling: image bilinear (PIL, as LAVT); proposals nearest with torch's rule
 (``samrefine.Proposals.resize`` = ``F.interpolate(mode="nearest")``, source index
@@ -27,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from torchvision.transforms import ColorJitter
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -57,17 +62,16 @@ class Sample:
         RGB image.
     mask : np.ndarray or None
         (H, W) bool GT mask of the referent, same size as ``image``.
-    proposals : samrefine.Proposals or None
-        Class-agnostic proposals at the image's current size.
     sentence : str
         Referring expression.
+    geometry : list of tuple
+        The geometry ops applied to the image so far, in ``samrefine.follow_geometry``'s form.
     """
 
     image: Any
     mask: np.ndarray | None
-    proposals: Any
     sentence: str
-    extra: dict = field(default_factory=dict)
+    geometry: list[tuple] = field(default_factory=list)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -115,7 +119,6 @@ class Resize:
         self.mask_rule = mask_rule
 
     def __call__(self, sample: Sample) -> Sample:
-        from PIL import Image
 
         height, width = self.size
         if sample.size == (height, width):
@@ -123,8 +126,7 @@ class Resize:
         sample.image = sample.image.resize((width, height), Image.BILINEAR)
         if sample.mask is not None:
             sample.mask = resize_mask(sample.mask, (height, width), self.mask_rule)
-        if sample.proposals is not None:
-            sample.proposals = sample.proposals.resize((height, width))
+        sample.geometry.append(("resize", (height, width)))
         return sample
 
 
@@ -143,17 +145,14 @@ class RandomHorizontalFlip:
         self.p = p
 
     def __call__(self, sample: Sample) -> Sample:
-        from PIL import Image
 
         if torch.rand(()).item() >= self.p:
             return sample
         sample.image = sample.image.transpose(Image.FLIP_LEFT_RIGHT)
         if sample.mask is not None:
             sample.mask = np.ascontiguousarray(sample.mask[:, ::-1])
-        if sample.proposals is not None:
-            sample.proposals = sample.proposals.hflip()
         sample.sentence = swap_left_right(sample.sentence)
-        sample.extra["hflip"] = True
+        sample.geometry.append(("hflip",))
         return sample
 
 
@@ -197,9 +196,7 @@ class RandomCrop:
         sample.image = sample.image.crop((x, y, x + crop_w, y + crop_h))
         if sample.mask is not None:
             sample.mask = np.ascontiguousarray(sample.mask[y : y + crop_h, x : x + crop_w])
-        if sample.proposals is not None:
-            sample.proposals = sample.proposals.crop((x, y, crop_w, crop_h))
-        sample.extra["crop"] = (x, y, crop_w, crop_h)
+        sample.geometry.append(("crop", (x, y, crop_w, crop_h)))
         return sample
 
 
@@ -209,7 +206,6 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int], rule: str = "torch") ->
     ``rule="torch"`` equals ``F.interpolate(mode="nearest")`` (and ``Proposals.resize``);
     ``rule="pil"`` equals PIL's ``Image.NEAREST``.
     """
-    from PIL import Image
 
     height, width = size
     if rule == "pil":
@@ -256,7 +252,6 @@ class StrongAugment:
         blur_p: float = 0.5,
         blur_sigma: tuple[float, float] = (0.1, 1.5),
     ):
-        from torchvision.transforms import ColorJitter
 
         self.jitter = ColorJitter(brightness, contrast, saturation, hue)
         self.jitter_p, self.blur_p, self.blur_sigma = jitter_p, blur_p, blur_sigma

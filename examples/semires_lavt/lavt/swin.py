@@ -23,12 +23,20 @@ Contents: :class:`SwinSpec`, :data:`SWIN_SPECS` (registry by name), :func:`build
 
 from __future__ import annotations
 
+import argparse
+import pickle
 import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.models.swin_transformer import (
+    SwinTransformer,
+    checkpoint_filter_fn,
+    window_partition,
+    window_reverse,
+)
 from torch import nn
 
 __all__ = ["SWIN_SPECS", "LoadReport", "SwinSpec", "build_swin", "load_swin_checkpoint"]
@@ -114,7 +122,6 @@ def _pad_then_shift_attention(self, x: torch.Tensor) -> torch.Tensor:
 
 
 def _window_partition(x: torch.Tensor, window_size: tuple[int, int]) -> torch.Tensor:
-    from timm.models.swin_transformer import window_partition
 
     return window_partition(x, window_size)
 
@@ -122,7 +129,6 @@ def _window_partition(x: torch.Tensor, window_size: tuple[int, int]) -> torch.Te
 def _window_reverse(
     windows: torch.Tensor, window_size: tuple[int, int], height: int, width: int
 ) -> torch.Tensor:
-    from timm.models.swin_transformer import window_reverse
 
     return window_reverse(windows, window_size, height, width)
 
@@ -146,7 +152,6 @@ def build_swin(spec: SwinSpec, img_size: int, *, dynamic_size: bool = False) -> 
         Without classifier head and final norm (both replaced by identities). Its
         ``patch_embed`` returns NHWC tokens, each ``layers[i]`` maps NHWC to NHWC.
     """
-    from timm.models.swin_transformer import SwinTransformer
 
     if img_size % spec.patch_size:
         raise ValueError(
@@ -205,14 +210,39 @@ class LoadReport:
         )
 
 
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holds Python objects beyond tensors and plain containers (not loaded)."""
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """Load a ``.pth`` file on CPU, with a clear error when it is missing."""
+    """Load a ``.pth`` file on CPU with ``torch.load(weights_only=True)``.
+
+    Only tensors, plain containers, numbers, strings and ``argparse.Namespace`` (the ``args``
+    entry of official LAVT checkpoints) are admitted, so no code in the file runs.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is missing.
+    UnsafeCheckpointError
+        When the file holds other objects (which unpickling would construct by running code).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; pass the path of the downloaded .pth file"
         )
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnsafeCheckpointError(
+            f"{path} holds Python objects other than tensors and plain containers ({reason}); "
+            "it is not loaded, since unpickling them could run code from the file. Load it "
+            "once in a trusted session and re-save only the weights, e.g. "
+            "torch.save({'model': state_dict}, path)"
+        ) from None
 
 
 def load_swin_checkpoint(swin: nn.Module, checkpoint: str | Path | dict) -> LoadReport:
@@ -235,7 +265,6 @@ def load_swin_checkpoint(swin: nn.Module, checkpoint: str | Path | dict) -> Load
     LoadReport
         Missing, unexpected and ignored keys.
     """
-    from timm.models.swin_transformer import checkpoint_filter_fn
 
     state = read_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     state = state.get("model", state)

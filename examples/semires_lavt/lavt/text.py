@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from .swin import LoadReport
 
@@ -126,7 +127,6 @@ class TextEncoder(nn.Module):
 @contextlib.contextmanager
 def _quiet_transformers():
     """Silence transformers' own load report and progress bar (we report keys ourselves)."""
-    from transformers.utils import logging as hf_logging
 
     verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()

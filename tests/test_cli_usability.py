@@ -1,0 +1,363 @@
+"""Command-line rough edges (issue 12): --version, ``python -m samrefine``, a closed output
+pipe, install hints for missing extras, --param checks, --fail-fast, ``merge --resume`` and
+generators named on the command line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import samrefine
+from samrefine.cli import main
+from samrefine.cli._common import install_hint
+from samrefine.cli.generators import check_params
+from samrefine.library import ProposalLibrary, create_library, list_generators
+from samrefine.library import writer as writer_module
+
+SRC = str(Path(samrefine.__file__).resolve().parents[1])  # the samrefine under test
+
+
+def run_module(*args, **kw):
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-m", *args], env=env, **kw)
+
+
+def photos(folder, ids, pattern="{image_id}.png"):
+    """Small real photos (downscaled skimage.data pictures) named by ``pattern``."""
+    import skimage.data
+
+    folder.mkdir(exist_ok=True)
+    names = ["coffee", "astronaut", "chelsea", "rocket"]
+    for n, key in enumerate(ids):
+        img = getattr(skimage.data, names[n % 4])()[::12, ::12]
+        Image.fromarray(np.ascontiguousarray(img)).save(folder / pattern.format(image_id=key))
+    return folder
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    images = photos(tmp_path / "img", [3, 5, 8])
+    (tmp_path / "ids.txt").write_text("3\n5\n8\n")
+    return images, tmp_path / "ids.txt"
+
+
+def build_argv(out, dataset, *extra):
+    images, ids = dataset
+    return [
+        "build",
+        str(out),
+        "--images",
+        str(images),
+        "--ids",
+        str(ids),
+        "--file-pattern",
+        "{image_id}.png",
+        "--no-progress",
+        *extra,
+    ]
+
+
+# ------------------------------------------------------------------ --version, python -m
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"samrefine {samrefine.__version__}"
+
+
+def test_python_dash_m_samrefine_runs_the_cli():
+    p = run_module(
+        "samrefine", "--version", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert out.strip() == f"samrefine {samrefine.__version__}"
+
+
+# ------------------------------------------------------------------ closed output pipe
+
+
+def test_info_json_into_a_closed_pipe_exits_quietly(tmp_path):
+    lib = tmp_path / "one.srlib"
+    w = create_library(lib, generator="custom")
+    w.append(1, samrefine.Proposals.from_dense(np.eye(4, dtype=bool)[None]))
+    w.finish()
+    # the reader closes its end before the command writes (as `| head -c 0` would)
+    p = run_module(
+        "samrefine", "info", "--json", str(lib), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Broken pipe" not in err, err
+    assert p.returncode == 141
+
+
+# ------------------------------------------------------------------ missing extras
+
+
+def test_missing_extra_names_the_pip_install(tmp_path, dataset, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sam2", None)  # as if sam2 were not installed
+    assert main(build_argv(tmp_path / "x.srlib", dataset, "--generator", "sam2")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("samrefine build: error: ")
+    assert 'pip install "samrefine[sam2]"' in err
+
+
+def test_install_hints():
+    assert (
+        install_hint(ModuleNotFoundError("x", name="skimage.segmentation"))
+        == 'pip install "samrefine[classical]"'
+    )
+    assert (
+        install_hint(ModuleNotFoundError("x", name="segment_anything"))
+        == 'pip install "samrefine[sam]"'
+    )
+    assert install_hint(ModuleNotFoundError("x", name="PIL")) == "pip install pillow"
+    assert install_hint(ModuleNotFoundError("x", name="my_own_module")) is None
+
+
+# ------------------------------------------------------------------ --param checks
+
+
+@pytest.mark.parametrize(
+    "param, words",
+    [
+        ("max_masks=abc", ["max_masks", "an int >= 1"]),
+        ("max_masks=-5", ["max_masks", "an int >= 1"]),
+        ("max_masks=2.5", ["max_masks", "an int >= 1"]),
+        ("dedup_iou=1.5", ["dedup_iou", "a number in (0, 1]"]),
+        ("scales=[64,-1]", ["scales", "a list of numbers > 0"]),
+        ("max_mask=5", ["no parameter 'max_mask'", "valid: scales", "max_masks"]),
+    ],
+)
+def test_bad_classical_params_fail_before_any_work(tmp_path, dataset, capsys, param, words):
+    images, _ = dataset
+    # the ids file does not exist: the parameter error comes first, before anything is read
+    argv = [
+        "build",
+        str(tmp_path / "x.srlib"),
+        "--images",
+        str(images),
+        "--ids",
+        str(tmp_path / "missing.txt"),
+        "--generator",
+        "classical",
+        "--param",
+        param,
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("samrefine build: error: --param ")
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "x.srlib").exists()
+
+
+@pytest.mark.parametrize(
+    "param, words",
+    [
+        ("pred_iou_thresh=1.5", ["pred_iou_thresh", "[0, 1]"]),
+        ("points_per_side=0", ["points_per_side", ">= 1"]),
+        ("output_mode=png", ["output_mode", "one of binary_mask, uncompressed_rle, coco_rle"]),
+        ("model_type=vit_x", ["model_type", "one of vit_h, vit_l, vit_b"]),
+        ("point_grids=[[0.5,0.5]]", ["point_grids", "Python API"]),
+    ],
+)
+def test_bad_sam_params(tmp_path, dataset, capsys, param, words):
+    assert main(build_argv(tmp_path / "x.srlib", dataset, "--param", param)) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err
+
+
+def test_good_params_are_converted():
+    got = check_params("classical", None, {"max_masks": 50, "scales": [64, 256], "dedup_iou": 1})
+    assert got == {"max_masks": 50, "scales": [64.0, 256.0], "dedup_iou": 1.0}
+    assert isinstance(got["dedup_iou"], float)
+    got = check_params(
+        "sam", None, {"pred_iou_thresh": 0, "output_mode": "coco_rle", "crop_n_layers": 1}
+    )
+    assert got == {"pred_iou_thresh": 0.0, "output_mode": "coco_rle", "crop_n_layers": 1}
+
+
+# ------------------------------------------------------------------ --fail-fast
+
+
+def test_fail_fast_when_the_first_images_all_fail(tmp_path, dataset, capsys):
+    out = tmp_path / "x.srlib"
+    base = build_argv(
+        out, dataset, "--generator", "classical", "--param", "max_masks=5", "--retries", "0"
+    )
+    base[base.index("{image_id}.png")] = "{image_id}.jpg"  # wrong pattern: every file missing
+    assert main(base + ["--fail-fast", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "the first 2 images all failed" in err and "image 3" in err and "3.jpg" in err
+    assert "--fail-fast 0" in err
+    assert not out.exists()  # nothing was built
+    # switched off: the old behaviour, every image tried and the library left resumable
+    assert main(base + ["--fail-fast", "0"]) == 1
+    assert "3 images failed" in capsys.readouterr().err
+    assert out.exists()
+
+
+# ------------------------------------------------------------------ merge --resume
+
+
+def test_a_killed_merge_resumes_from_the_command_line(tmp_path, dataset, monkeypatch, capsys):
+    for i in range(2):
+        assert (
+            main(
+                build_argv(
+                    tmp_path / "s.srlib",
+                    dataset,
+                    "--generator",
+                    "classical",
+                    "--param",
+                    "max_masks=5",
+                    "--shard",
+                    f"{i}/2",
+                )
+            )
+            == 0
+        )
+    shards = str(tmp_path / "s-shard-*.srlib")
+    merged = tmp_path / "m.srlib"
+    original = writer_module.LibraryWriter.append_record
+
+    def killed_after_one(self, image_id, record):
+        original(self, image_id, record)
+        self.close()  # what was appended is committed, as after a kill between transactions
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(writer_module.LibraryWriter, "append_record", killed_after_one)
+    assert main(["merge", str(merged), shards, "--no-progress"]) == 2
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(["merge", str(merged), shards, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --resume" in err and "--overwrite" in err and "if_exists" not in err
+    assert main(["merge", str(merged), shards, "--no-progress", "--resume"]) == 0
+    lib, parts = ProposalLibrary.open(merged), ProposalLibrary.open(shards)
+    assert lib.info["state"] == "finished"
+    assert lib.image_ids().tolist() == parts.image_ids().tolist() == [3, 5, 8]
+    assert all(lib[k] == parts[k] for k in (3, 5, 8))
+    assert main(["merge", str(merged), shards, "--resume", "--overwrite"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ --generator MODULE:FACTORY
+
+BANDS = '''
+import numpy as np
+
+
+def bands(n_bands: int = 2):
+    """Horizontal bands: a generator factory as register_generator expects."""
+    def run(image):
+        h, w = image.shape[:2]
+        masks = np.zeros((n_bands, h, w), bool)
+        for k in range(n_bands):
+            masks[k, k * h // n_bands:(k + 1) * h // n_bands] = True
+        return masks
+    return run
+'''
+
+
+def expected_bands(key_image, n):
+    h, w = key_image.shape[:2]
+    masks = np.zeros((n, h, w), bool)
+    for k in range(n):
+        masks[k, k * h // n : (k + 1) * h // n] = True
+    return masks
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """A module ``samrefine_test_bands`` on sys.path, installed with an entry point ``bands``."""
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "samrefine_test_bands.py").write_text(BANDS)
+    dist = tmp_path / "plugin" / "samrefine_test_bands-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: samrefine-test-bands\nVersion: 0.1\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[samrefine.generators]\nbands = samrefine_test_bands:bands\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
+    before = list_generators()
+    yield tmp_path / "plugin"
+    sys.modules.pop("samrefine_test_bands", None)
+    assert list_generators() == before  # the CLI leaves the process-wide registry alone
+
+
+@pytest.mark.parametrize("how", ["module", "file", "entry point"])
+def test_generator_named_on_the_command_line(tmp_path, dataset, plugin, how):
+    name = {
+        "module": "samrefine_test_bands:bands",
+        "entry point": "bands",
+        "file": f"{plugin / 'samrefine_test_bands.py'}:bands",
+    }[how]
+    out = tmp_path / "b.srlib"
+    assert main(build_argv(out, dataset, "--generator", name, "--param", "n_bands=3")) == 0
+    lib = ProposalLibrary.open(out)
+    assert lib.info["generator"] == name and lib.info["params"] == {"n_bands": 3}
+    for key in (3, 5, 8):
+        image = np.asarray(Image.open(dataset[0] / f"{key}.png").convert("RGB"))
+        assert np.array_equal(lib[key].to_dense(), expected_bands(image, 3))
+
+
+def test_plugin_params_are_checked_by_their_defaults(tmp_path, dataset, plugin, capsys):
+    argv = build_argv(tmp_path / "b.srlib", dataset, "--generator", "samrefine_test_bands:bands")
+    assert main(argv + ["--param", "n_bands=abc"]) == 2
+    assert "n_bands" in capsys.readouterr().err
+    assert main(argv + ["--param", "colour=1"]) == 2
+    assert "valid: n_bands" in capsys.readouterr().err
+
+
+def test_unknown_generator_says_how_to_name_one(tmp_path, dataset, capsys):
+    assert main(build_argv(tmp_path / "b.srlib", dataset, "--generator", "nope")) == 2
+    err = capsys.readouterr().err
+    assert "unknown generator 'nope'" in err and "MODULE:FACTORY" in err
+    assert "samrefine.generators" in err
+
+
+def test_info_json_still_prints(tmp_path, capsys):
+    lib = tmp_path / "one.srlib"
+    w = create_library(lib, generator="custom")
+    w.append(1, samrefine.Proposals.from_dense(np.eye(4, dtype=bool)[None]))
+    w.finish()
+    assert main(["info", "--json", str(lib)]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 1
+
+
+# ------------------------------------------------------------------ progress bars in logs
+
+
+def test_no_carriage_return_progress_bar_in_a_log(tmp_path, dataset, capsys):
+    images, ids = dataset
+    argv = [
+        "build",
+        str(tmp_path / "x.srlib"),
+        "--images",
+        str(images),
+        "--ids",
+        str(ids),
+        "--file-pattern",
+        "{image_id}.png",
+        "--generator",
+        "classical",
+        "--param",
+        "max_masks=5",
+    ]  # no --no-progress: stderr (captured here) is not a terminal
+    assert main(argv) == 0
+    assert main(["verify", str(tmp_path / "x.srlib")]) == 0
+    assert "\r" not in capsys.readouterr().err
