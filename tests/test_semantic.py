@@ -263,13 +263,38 @@ def test_bad_input_is_refused_with_a_fix():
         sr.refine_semantic(lab, props, per="instance")
     with pytest.raises(ValueError, match="unknown strategy"):
         sr.refine_semantic(lab, props, strategy="best")
-    with pytest.raises(ValueError, match="IOM takes iom_thresh"):
+    with pytest.raises(ValueError, match="does not read under"):
         sr.refine_semantic(lab, props, strategy="iom", under=0.5)
     with pytest.raises(ValueError, match="skip_classes"):
         sr.refine_semantic(lab, props, skip_classes=(-1,))
     # ignore_index=-1 with a signed dtype is fine, and -1 pixels are void
     out = sr.refine_semantic(np.array([[-1, 0, 0], [0, 0, 0]]), props, ignore_index=-1)
     assert out.labels[0, 0] == -1 and len(out.regions) == 1
+
+
+
+def test_thresholds_follow_the_strategy_registry_as_refine_does():
+    # the rules of samrefine.resolve_strategy, shared with refine: a threshold the strategy does
+    # not read raises, cpi may switch one test off, a ResolvedStrategy carries its thresholds
+    lab = np.array([[1, 1, 1, 1, 2, 2]], np.uint8)
+    props = Proposals.from_dense(np.array([[[0, 1, 1, 1, 1, 0]]], bool))
+    with pytest.raises(ValueError, match="does not read over"):
+        sr.refine_semantic(lab, props, strategy="cpi-u", over=0.7)
+    with pytest.raises(ValueError, match="does not read iom_thresh"):
+        sr.refine_semantic(lab, props, strategy="cpi", iom_thresh=0.5)
+    with pytest.raises(ValueError, match="at least one"):
+        sr.refine_semantic(lab, props, strategy="cpi", under=None, over=None)
+    # class 1: s1 = 3/4, s2 = 3/4; class 2: s1 = 1/2, s2 = 1/4
+    assert sr.refine_semantic(lab, props, strategy="cpi-u", under=0.8).regions.matched.sum() == 0
+    by_name = sr.refine_semantic(lab, props, strategy="cpi", under=None, over=0.7)
+    assert by_name.strategy == "cpi"
+    np.testing.assert_array_equal(by_name.regions.matched, [True, False])
+    resolved = sr.resolve_strategy("cpi", under=None, over=0.7)
+    by_record = sr.refine_semantic(lab, props, strategy=resolved)
+    np.testing.assert_array_equal(by_record.labels, by_name.labels)
+    np.testing.assert_array_equal(by_record.labels, [[255, 1, 1, 1, 1, 2]])
+    with pytest.raises(ValueError, match="resolve_strategy"):
+        sr.refine_semantic(lab, props, strategy=resolved, over=0.5)
 
 
 def test_import_samrefine_does_not_import_torch():

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
+from samrefine._common import UNSET
 from samrefine.proposals import ProposalBatch, Proposals
 from samrefine.pwa import _check_params
 from samrefine.semantic import SemanticRefinement, refine_semantic
@@ -48,7 +48,6 @@ from samrefine.semantic_loss import class_pwa_weight
 
 __all__ = ["SemanticTargets", "semantic_targets"]
 
-_UNSET: Any = object()
 
 
 @dataclass(frozen=True)
@@ -101,9 +100,9 @@ def semantic_targets(
     skip_classes: Iterable[int] = (),
     give_up: str = "ignore",
     conf_thresh: float | None = None,
-    iom_thresh: float = _UNSET,
-    under: float | None = _UNSET,
-    over: float | None = _UNSET,
+    iom_thresh: float | None = UNSET,
+    under: float | None = UNSET,
+    over: float | None = UNSET,
     gamma: float = 1.3,
     mu: float = 0.5,
     var: float = 0.1,
@@ -168,11 +167,10 @@ def semantic_targets(
     x = x.to(cdtype)
     prob = torch.softmax(x, dim=1) if from_logits else x
     pseudo = torch.argmax(x, dim=1)                                 # first max: lower class
-    kwargs = {k: v for k, v in (("iom_thresh", iom_thresh), ("under", under), ("over", over))
-              if v is not _UNSET}
     ref = refine_semantic(pseudo, proposals, strategy=strategy, per=per,
                           ignore_index=ignore_index, skip_classes=skip_classes, give_up=give_up,
-                          num_classes=n_cls, backend=backend, **kwargs)
+                          num_classes=n_cls, iom_thresh=iom_thresh, under=under, over=over,
+                          backend=backend)
     target, matched = ref.labels, ref.matched
     if conf_thresh is not None:
         low = (prob.amax(dim=1) < conf_thresh) & ~matched

@@ -60,12 +60,13 @@ from typing import Any
 
 import numpy as np
 
-from . import _config
-from .match import STRATEGIES, _as_batch, _check_thresh, _is_torch, _pick_backend
+from . import _config, kernels
+from ._common import UNSET, is_torch
+from .kernels import KernelMode
+from .match import ResolvedStrategy, _as_batch, resolve_strategy
 
 __all__ = ["RegionScores", "SemanticRefinement", "SemanticRegions", "refine_semantic"]
 
-_UNSET: Any = object()
 _PER = ("class", "component")
 _GIVE_UP = ("ignore", "keep")
 
@@ -173,7 +174,7 @@ class SemanticRefinement:
         m = self.regions.matched
         if len(self.regions) == 0:
             return 0.0
-        return float(m.float().mean()) if _is_torch(m) else float(np.mean(m))
+        return float(m.float().mean()) if is_torch(m) else float(np.mean(m))
 
     def selected(self, region: int) -> np.ndarray:
         """Indices (within the image's proposals) of the proposals forming region ``region``'s
@@ -184,39 +185,15 @@ class SemanticRefinement:
 
 
 def _host(x) -> np.ndarray:
-    return x.cpu().numpy() if _is_torch(x) else np.asarray(x)
+    return x.cpu().numpy() if is_torch(x) else np.asarray(x)
 
 
 # ---------------------------------------------------------------------------- validation
 
 
-def _resolve_strategy(strategy: str, iom_thresh, under, over):
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
-    spec = STRATEGIES[strategy]
-    mode = spec["mode"]
-    if mode == 0:
-        if under is not _UNSET or over is not _UNSET:
-            raise ValueError("under/over are CPI thresholds; IOM takes iom_thresh")
-        t = _check_thresh("iom_thresh", _config.IOM_THRESH if iom_thresh is _UNSET
-                          else iom_thresh, False)
-        return mode, t, None, None
-    if mode == 1:
-        if iom_thresh is not _UNSET:
-            raise ValueError("iom_thresh is IOM's threshold; CPI takes under/over")
-        u = _check_thresh("under", spec["under"] if under is _UNSET else under, True)
-        o = _check_thresh("over", spec["over"] if over is _UNSET else over, True)
-        if u is None and o is None:
-            raise ValueError("CPI needs at least one of under/over")
-        return mode, 0.0, u, o
-    if iom_thresh is not _UNSET or under is not _UNSET or over is not _UNSET:
-        raise ValueError("strategy 'none' takes no thresholds")
-    return mode, 0.0, None, None
-
-
 def _check_labels(labels, ignore_index, num_classes, skip, give_up):
     """Validate; return (labels (B, H, W), squeeze, n_classes for lookup tables)."""
-    torch_in = _is_torch(labels)
+    torch_in = is_torch(labels)
     if torch_in:
         import torch
 
@@ -304,11 +281,12 @@ def _check_skip(skip_classes: Iterable[int]) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------- entry point
 
 
-def refine_semantic(labels, proposals, *, strategy: str = "cpi-u", per: str = "class",
+def refine_semantic(labels, proposals, *, strategy: str | ResolvedStrategy = "cpi-u",
+                    per: str = "class",
                     ignore_index: int | None = 255, skip_classes: Iterable[int] = (),
                     give_up: str = "ignore", num_classes: int | None = None,
-                    iom_thresh: float = _UNSET, under: float | None = _UNSET,
-                    over: float | None = _UNSET,
+                    iom_thresh: float | None = UNSET, under: float | None = UNSET,
+                    over: float | None = UNSET,
                     backend: str | None = None) -> SemanticRefinement:
     """Refine a semantic (multi-class) pseudo-label map with mask proposals.
 
@@ -319,8 +297,9 @@ def refine_semantic(labels, proposals, *, strategy: str = "cpi-u", per: str = "c
         ``ignore_index``. Any integer dtype; any device.
     proposals : Proposals, list of Proposals, or ProposalBatch
         One image's proposals per label map, at the label map's ``(H, W)``.
-    strategy : {"iom", "cpi", "cpi-u", "cpi-o", "none"}, default "cpi-u"
-        As :func:`samrefine.refine`, applied to each region.
+    strategy : {"iom", "cpi", "cpi-u", "cpi-o", "none"} or ResolvedStrategy, default "cpi-u"
+        As :func:`samrefine.refine`, applied to each region (a :class:`ResolvedStrategy`
+        from :func:`samrefine.resolve_strategy` carries its thresholds).
     per : {"class", "component"}, default "class"
         One region per class of an image, or per 8-connected component of each class.
     ignore_index : int or None, default 255
@@ -334,7 +313,9 @@ def refine_semantic(labels, proposals, *, strategy: str = "cpi-u", per: str = "c
     num_classes : int, optional
         When given, labels ``>= num_classes`` (other than ``ignore_index``) are an error.
     iom_thresh, under, over : float or None
-        Strategy thresholds (strict); defaults as :func:`samrefine.refine`.
+        Strategy thresholds (strict), resolved by :func:`samrefine.resolve_strategy` as for
+        :func:`samrefine.refine`: defaults are the strategy's, a threshold the strategy does
+        not read raises, and with ``cpi`` ``None`` switches a test off.
     backend : {"numba", "torch"}, optional
         Default: torch for CUDA tensors, numba otherwise.
 
@@ -349,9 +330,9 @@ def refine_semantic(labels, proposals, *, strategy: str = "cpi-u", per: str = "c
     TypeError
         Non-integer labels (floats, bool), a bad ``ignore_index`` or ``skip_classes``.
     ValueError
-        A bad shape, negative or out-of-range classes, an unknown strategy / ``per`` /
-        ``give_up``, ``ignore_index`` not fitting the dtype, or proposals of another batch or
-        image size.
+        A bad shape, negative or out-of-range classes, an unknown strategy or a threshold it
+        does not read, an unknown ``per`` / ``give_up``, ``ignore_index`` not fitting the
+        dtype, or proposals of another batch or image size.
 
     Examples
     --------
@@ -363,21 +344,31 @@ def refine_semantic(labels, proposals, *, strategy: str = "cpi-u", per: str = "c
     >>> out.labels.tolist(), out.matched.astype(int).tolist()
     ([[255, 1, 1, 1, 1, 2]], [[0, 1, 1, 1, 1, 0]])
     """
-    mode, t_iom, u, o = _resolve_strategy(strategy, iom_thresh, under, over)
+    if isinstance(strategy, ResolvedStrategy):
+        if any(v is not UNSET for v in (iom_thresh, under, over)):
+            raise ValueError("pass thresholds to resolve_strategy, not beside a "
+                             "ResolvedStrategy")
+        resolved = strategy
+    else:
+        resolved = resolve_strategy(strategy, iom_thresh=iom_thresh, under=under, over=over)
+    mode = resolved.mode
+    t_iom = resolved.iom_thresh if resolved.iom_thresh is not None else 0.0
+    u, o = resolved.under, resolved.over
     if per not in _PER:
         raise ValueError(f"per must be one of {_PER}, got {per!r}")
     if give_up not in _GIVE_UP:
         raise ValueError(f"give_up must be one of {_GIVE_UP}, got {give_up!r}")
     skip = _check_skip(skip_classes)
-    torch_in = _is_torch(labels)
+    torch_in = is_torch(labels)
     lab, squeeze, n_classes = _check_labels(labels, ignore_index, num_classes, skip, give_up)
     n_img, h, w = lab.shape
     batch = _as_batch(proposals, n_img, (h, w))
     device = lab.device if torch_in else None
-    be = _pick_backend(backend, torch_in, device)
+    be = kernels.pick_backend(backend, device)
     skip_mask = np.zeros(n_classes, np.bool_)
     skip_mask[list(skip)] = True
-    fill = int(ignore_index) if give_up == "ignore" else 0
+    # give_up="ignore" with ignore_index None was refused by _check_labels
+    fill = ignore_index if give_up == "ignore" and ignore_index is not None else 0
     if be == "numba":
         res = _run_numba(lab.cpu().numpy() if torch_in else lab, batch, mode, t_iom, u, o,
                          per, ignore_index, skip_mask, n_classes, give_up == "ignore", fill)
@@ -402,8 +393,8 @@ def refine_semantic(labels, proposals, *, strategy: str = "cpi-u", per: str = "c
                               res["r_matched"], res["r_score"], res["r_chosen"])
     pairs = RegionScores(res["p_region"], res["p_proposal"], res["p_inter"], res["p_iou"],
                          res["p_s1"], res["p_s2"], res["p_selected"])
-    return SemanticRefinement(out, matched, regions, pairs, res["region_offsets"], strategy,
-                              per, give_up)
+    return SemanticRefinement(out, matched, regions, pairs, res["region_offsets"],
+                              resolved.name, per, give_up)
 
 
 def _local(flat_m, image, mask_offsets):
@@ -415,7 +406,7 @@ def _run_numba(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_cl
     from .kernels import semantic_numba as k
 
     lab = np.ascontiguousarray(lab)
-    nb_ = batch.numpy()
+    seg = batch.segments()  # host arrays, from each Proposals' cached column segments
     ign, has_ign = np.int64(ignore_index if ignore_index is not None else 0), \
         ignore_index is not None
     if per == "class":  # no region map: runs of the class map and a class -> region table
@@ -432,7 +423,7 @@ def _run_numba(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_cl
     r_image = np.repeat(np.arange(lab.shape[0], dtype=np.int64), np.diff(r_off))
     out = np.empty_like(lab)
     out_m = np.empty(lab.shape, np.bool_)
-    if mode == -1:
+    if mode == KernelMode.NONE:
         z = np.zeros(0, np.int64)
         zf = np.zeros(0, np.float64)
         out[...] = lab
@@ -444,13 +435,12 @@ def _run_numba(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_cl
                 "p_inter": z, "p_iou": zf, "p_s1": zf, "p_s2": zf,
                 "p_selected": np.zeros(0, bool)}
     p_m, p_r, p_t = k.score_pairs(colptr, run_y0, run_r, np.int64(lab.shape[1]), r_off,
-                                  nb_.seg_x, nb_.seg_y0, nb_.seg_y1, nb_.seg_offsets,
-                                  nb_.mask_offsets)
+                                  seg.x, seg.y0, seg.y1, seg.seg_offsets, seg.mask_offsets)
     iou, s1, s2, sel, chosen, r_matched, score = k.select(
-        p_m, p_r, p_t, r_area, nb_.area, n_reg, mode, float(t_iom), u is not None,
+        p_m, p_r, p_t, r_area, seg.area, n_reg, int(mode), float(t_iom), u is not None,
         float(u or 0.0), o is not None, float(o or 0.0), float(_config.CPI_EPS))
     k.paint(lab, colptr, run_y0, run_r, r_off, r_class, r_matched, score, p_m, p_r, sel,
-            nb_.seg_x, nb_.seg_y0, nb_.seg_y1, nb_.seg_offsets, give_up_ignore, np.int64(fill),
+            seg.x, seg.y0, seg.y1, seg.seg_offsets, give_up_ignore, np.int64(fill),
             out, out_m)
     moff = np.asarray(batch.host_mask_offsets, np.int64)
     chosen_local = np.where(chosen >= 0, chosen - moff[r_image], -1)
@@ -484,7 +474,7 @@ def _run_torch(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_cl
     r_image = torch.repeat_interleave(torch.arange(lab.shape[0], device=dev), r_off.diff(),
                                       output_size=n_reg)
     tb = batch if (batch.is_torch and batch.device == dev) else batch.to(dev)
-    if mode == -1:
+    if mode == KernelMode.NONE:
         z = torch.zeros(0, dtype=torch.int64, device=dev)
         zf = torch.zeros(0, dtype=torch.float64, device=dev)
         return {"labels": lab.clone(), "matched": torch.zeros_like(lab, dtype=torch.bool),
@@ -497,7 +487,8 @@ def _run_torch(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_cl
                 "p_s2": zf, "p_selected": torch.zeros(0, dtype=torch.bool, device=dev)}
     p_m, p_r, p_t = kt.score_pairs(region, n_reg, tb)
     iou, s1, s2, sel, chosen, r_matched, score = kt.select(
-        p_m, p_r, p_t, r_area, tb.area, n_reg, mode, float(t_iom), u, o, float(_config.CPI_EPS))
+        p_m, p_r, p_t, r_area, tb.area, n_reg, int(mode), float(t_iom), u, o,
+        float(_config.CPI_EPS))
     out, out_m = kt.paint(lab, region, r_image, r_class, r_matched, score, p_m, p_r, sel, tb,
                           give_up_ignore, fill)
     moff = tb.mask_offsets

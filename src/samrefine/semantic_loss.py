@@ -248,7 +248,7 @@ class PWACELoss(torch.nn.Module):
             if self.class_weight is not None:
                 cw = torch.tensor(self.class_weight, dtype=cdtype, device=device)
                 wgt = cw[tgt]
-            if matched is not None:
+            if matched is not None and prob is not None:  # prob is set whenever matched is
                 psi = class_pwa_weight(prob, self.gamma, self.mu, self.var).to(cdtype)
                 wgt = torch.where(matched, torch.ones_like(psi) if wgt is None else wgt, psi)
         per_pixel = ce if wgt is None else ce * wgt

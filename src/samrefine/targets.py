@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import default_collate
@@ -48,6 +48,9 @@ from samrefine._common import UNSET
 from samrefine.match import Refinement, refine, resolve_strategy
 from samrefine.proposals import ProposalBatch, Proposals
 from samrefine.pwa import _check_params, pwa_weight
+
+if TYPE_CHECKING:
+    from samrefine.class_targets import SemanticTargets
 
 __all__ = ["ProposalCollate", "SemiRESTargets", "follow_geometry", "semires_targets"]
 
@@ -160,7 +163,7 @@ def semires_targets(
     backend: str | None = None,
     validate: bool = True,
     **semantic: Any,
-) -> SemiRESTargets:
+) -> SemiRESTargets | SemanticTargets:
     """Teacher output + proposals -> refined targets, PWA weights, match flags and statistics.
 
     For a multi-class teacher output ``(B, C, H, W)`` with ``C > 2`` this returns
@@ -200,9 +203,9 @@ def semires_targets(
 
     Returns
     -------
-    SemiRESTargets
+    SemiRESTargets or SemanticTargets
         ``target``, ``matched``, ``prob``, ``pseudo``, ``refinement``, ``stats`` (and
-        ``weight``, computed on access).
+        ``weight``, computed on access); a :class:`SemanticTargets` for ``C > 2`` classes.
 
     Raises
     ------
@@ -225,11 +228,9 @@ def semires_targets(
         if pseudo_thresh != 0.5:
             raise ValueError("pseudo_thresh is for binary outputs; C > 2 classes use argmax "
                              "(see conf_thresh)")
-        thresholds = {k: v for k, v in (("iom_thresh", iom_thresh), ("under", under),
-                                        ("over", over)) if v is not _UNSET}
         return semantic_targets(teacher_out, proposals, strategy, from_logits=from_logits,
-                                gamma=gamma, mu=mu, var=var, backend=backend, validate=validate,
-                                **thresholds, **semantic)
+                                iom_thresh=iom_thresh, under=under, over=over, gamma=gamma,
+                                mu=mu, var=var, backend=backend, validate=validate, **semantic)
     if semantic:
         raise TypeError(f"unexpected keyword(s) {sorted(semantic)}: they apply to multi-class "
                         "(B, C > 2, H, W) teacher outputs only")

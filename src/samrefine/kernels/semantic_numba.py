@@ -26,8 +26,9 @@ import numba as nb
 import numpy as np
 
 from .._config import NJIT
+from ._api import KernelMode
 
-IOM, CPI = 0, 1
+IOM, CPI = int(KernelMode.IOM), int(KernelMode.CPI)
 _BIG = np.int32(2**31 - 1)
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import torch
 
-IOM, CPI = 0, 1
+from ._api import KernelMode
+
+IOM, CPI = int(KernelMode.IOM), int(KernelMode.CPI)
 _BIG = 2**31 - 1
 
 
