@@ -36,8 +36,7 @@ Cost: one :func:`refine_semantic` call per image and strategy plus two ``bincoun
 
 Contents: :func:`audit_semantic`, :class:`SemanticAuditReport`, :class:`SemanticStrategyStats`.
 
-The ``samrefine audit`` command line does not read label maps yet (wiring it to this function is
-left to the CLI).
+Command line: ``samrefine audit DATA --semantic --num-classes K`` (:mod:`samrefine.cli.audit`).
 """
 
 from __future__ import annotations
@@ -48,12 +47,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _config
+from ._common import to_numpy
+from .auditing import DEFAULT_STRATEGIES
+from .match import STRATEGIES
 from .proposals import Proposals
 from .semantic import refine_semantic
 
 __all__ = ["SemanticAuditReport", "SemanticStrategyStats", "audit_semantic"]
 
-DEFAULT_STRATEGIES = ("iom", "cpi", "cpi-u", "cpi-o")
 _POS, _NEG, _TIE, _NONE = 0, 1, 2, 3
 
 
@@ -132,12 +133,6 @@ class SemanticAuditReport:
                 "strategies": {k: v.to_dict() for k, v in self.strategies.items()}}
 
 
-def _host(x) -> np.ndarray:
-    if type(x).__module__.startswith("torch"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _samples(labels, proposals, gt):
     if proposals is None and gt is None:
         for i, item in enumerate(labels):
@@ -148,7 +143,7 @@ def _samples(labels, proposals, gt):
     if proposals is None or gt is None:
         raise ValueError("pass labels, proposals and gt together, or one iterable of "
                          "(labels, Proposals, gt) tuples")
-    lab, g = _host(labels), _host(gt)
+    lab, g = to_numpy(labels), to_numpy(gt)
     if lab.ndim == 2:
         lab, g = lab[None], g[None]
         proposals = [proposals] if isinstance(proposals, Proposals) else proposals
@@ -192,11 +187,12 @@ def audit_semantic(labels, proposals=None, gt=None, *, num_classes: int,
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     strategies = tuple(strategies)
-    thresholds = {"iom": {"iom_thresh": iom_thresh}, "cpi": {"under": under, "over": over},
-                  "cpi-u": {"under": under}, "cpi-o": {"over": over}}
+    given = {"iom_thresh": iom_thresh, "under": under, "over": over}
     for s in strategies:
-        if s not in thresholds:
-            raise ValueError(f"unknown strategy {s!r}; valid: {', '.join(thresholds)}")
+        if s not in DEFAULT_STRATEGIES:
+            raise ValueError(f"unknown strategy {s!r}; valid: {', '.join(DEFAULT_STRATEGIES)}")
+    # each strategy takes the thresholds it reads (samrefine.STRATEGIES), as audit does
+    thresholds = {s: {k: given[k] for k in STRATEGIES[s].thresholds} for s in strategies}
     k = num_classes
     cm_t = np.zeros((k, k + 1), np.int64)
     cms = {s: np.zeros((k, k + 1), np.int64) for s in strategies}
@@ -204,7 +200,7 @@ def audit_semantic(labels, proposals=None, gt=None, *, num_classes: int,
     regions = {s: [0, 0] for s in strategies}
     n = 0
     for i, (lab, props, g) in enumerate(_samples(labels, proposals, gt)):
-        lab, g = _host(lab), _host(g)
+        lab, g = to_numpy(lab), to_numpy(g)
         if g.shape != lab.shape:
             raise ValueError(f"image {i}: gt is {g.shape} but labels are {lab.shape}")
         if g.dtype.kind not in "iu":
@@ -219,10 +215,10 @@ def audit_semantic(labels, proposals=None, gt=None, *, num_classes: int,
             ref = refine_semantic(lab, props, strategy=s, per=per, ignore_index=ignore_index,
                                   skip_classes=skip_classes, give_up=give_up, num_classes=k,
                                   backend=backend, **thresholds[s])
-            after = _image_cm(_host(ref.labels), g, gv, k, ignore_index)
+            after = _image_cm(to_numpy(ref.labels), g, gv, k, ignore_index)
             cms[s] += after
-            cls = _host(ref.regions.cls)
-            m = _host(ref.regions.matched)
+            cls = to_numpy(ref.regions.cls)
+            m = to_numpy(ref.regions.matched)
             regions[s][0] += int(m.sum())
             regions[s][1] += int(m.size)
             for c in np.unique(cls):
