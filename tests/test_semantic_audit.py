@@ -80,3 +80,59 @@ def test_iterable_input_and_errors():
         sr.audit_semantic(t, p, g, num_classes=3, strategies=("best",))
     with pytest.raises(ValueError, match="together"):
         sr.audit_semantic(t, p, None, num_classes=3)
+
+
+# ---------------------------------------------------------------- samrefine audit --semantic
+
+
+def _worked_example_npz(path):
+    """The module docstring's worked example as the command line reads it (one image)."""
+    t = np.array([[[1, 1, 1, 1, 2, 2]]], np.uint8)
+    g = np.array([[[0, 1, 1, 1, 1, 2]]], np.uint8)
+    np.savez(path, pseudo=t, gt=g, proposals=np.array([[[0, 1, 1, 1, 1, 0]]], bool),
+             proposal_offsets=np.array([0, 1]))
+
+
+def test_cli_audit_semantic_reads_class_maps(tmp_path, capsys):
+    import json
+
+    from samrefine.cli import main
+
+    data = tmp_path / "d.npz"
+    _worked_example_npz(data)
+    out = tmp_path / "out"
+    rc = main(["audit", str(data), "--semantic", "--num-classes", "3", "--strategies", "cpi-u",
+               "--out", str(out)])
+    assert rc == 0
+    assert "cpi-u" in capsys.readouterr().out
+    d = json.loads((out / "audit.json").read_text())
+    assert d["num_classes"] == 3 and d["n_images"] == 1
+    after = d["strategies"]["cpi-u"]
+    np.testing.assert_allclose(d["teacher"]["iou"], [0 / 1, 3 / 5, 1 / 2])
+    np.testing.assert_allclose(after["iou"], [0 / 1, 4 / 4, 1 / 1])
+    assert (after["positive"], after["no_correction"]) == (1, 1)
+    assert after["coverage"] == 5 / 6
+    # class 1 not refined: class 2 alone (s1 = 1/2) does not match, the map is unchanged
+    out2 = tmp_path / "out2"
+    assert main(["audit", str(data), "--semantic", "--num-classes", "3", "--strategies",
+                 "cpi-u", "--skip-classes", "1", "--out", str(out2)]) == 0
+    after = json.loads((out2 / "audit.json").read_text())["strategies"]["cpi-u"]
+    np.testing.assert_allclose(after["iou"], [0 / 1, 3 / 5, 1 / 2])
+    assert (after["positive"], after["no_correction"], after["region_match_rate"]) == (0, 1, 0)
+
+
+def test_cli_audit_semantic_refuses_flags_that_do_not_apply(tmp_path, capsys):
+    from samrefine.cli import main
+
+    data = tmp_path / "d.npz"
+    _worked_example_npz(data)
+    o = str(tmp_path / "o")
+    assert main(["audit", str(data), "--semantic", "--out", o]) == 2
+    assert "--num-classes" in capsys.readouterr().err
+    assert main(["audit", str(data), "--num-classes", "3", "--out", o]) == 2
+    assert "--semantic" in capsys.readouterr().err
+    assert main(["audit", str(data), "--semantic", "--num-classes", "3", "--show", "2",
+                 "--out", o]) == 2
+    assert "--show" in capsys.readouterr().err
+    assert main(["audit", str(data), "--semantic", "--num-classes", "2", "--out", o]) == 2
+    assert "outside 0..1" in capsys.readouterr().err  # class 2 in the maps
