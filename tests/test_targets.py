@@ -156,8 +156,8 @@ def test_errors():
         semires_targets(logits, props, "cpi-x")
     with pytest.raises(TypeError, match="floating"):
         semires_targets(logits.long(), props)
-    with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
-        semires_targets(logits[:, :1].expand(-1, 3, -1, -1), props)
+    with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):  # (B, C > 2, H, W): semantic
+        semires_targets(logits[:, :, None], props)
 
 
 @pytest.mark.cuda

@@ -25,6 +25,8 @@ from .match import (
 )
 from .proposals import ProposalBatch, Proposals
 from .rle import RLEError
+from .semantic import RegionScores, SemanticRefinement, SemanticRegions, refine_semantic
+from .semantic_audit import SemanticAuditReport, SemanticStrategyStats, audit_semantic
 from .viz import audit_bars, overlay_refinement, proposal_grid, pwa_map
 
 __version__ = "0.1.0"
@@ -43,6 +45,10 @@ _LAZY = {
     "SemiRESTargets": "targets",
     "ProposalCollate": "targets",
     "follow_geometry": "targets",
+    "PWACELoss": "semantic_loss",
+    "class_pwa_weight": "semantic_loss",
+    "semantic_targets": "class_targets",
+    "SemanticTargets": "class_targets",
     "ProposalLibrary": "library",
     "register_generator": "library",
     "get_generator": "library",
@@ -54,6 +60,9 @@ __all__ = [
     # matching (numpy + numba)
     "Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STRATEGIES", "Strategy",
     "ResolvedStrategy", "resolve_strategy", "iom", "cpi", "refine",
+    # semantic (multi-class) refinement
+    "refine_semantic", "SemanticRefinement", "SemanticRegions", "RegionScores", "audit_semantic",
+    "SemanticAuditReport", "SemanticStrategyStats",
     # audit and pictures
     "audit", "AuditReport", "StrategyStats", "overlay_refinement", "proposal_grid", "pwa_map",
     "audit_bars",

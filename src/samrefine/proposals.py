@@ -441,17 +441,26 @@ class Proposals:
                                          out_hw[0])
         return Proposals(s, ln, off, out_hw, dict(self.meta), validate=False)
 
-    def resize(self, size: Sequence[int]) -> Proposals:
-        """Nearest-neighbour resize to ``size = (H', W')``, on runs.
+    def resize(self, size: Sequence[int], mode: str = "nearest") -> Proposals:
+        """Nearest-neighbour resize to ``size = (H', W')``, on runs (nothing decoded).
 
-        Equal pixel for pixel to ``torch.nn.functional.interpolate(dense[None].float(),
-        size=size, mode="nearest")``. Metadata is carried over unchanged (boxes and points stay
-        in the original pixel frame).
+        ``mode`` picks the library whose rule is reproduced pixel for pixel on the decoded
+        masks (tested against each):
+
+        * ``"nearest"`` (default): ``torch.nn.functional.interpolate(dense[None].float(),
+          size=size, mode="nearest")`` (torch's legacy rule; the SemiRES reference code's);
+        * ``"nearest-exact"``: the same with ``mode="nearest-exact"``;
+        * ``"pil"``: ``PIL.Image.fromarray(mask).resize((W', H'), Image.NEAREST)``, what
+          UniMatch-style pipelines use for label maps.
+
+        Metadata is carried over unchanged (boxes and points stay in the original pixel frame).
         """
         h2, w2 = _check_size(size)
+        if mode not in _rle.RESIZE_MODES:
+            raise ValueError(f"mode must be one of {_rle.RESIZE_MODES}, got {mode!r}")
         if (h2, w2) == self.size:
             return self
-        return self._remap(*_rle.resize_maps(self.size, (h2, w2)), (h2, w2))
+        return self._remap(*_rle.resize_maps(self.size, (h2, w2), mode), (h2, w2))
 
     def hflip(self) -> Proposals:
         """Mirror left-right, on runs."""

@@ -25,7 +25,8 @@ flip and crop/pad are all such maps, so proposals follow an image's augmentation
 being decoded. Cost: ``O(runs + W_out)`` per mask.
 
 Contents: ``string_to_counts``, ``counts_to_string``, ``counts_to_runs``, ``runs_to_counts``,
-``encode_dense``, ``decode_dense``, ``runs_bbox``, ``nearest_index``, ``resize_maps``,
+``encode_dense``, ``decode_dense``, ``runs_bbox``, ``nearest_index`` (torch ``nearest``,
+``nearest-exact`` and PIL ``NEAREST`` rules), ``resize_maps``,
 ``hflip_maps``, ``crop_maps``, ``remap_runs``, ``encode_labels``,
 ``runs_to_segments``.
 """
@@ -372,19 +373,44 @@ def segments_bbox(segments: SegmentArrays) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def nearest_index(in_size: int, out_size: int) -> np.ndarray:
-    """Source index of each destination index under torch's ``mode="nearest"``.
+#: Nearest-neighbour rules of :func:`nearest_index` (``Proposals.resize(mode=...)``).
+RESIZE_MODES = ("nearest", "nearest-exact", "pil")
 
-    ``src = min(floor(float32(dst) * float32(in / out)), in - 1)``, computed in float32 as
-    ``torch.nn.functional.interpolate`` computes it (``aten/src/ATen/native/UpSample.h``).
+
+def nearest_index(in_size: int, out_size: int, mode: str = "nearest") -> np.ndarray:
+    """Source index of each destination index under a nearest-neighbour rule, ``(out_size,)``
+    int64 (``-1``: no source, left empty).
+
+    ``"nearest"``: torch's ``interpolate(mode="nearest")`` (legacy),
+    ``src = min(floor(float32(dst) * float32(in / out)), in - 1)``, in float32 as
+    ``aten/src/ATen/native/UpSample.h`` computes it.
+
+    ``"nearest-exact"``: torch's ``mode="nearest-exact"``,
+    ``src = min(floor(float32(double(dst + 0.5) * float32(in / out))), in - 1)``.
+
+    ``"pil"``: Pillow's ``Image.resize(..., Image.NEAREST)`` (``ImagingScaleAffine``): the
+    source coordinate starts at ``0.5 * in / out`` and grows by ``in / out`` per pixel,
+    *accumulated* in double precision, then truncated; coordinates outside the image give -1.
     """
-    if out_size == in_size:
-        return np.arange(out_size, dtype=np.int64)
-    if out_size == 2 * in_size:
-        return np.arange(out_size, dtype=np.int64) >> 1
-    scale = np.float32(in_size) / np.float32(out_size)
-    src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
-    return np.minimum(src, in_size - 1)
+    if mode == "nearest":
+        if out_size == in_size:
+            return np.arange(out_size, dtype=np.int64)
+        if out_size == 2 * in_size:
+            return np.arange(out_size, dtype=np.int64) >> 1
+        scale = np.float32(in_size) / np.float32(out_size)
+        src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+        return np.minimum(src, in_size - 1)
+    if mode == "nearest-exact":
+        scale = np.float64(np.float32(in_size) / np.float32(out_size))
+        v = ((np.arange(out_size, dtype=np.float64) + 0.5) * scale).astype(np.float32)
+        return np.minimum(np.floor(v).astype(np.int64), in_size - 1)
+    if mode == "pil":
+        step = float(in_size) / out_size
+        coord = np.add.accumulate(np.concatenate([[step * 0.5], np.full(out_size - 1, step)]))
+        src = np.where(coord < 0, -1, coord.astype(np.int64))
+        src[src >= in_size] = -1
+        return src
+    raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
 
 
 def _row_lo_from_index(src_rows: np.ndarray, in_size: int) -> np.ndarray:
@@ -392,10 +418,13 @@ def _row_lo_from_index(src_rows: np.ndarray, in_size: int) -> np.ndarray:
     return np.searchsorted(src_rows, np.arange(in_size + 1), side="left").astype(np.int64)
 
 
-def resize_maps(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """``(col_src, row_lo)`` for a nearest resize from ``in_hw`` to ``out_hw`` (H, W)."""
+def resize_maps(in_hw: tuple[int, int], out_hw: tuple[int, int],
+                mode: str = "nearest") -> tuple[np.ndarray, np.ndarray]:
+    """``(col_src, row_lo)`` for a nearest resize from ``in_hw`` to ``out_hw`` (H, W) under
+    ``mode`` (see :func:`nearest_index`)."""
     (h, w), (h2, w2) = in_hw, out_hw
-    return nearest_index(w, w2), _row_lo_from_index(nearest_index(h, h2), h)
+    rows = nearest_index(h, h2, mode)  # increasing; -1 (past the end, "pil" only) -> empty
+    return nearest_index(w, w2, mode), _row_lo_from_index(np.where(rows < 0, h, rows), h)
 
 
 def hflip_maps(hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

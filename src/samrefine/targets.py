@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import default_collate
@@ -48,6 +48,9 @@ from samrefine._common import UNSET
 from samrefine.match import Refinement, refine, resolve_strategy
 from samrefine.proposals import ProposalBatch, Proposals
 from samrefine.pwa import _check_params, pwa_weight
+
+if TYPE_CHECKING:
+    from samrefine.class_targets import SemanticTargets
 
 __all__ = ["ProposalCollate", "SemiRESTargets", "follow_geometry", "semires_targets"]
 
@@ -159,8 +162,14 @@ def semires_targets(
     var: float = 0.1,
     backend: str | None = None,
     validate: bool = True,
-) -> SemiRESTargets:
+    **semantic: Any,
+) -> SemiRESTargets | SemanticTargets:
     """Teacher output + proposals -> refined targets, PWA weights, match flags and statistics.
+
+    For a multi-class teacher output ``(B, C, H, W)`` with ``C > 2`` this returns
+    :func:`samrefine.semantic_targets` (class-map targets, a :class:`SemanticTargets`); the
+    ``semantic`` keywords (``per``, ``ignore_index``, ``skip_classes``, ``give_up``,
+    ``conf_thresh``) go there and are refused for binary outputs.
 
     Parameters
     ----------
@@ -194,9 +203,9 @@ def semires_targets(
 
     Returns
     -------
-    SemiRESTargets
+    SemiRESTargets or SemanticTargets
         ``target``, ``matched``, ``prob``, ``pseudo``, ``refinement``, ``stats`` (and
-        ``weight``, computed on access).
+        ``weight``, computed on access); a :class:`SemanticTargets` for ``C > 2`` classes.
 
     Raises
     ------
@@ -213,6 +222,18 @@ def semires_targets(
     overflow). ``weight`` carries no class weights; pass the result to
     :class:`samrefine.PWABCELoss` (``criterion(student_logits, targets)``), which applies them.
     """
+    if isinstance(teacher_out, torch.Tensor) and teacher_out.ndim == 4 and teacher_out.shape[1] > 2:
+        from samrefine.class_targets import semantic_targets
+
+        if pseudo_thresh != 0.5:
+            raise ValueError("pseudo_thresh is for binary outputs; C > 2 classes use argmax "
+                             "(see conf_thresh)")
+        return semantic_targets(teacher_out, proposals, strategy, from_logits=from_logits,
+                                iom_thresh=iom_thresh, under=under, over=over, gamma=gamma,
+                                mu=mu, var=var, backend=backend, validate=validate, **semantic)
+    if semantic:
+        raise TypeError(f"unexpected keyword(s) {sorted(semantic)}: they apply to multi-class "
+                        "(B, C > 2, H, W) teacher outputs only")
     if not isinstance(teacher_out, torch.Tensor) or not teacher_out.is_floating_point():
         raise TypeError(
             "teacher_out must be a floating-point torch.Tensor (logits or probabilities), got "
@@ -221,7 +242,8 @@ def semires_targets(
     shape = tuple(teacher_out.shape)
     if not (len(shape) == 3 or (len(shape) == 4 and shape[1] in (1, 2))):
         raise ValueError(
-            f"teacher_out must be (B, H, W), (B, 1, H, W) or (B, 2, H, W), got {shape}"
+            f"teacher_out must be (B, H, W), (B, 1, H, W), (B, 2, H, W) or (B, C > 2, H, W), "
+            f"got {shape}"
         )
     resolved = resolve_strategy(strategy, iom_thresh=iom_thresh, under=under, over=over)
     if not (isinstance(pseudo_thresh, (int, float)) and 0.0 <= pseudo_thresh <= 1.0):
@@ -344,6 +366,9 @@ class ProposalCollate:
         entries mean no ops. Collated as a plain list. ``None`` disables it.
     collate : callable, default torch.utils.data.default_collate
         Collates everything else.
+    resize_mode : {"nearest", "nearest-exact", "pil"}, default "nearest"
+        Rule of the final resize to ``size`` (see :meth:`samrefine.Proposals.resize`): pick
+        the one your pipeline resizes label maps with (``"pil"`` for UniMatch-style loaders).
 
     Notes
     -----
@@ -370,6 +395,7 @@ class ProposalCollate:
         key: str | int = "proposals",
         geometry_key: str | int | None = "geometry",
         collate: Callable[[list[Any]], Any] = default_collate,
+        resize_mode: str = "nearest",
     ) -> None:
         if size is not None:
             try:
@@ -379,6 +405,11 @@ class ProposalCollate:
             if h <= 0 or w <= 0:
                 raise ValueError(f"size must be positive, got {size!r}")
             size = (h, w)
+        from samrefine.rle import RESIZE_MODES
+
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        self.resize_mode = resize_mode
         self.size = size
         self.key = key
         self.geometry_key = geometry_key
@@ -405,7 +436,7 @@ class ProposalCollate:
         for i, s in enumerate(samples):
             p, g, r = self._split(s, i)
             if self.size is not None:
-                p = p.resize(self.size)
+                p = p.resize(self.size, mode=self.resize_mode)
             props.append(p)
             geoms.append(g)
             rest.append(r)

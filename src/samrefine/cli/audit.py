@@ -1,8 +1,13 @@
-"""``samrefine audit``: correction counts per strategy against ground truth, with pictures."""
+"""``samrefine audit``: correction counts per strategy against ground truth, with pictures.
+
+With ``--semantic`` the pseudo-labels and ground truth are integer class maps, audited by
+:func:`samrefine.audit_semantic` (per-class IoU, corrections per (image, class)).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -10,6 +15,7 @@ import numpy as np
 from .. import _config
 from ..audit_report import AuditReport
 from ..auditing import DEFAULT_STRATEGIES, DEFAULT_SWEEP, audit
+from ..semantic_audit import audit_semantic
 from ..viz import audit_bars, overlay_refinement
 from ._common import parse_list, strategies_reading
 from .inputs import load_inputs
@@ -35,9 +41,15 @@ def _pick_show(report: AuditReport, strategy: str, n: int) -> list[int]:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    if args.semantic:
+        return _cmd_audit_semantic(args)
+    for flag in ("num_classes", "skip_classes"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} is for label maps; add --semantic")
     inp = load_inputs(args)
     strategies = parse_list(args.strategies)
-    sweep = None if args.sweep.lower() == "none" else parse_list(args.sweep, float)
+    sweep_text = args.sweep if args.sweep is not None else ",".join(f"{v:g}" for v in DEFAULT_SWEEP)
+    sweep = None if sweep_text.lower() == "none" else parse_list(sweep_text, float)
     report = audit(
         inp["pseudo"],
         inp["proposals"],
@@ -92,6 +104,51 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit_semantic(args: argparse.Namespace) -> int:
+    """``--semantic``: per-class IoU and corrections of class maps (audit_semantic)."""
+    if args.demo:
+        raise ValueError("--demo generates binary masks; --semantic audits class maps from DATA")
+    binary_only = {
+        "--prob-thresh": args.prob_thresh is not None,
+        "--sweep": args.sweep,
+        "--show": args.show,
+        "--show-strategies": args.show_strategies,
+        "--all-sweep": args.all_sweep,
+        "--per-sample": args.per_sample,
+    }
+    given = [flag for flag, v in binary_only.items() if v]
+    if given:
+        raise ValueError(f"{', '.join(given)}: for binary pseudo-labels only, not with --semantic")
+    if args.num_classes is None:
+        raise ValueError(
+            "--semantic needs --num-classes K (classes 0..K-1; other values "
+            "than --ignore-index are an error)"
+        )
+    inp = load_inputs(args)
+    skip = parse_list(args.skip_classes, int) if args.skip_classes else ()
+    report = audit_semantic(
+        inp["pseudo"],
+        inp["proposals"],
+        inp["gt"],
+        num_classes=args.num_classes,
+        strategies=parse_list(args.strategies),
+        per=args.per,
+        ignore_index=args.ignore_index,
+        skip_classes=skip,
+        give_up=args.give_up,
+        iom_thresh=args.iom_thresh,
+        under=args.under,
+        over=args.over,
+    )
+    print(report.table())
+    os.makedirs(args.out, exist_ok=True)
+    json_path = os.path.join(args.out, "audit.json")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(report.to_dict(), f, indent=2)
+    print(f"\nwrote {json_path}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``samrefine audit``."""
     a = sub.add_parser(
@@ -103,7 +160,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(B, h, w, 3) uint8 and, unless --proposals or --library is given, 'proposals' "
         "(M, h, w) bool with 'proposal_offsets' (B + 1,). Writes OUT/audit.json, "
         "OUT/corrections.png and, with "
-        "--show N, OUT/sample_*.png overlays.",
+        "--show N, OUT/sample_*.png overlays. With --semantic, 'pseudo' and 'gt' are integer "
+        "class maps (B, H, W) and only OUT/audit.json is written (per-class IoU, corrections "
+        "per image and class).",
     )
     a.add_argument("data", nargs="?", metavar="DATA", help="input .npz (see above)")
     a.add_argument(
@@ -153,8 +212,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument(
         "--sweep",
-        default=",".join(f"{v:g}" for v in DEFAULT_SWEEP),
-        help="threshold grid, comma-separated, or 'none'",
+        default=None,
+        help="threshold grid, comma-separated, or 'none' (default "
+        + ",".join(f"{v:g}" for v in DEFAULT_SWEEP)
+        + "; binary pseudo-labels only)",
     )
     a.add_argument(
         "--prob-thresh",
@@ -180,4 +241,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--per-sample", action="store_true", help="add per-sample IoUs and categories to audit.json"
     )
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s = a.add_argument_group("label maps (semantic segmentation)")
+    s.add_argument(
+        "--semantic",
+        action="store_true",
+        help="'pseudo' and 'gt' are integer class maps: audit with audit_semantic",
+    )
+    s.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        metavar="K",
+        help="classes 0..K-1 (required with --semantic)",
+    )
+    s.add_argument(
+        "--ignore-index",
+        type=int,
+        default=255,
+        help="void label of the class maps (default %(default)s)",
+    )
+    s.add_argument(
+        "--skip-classes",
+        default=None,
+        metavar="C,...",
+        help="classes not refined, comma-separated, e.g. 0 for background",
+    )
+    s.add_argument(
+        "--per",
+        choices=("class", "component"),
+        default="class",
+        help="one region per class of an image, or per 8-connected component",
+    )
+    s.add_argument(
+        "--give-up",
+        choices=("ignore", "keep"),
+        default="ignore",
+        help="label of pixels a matched region gives up (default %(default)s)",
+    )
     a.set_defaults(func=_cmd_audit)

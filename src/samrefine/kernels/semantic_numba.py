@@ -1,0 +1,507 @@
+"""Numba CPU kernels for semantic (multi-class) refinement (private; see
+:mod:`samrefine.semantic`).
+
+Per image, in one pass over the label map and one pass over the proposals' column segments:
+
+1. ``region_map_*``: every pixel gets the id of its *region* (a class, or one 8-connected
+   component of a class), ``-1`` for ignored / skipped pixels. Regions are numbered per batch,
+   image by image, then by class, then by component (components ordered by their first pixel in
+   row-major order).
+2. ``score_pairs``: the region map is cut into per-column runs (row-major scan, no transpose);
+   each proposal segment ``(x, [y0, y1))`` is located in its column's runs by binary search and
+   adds its overlap with every run it crosses to that run's region. Only (proposal, region)
+   pairs with a non-zero intersection are emitted (a zero intersection scores 0 and never passes
+   a strict threshold), sorted by (flat proposal index, region id).
+3. ``select_and_paint``: scores, IOM / CPI selection per region, then each pixel goes to the
+   covering refined region of highest priority (highest score, then lowest region id).
+
+Cost: ``O(H W)`` for the map and the runs, ``O(segments log runs_per_column + crossings)`` for
+the scores, ``O(area of the selected proposals + H W)`` for the output. Integer counts, float64
+scores computed in the same order as the torch twin, so both give identical results.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .._config import NJIT
+from ._api import KernelMode
+
+IOM, CPI = int(KernelMode.IOM), int(KernelMode.CPI)
+_BIG = np.int32(2**31 - 1)
+
+
+# ----------------------------------------------------------------------------- region maps
+
+
+@nb.njit(**NJIT)
+def label_range(labels, ignore_index, has_ignore):
+    """(min, max, any) over the non-void pixels, one pass (validation)."""
+    lo = np.int64(2**62)
+    hi = np.int64(-(2**62))
+    flat = labels.reshape(-1)
+    for i in range(flat.shape[0]):
+        v = np.int64(flat[i])
+        if has_ignore and v == ignore_index:
+            continue
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi, hi >= lo
+
+
+@nb.njit(**NJIT)
+def _find(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@nb.njit(inline="always", **NJIT)
+def _union(parent, i, j):
+    ri = _find(parent, i)
+    rj = _find(parent, j)
+    if ri < rj:
+        parent[rj] = ri
+    elif rj < ri:
+        parent[ri] = rj
+
+
+@nb.njit(**NJIT)
+def region_map_component(labels, ignore_index, has_ignore, skip, n_classes):
+    """Region = (image, class, 8-connected component of that class)."""
+    n_img, h, w = labels.shape
+    region = np.empty((n_img, h, w), np.int32)
+    parent = np.empty(h * w, np.int64)
+    comp_of_root = np.empty(h * w, np.int64)
+    valid = np.empty(h * w, np.bool_)
+    cls = np.empty(h * w, np.int64)
+    # per image: component index within its class, in order of first row-major pixel
+    all_class = np.empty(0, np.int64)
+    all_area = np.empty(0, np.int64)
+    all_comp = np.empty(0, np.int64)
+    offsets = np.zeros(n_img + 1, np.int64)
+    for b in range(n_img):
+        for y in range(h):
+            for x in range(w):
+                i = y * w + x
+                v = np.int64(labels[b, y, x])
+                ok = not (has_ignore and v == ignore_index)
+                if ok and skip[v]:
+                    ok = False
+                valid[i] = ok
+                cls[i] = v
+                parent[i] = i
+        # union with the already-visited 8-neighbours. If N is a match, NW and NE (both
+        # adjacent to N) are already joined to it through row y - 1, so N alone suffices;
+        # otherwise NW, NE and W. Roots are always the smallest index of their tree.
+        for y in range(h):
+            for x in range(w):
+                i = y * w + x
+                if not valid[i]:
+                    continue
+                c = cls[i]
+                if y > 0 and valid[i - w] and cls[i - w] == c:
+                    _union(parent, i, i - w)
+                else:
+                    if y > 0 and x > 0 and valid[i - w - 1] and cls[i - w - 1] == c:
+                        _union(parent, i, i - w - 1)
+                    if y > 0 and x + 1 < w and valid[i - w + 1] and cls[i - w + 1] == c:
+                        _union(parent, i, i - w + 1)
+                if x > 0 and valid[i - 1] and cls[i - 1] == c:
+                    _union(parent, i, i - 1)
+        # flatten: parents point to smaller indices, so one forward pass resolves every root
+        for i in range(h * w):
+            if valid[i]:
+                parent[i] = parent[parent[i]]
+        # number components per class in order of first pixel (the root is the first pixel)
+        count = np.zeros(n_classes, np.int64)
+        n_comp = 0
+        for i in range(h * w):
+            if valid[i] and parent[i] == i:
+                comp_of_root[i] = count[cls[i]]
+                count[cls[i]] += 1
+                n_comp += 1
+        start = np.zeros(n_classes + 1, np.int64)
+        for c in range(n_classes):
+            start[c + 1] = start[c] + count[c]
+        base = offsets[b]
+        offsets[b + 1] = base + n_comp
+        r_class = np.empty(n_comp, np.int64)
+        r_comp = np.empty(n_comp, np.int64)
+        r_area = np.zeros(n_comp, np.int64)
+        for i in range(h * w):
+            y = i // w
+            x = i - y * w
+            if not valid[i]:
+                region[b, y, x] = -1
+                continue
+            root = parent[i]
+            c = cls[i]
+            local = start[c] + comp_of_root[root]
+            region[b, y, x] = base + local
+            r_class[local] = c
+            r_comp[local] = comp_of_root[root]
+            r_area[local] += 1
+        all_class = np.concatenate((all_class, r_class))
+        all_comp = np.concatenate((all_comp, r_comp))
+        all_area = np.concatenate((all_area, r_area))
+    return region, offsets, all_class, all_comp, all_area
+
+
+# ----------------------------------------------------------------------------- scores
+
+
+@nb.njit(**NJIT)
+def column_runs(keys):
+    """Per-column runs of every image of ``keys`` (B, H, W), scanned row by row (no transpose).
+
+    Returns ``colptr`` (B, W + 1) int64 (runs of column ``x`` of image ``b`` are
+    ``colptr[b, x]:colptr[b, x + 1]``, indices into the flat run arrays), ``run_y0`` (N,)
+    int32 (first row; a run ends where the next one of its column starts, or at H) and
+    ``run_key`` (N,) int64 (the key value of the run).
+    """
+    n_img, h, w = keys.shape
+    colptr = np.zeros((n_img, w + 1), np.int64)
+    total = np.int64(0)
+    cnt32 = np.empty(w, np.int32)
+    for b in range(n_img):
+        kb = keys[b]
+        cnt32[:] = 1
+        for y in range(1, h):
+            row = kb[y]
+            prev = kb[y - 1]
+            for x in range(w):
+                cnt32[x] += np.int32(row[x] != prev[x])
+        cnt = colptr[b]
+        cnt[0] = total
+        for x in range(w):
+            cnt[x + 1] = cnt[x] + cnt32[x]
+        total = cnt[w]
+    run_y0 = np.empty(total, np.int32)
+    run_key = np.empty(total, np.int64)
+    pos = np.empty(w, np.int64)
+    for b in range(n_img):
+        kb = keys[b]
+        for x in range(w):
+            p = colptr[b, x]
+            run_y0[p] = 0
+            run_key[p] = kb[0, x]
+            pos[x] = p + 1
+        for y in range(1, h):
+            row = kb[y]
+            prev = kb[y - 1]
+            for x in range(w):
+                v = row[x]
+                if v != prev[x]:
+                    run_y0[pos[x]] = y
+                    run_key[pos[x]] = v
+                    pos[x] += 1
+    return colptr, run_y0, run_key
+
+
+@nb.njit(**NJIT)
+def class_regions(colptr, run_y0, run_key, h, ignore_index, has_ignore, skip, n_classes):
+    """Regions = (image, class), from the runs of the class map (areas summed over runs).
+
+    Returns lut (B, n_classes) int32 (class -> region id, -1 for absent or skipped), offsets
+    (B + 1,), class, component (zeros), area (R,) int64, and ``run_r`` (N,) int32, each run's
+    region id (-1 for void or skipped pixels).
+    """
+    n_img, w1 = colptr.shape
+    w = w1 - 1
+    hist = np.zeros((n_img, n_classes), np.int64)
+    for b in range(n_img):
+        for x in range(w):
+            hi = colptr[b, x + 1]
+            for j in range(colptr[b, x], hi):
+                v = run_key[j]
+                if has_ignore and v == ignore_index:
+                    continue
+                end = run_y0[j + 1] if j + 1 < hi else h
+                hist[b, v] += end - run_y0[j]
+    n_reg = 0
+    for b in range(n_img):
+        for c in range(n_classes):
+            if hist[b, c] > 0 and not skip[c]:
+                n_reg += 1
+    offsets = np.zeros(n_img + 1, np.int64)
+    r_class = np.empty(n_reg, np.int64)
+    r_comp = np.zeros(n_reg, np.int64)
+    r_area = np.empty(n_reg, np.int64)
+    lut = np.full((n_img, n_classes), -1, np.int32)
+    r = 0
+    for b in range(n_img):
+        for c in range(n_classes):
+            if hist[b, c] > 0 and not skip[c]:
+                lut[b, c] = r
+                r_class[r] = c
+                r_area[r] = hist[b, c]
+                r += 1
+        offsets[b + 1] = r
+    run_r = np.empty(run_key.shape[0], np.int32)
+    for b in range(n_img):
+        for j in range(colptr[b, 0], colptr[b, w]):
+            v = run_key[j]
+            run_r[j] = -1 if has_ignore and v == ignore_index else lut[b, v]
+    return lut, offsets, r_class, r_comp, r_area, run_r
+
+
+@nb.njit(**NJIT)
+def score_pairs(colptr, run_y0, run_r, h, region_offsets, seg_x, seg_y0, seg_y1, seg_offsets,
+                mask_offsets):
+    """Intersections |P_r n S_m| > 0 as pairs sorted by (m, r): (pair_mask, pair_region,
+    pair_inter), all int64 (m and r flat over the batch), from the column runs of the region
+    ids (:func:`column_runs`, with ``run_r`` the region id of each run)."""
+    n_img = colptr.shape[0]
+    cap = 1024
+    p_m = np.empty(cap, np.int64)
+    p_r = np.empty(cap, np.int64)
+    p_t = np.empty(cap, np.int64)
+    n = 0
+    for b in range(n_img):
+        r0 = region_offsets[b]
+        n_reg = region_offsets[b + 1] - r0
+        if n_reg == 0 or mask_offsets[b + 1] == mask_offsets[b]:
+            continue
+        cp = colptr[b]
+        acc = np.zeros(n_reg, np.int64)
+        touched = np.empty(n_reg, np.int64)
+        for m in range(mask_offsets[b], mask_offsets[b + 1]):
+            nt = 0
+            for g in range(seg_offsets[m], seg_offsets[m + 1]):
+                x = seg_x[g]
+                y0 = np.int64(seg_y0[g])
+                y1 = np.int64(seg_y1[g])
+                lo = cp[x]
+                hi = cp[x + 1]
+                # last run of the column starting at or before y0 (run_y0[lo] == 0 <= y0)
+                a = lo
+                z = hi
+                while z - a > 1:
+                    mid = (a + z) // 2
+                    if run_y0[mid] <= y0:
+                        a = mid
+                    else:
+                        z = mid
+                j = a
+                while j < hi and run_y0[j] < y1:
+                    start = max(np.int64(run_y0[j]), y0)
+                    end = np.int64(run_y0[j + 1]) if j + 1 < hi else np.int64(h)
+                    if end > y1:
+                        end = y1
+                    rr = run_r[j]
+                    if rr >= 0 and end > start:
+                        k = rr - r0
+                        if acc[k] == 0:
+                            touched[nt] = k
+                            nt += 1
+                        acc[k] += end - start
+                    j += 1
+            if nt == 0:
+                continue
+            ts = np.sort(touched[:nt])
+            if n + nt > cap:
+                while n + nt > cap:
+                    cap *= 2
+                q_m = np.empty(cap, np.int64)
+                q_r = np.empty(cap, np.int64)
+                q_t = np.empty(cap, np.int64)
+                q_m[:n] = p_m[:n]
+                q_r[:n] = p_r[:n]
+                q_t[:n] = p_t[:n]
+                p_m, p_r, p_t = q_m, q_r, q_t
+            for i in range(nt):
+                k = ts[i]
+                p_m[n] = m
+                p_r[n] = r0 + k
+                p_t[n] = acc[k]
+                acc[k] = 0
+                n += 1
+    return p_m[:n].copy(), p_r[:n].copy(), p_t[:n].copy()
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+@nb.njit(**NJIT)
+def select(p_m, p_r, p_t, r_area, m_area, n_reg, mode, t_iom, use_under, under, use_over,
+           over, eps):
+    """Scores of every pair and the selection. Returns iou, s1, s2 (P,) float64, selected (P,)
+    bool, chosen (R,) int64 (flat mask, -1), matched (R,) bool, score (R,) float64."""
+    n = p_m.shape[0]
+    iou = np.empty(n, np.float64)
+    s1 = np.empty(n, np.float64)
+    s2 = np.empty(n, np.float64)
+    selected = np.zeros(n, np.bool_)
+    chosen = np.full(n_reg, -1, np.int64)
+    chosen_pair = np.full(n_reg, -1, np.int64)
+    matched = np.zeros(n_reg, np.bool_)
+    score = np.zeros(n_reg, np.float64)
+    for i in range(n):
+        r = p_r[i]
+        t = np.float64(p_t[i])
+        ar = np.float64(r_area[r])
+        ak = np.float64(m_area[p_m[i]])
+        v_iou = t / (ar + ak - t)
+        v_s1 = t / (ar + eps)
+        v_s2 = t / ak
+        iou[i] = v_iou
+        s1[i] = v_s1
+        s2[i] = v_s2
+        if mode == IOM:
+            if v_iou > t_iom and v_iou > score[r]:
+                score[r] = v_iou
+                chosen[r] = p_m[i]
+                chosen_pair[r] = i
+        else:
+            if (use_under and v_s1 > under) or (use_over and v_s2 > over):
+                selected[i] = True
+                matched[r] = True
+                if v_iou > score[r]:
+                    score[r] = v_iou
+    if mode == IOM:
+        for r in range(n_reg):
+            if chosen_pair[r] >= 0:
+                selected[chosen_pair[r]] = True
+                matched[r] = True
+    return iou, s1, s2, selected, chosen, matched, score
+
+
+@nb.njit(inline="always", **NJIT)
+def _next_free(nxt, i):
+    """First unpainted row >= i (path halving)."""
+    while nxt[i] != i:
+        nxt[i] = nxt[nxt[i]]
+        i = nxt[i]
+    return i
+
+
+@nb.njit(**NJIT)
+def paint(labels, colptr, run_y0, run_r, region_offsets, r_class, r_matched, r_score, p_m, p_r,
+          selected, seg_x, seg_y0, seg_y1, seg_offsets, give_up_ignore, ignore_value, out,
+          out_matched):
+    """Write refined labels ``out`` and the per-pixel ``out_matched`` (both (B, H, W)).
+    ``colptr``/``run_y0``/``run_r`` are the column runs of the region ids (as scored)."""
+    n_img, h, w = labels.shape
+    winner = np.empty((h, w), np.int32)
+    n_pairs = p_m.shape[0]
+    # pairs are sorted by mask, hence by image: walk them image by image
+    i0 = 0
+    for b in range(n_img):
+        r0 = region_offsets[b]
+        r1 = region_offsets[b + 1]
+        n_reg = r1 - r0
+        i1 = i0
+        while i1 < n_pairs and p_r[i1] < r1:
+            i1 += 1
+        # priority rank: higher score first, then lower region id
+        rank = np.full(n_reg, _BIG, np.int32)
+        order = np.empty(0, np.int64)
+        n_match = 0
+        for k in range(n_reg):
+            if r_matched[r0 + k]:
+                n_match += 1
+        if n_match > 0:
+            cand = np.empty(n_match, np.int64)
+            q = 0
+            for k in range(n_reg):
+                if r_matched[r0 + k]:
+                    cand[q] = k
+                    q += 1
+            sort_key = np.empty(n_match, np.float64)
+            for q in range(n_match):
+                sort_key[q] = -r_score[r0 + cand[q]]
+            order = cand[np.argsort(sort_key, kind="mergesort")]
+            for q in range(n_match):
+                rank[order[q]] = q
+            # each pixel goes to the best-ranked selected segment covering it: bucket the
+            # selected segments by column in rank order, then paint every column once with
+            # "next unpainted row" skip pointers: O(H W + segments), whatever the overlap
+            sel_pairs = np.empty(i1 - i0, np.int64)
+            sel_rank = np.empty(i1 - i0, np.int64)
+            n_sel = 0
+            for i in range(i0, i1):
+                if selected[i]:
+                    sel_pairs[n_sel] = i
+                    sel_rank[n_sel] = rank[p_r[i] - r0]
+                    n_sel += 1
+            by_rank = sel_pairs[:n_sel][np.argsort(sel_rank[:n_sel], kind="mergesort")]
+            colstart = np.zeros(w + 1, np.int64)
+            for i in by_rank:
+                m = p_m[i]
+                for g in range(seg_offsets[m], seg_offsets[m + 1]):
+                    colstart[seg_x[g] + 1] += 1
+            for x in range(w):
+                colstart[x + 1] += colstart[x]
+            n_g = colstart[w]
+            b_y0 = np.empty(n_g, np.int32)
+            b_y1 = np.empty(n_g, np.int32)
+            b_rk = np.empty(n_g, np.int32)
+            fill = colstart[:w].copy()
+            for i in by_rank:
+                m = p_m[i]
+                rk = rank[p_r[i] - r0]
+                for g in range(seg_offsets[m], seg_offsets[m + 1]):
+                    x = seg_x[g]
+                    q = fill[x]
+                    b_y0[q] = seg_y0[g]
+                    b_y1[q] = seg_y1[g]
+                    b_rk[q] = rk
+                    fill[x] = q + 1
+            winner[:, :] = _BIG
+            nxt = np.empty(h + 1, np.int64)
+            for x in range(w):
+                if colstart[x + 1] == colstart[x]:
+                    continue
+                for i in range(h + 1):
+                    nxt[i] = i
+                for q in range(colstart[x], colstart[x + 1]):
+                    y1 = b_y1[q]
+                    y = _next_free(nxt, b_y0[q])
+                    while y < y1:
+                        winner[y, x] = b_rk[q]
+                        nxt[y] = y1  # all of [y, y1) gets painted: jump past it at once
+                        y = _next_free(nxt, y + 1)
+        if n_match == 0:
+            src = labels[b].reshape(-1)
+            dst = out[b].reshape(-1)
+            dm = out_matched[b].reshape(-1)
+            for i in range(h * w):
+                dst[i] = src[i]
+                dm[i] = False
+            i0 = i1
+            continue
+        # claims: a row-major, branch-free select per pixel
+        cls_of_rank = np.empty(n_match + 1, np.int64)
+        for q in range(n_match):
+            cls_of_rank[q] = r_class[r0 + order[q]]
+        cls_of_rank[n_match] = 0
+        ob = out[b]
+        mb = out_matched[b]
+        lb = labels[b]
+        for y in range(h):
+            wr = winner[y]
+            orow = ob[y]
+            mrow = mb[y]
+            lrow = lb[y]
+            for x in range(w):
+                wv = min(wr[x], n_match)
+                claimed = wv < n_match
+                mrow[x] = claimed
+                orow[x] = cls_of_rank[wv] if claimed else lrow[x]
+        # give-ups: the unclaimed pixels of matched regions, found through the region runs
+        if give_up_ignore:
+            cp = colptr[b]
+            for x in range(w):
+                hi = cp[x + 1]
+                for j in range(cp[x], hi):
+                    rr = run_r[j]
+                    if rr < 0 or not r_matched[rr]:
+                        continue
+                    end = run_y0[j + 1] if j + 1 < hi else h
+                    for y in range(run_y0[j], end):
+                        if winner[y, x] == _BIG:
+                            ob[y, x] = ignore_value
+        i0 = i1
