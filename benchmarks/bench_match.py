@@ -13,7 +13,10 @@ Routes, per sample, median of many runs, one core:
 - ``naive (pre-resized)``: the same loop on proposals already dense at 480x480;
 - ``pycocotools``: proposals pre-resized as compressed RLE; encode the pseudo-label,
   ``mask.iou``, then ``merge``/``decode`` the selection;
-- ``samrefine numba`` and ``samrefine torch`` (CPU; CUDA when available): resized runs.
+- ``samrefine numba`` and ``samrefine torch`` (CPU; CUDA when available): resized runs,
+  collated once into a ``ProposalBatch`` (the batch path);
+- ``single``: ``refine(pseudo, proposals)`` on the image's own ``Proposals`` (numba), the call
+  most users write, and its ratio to the batch path.
 
 Also ``Proposals.resize`` against decoding + torch nearest, the first-call JIT time, and a
 warm ``import samrefine``. Run: ``python benchmarks/bench_match.py [--quick]``.
@@ -127,7 +130,7 @@ def coco_match(pseudo: np.ndarray, rles: list, areas: np.ndarray, strategy: str)
 # ---------------------------------------------------------------- inputs
 
 
-def make_cases(quick: bool):
+def make_cases(quick: bool, limit: int | None = None):
     from samrefine.demo import corrupt_mask, photo, pick_object
     from samrefine.library.classical import classical_proposals
 
@@ -135,7 +138,7 @@ def make_cases(quick: bool):
     names = ("coffee", "astronaut") if quick else ("coffee", "astronaut", "chelsea", "rocket",
                                                    "motorcycle")
     cases = []
-    for name in names:
+    for name in names[:limit]:
         props = classical_proposals(photo(name), max_masks=300)
         cases.append((name, props))
     if not quick:
@@ -159,11 +162,19 @@ def make_cases(quick: bool):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer photos and repetitions")
+    ap.add_argument("--cuda-only", action="store_true",
+                    help="only the CUDA batch of 16 (benchmarks/gpu_check.sh)")
     args = ap.parse_args()
     reps = 20 if args.quick else 100
     from pycocotools import mask as mu
 
     import samrefine as sr
+
+    if args.cuda_only:
+        if not torch.cuda.is_available():
+            sys.exit("--cuda-only needs a CUDA device")
+        bench_cuda(make_cases(True, limit=1))
+        return
 
     t0 = time.perf_counter()
     cases = make_cases(args.quick)
@@ -203,13 +214,15 @@ def main() -> None:
             t_pre = median_time(lambda: naive_match(pt, dense_small, strategy), r, 1)
             t_coco = median_time(lambda: coco_match(pseudo, rles, areas, strategy), reps)
             t_nb = median_time(lambda: sr.refine(pseudo, batch, strategy), reps * 5)
+            t_one = median_time(lambda: sr.refine(pseudo, small, strategy), reps * 5)
             t_th = median_time(lambda: sr.refine(pseudo_t, tbatch, strategy, backend="torch"),
                                reps)
             # same answer on every route
             want = naive_match(pt, dense_small, strategy).bool().numpy()
             assert np.array_equal(sr.refine(pseudo, batch, strategy).masks, want)
             assert np.array_equal(coco_match(pseudo, rles, areas, strategy), want)
-            rows.append((name, n, strategy, t_naive, t_pre, t_coco, t_nb, t_th))
+            assert np.array_equal(sr.refine(pseudo, small, strategy).masks, want)
+            rows.append((name, n, strategy, t_naive, t_pre, t_coco, t_nb, t_th, t_one))
         t_res = median_time(lambda: props.resize(SIZE), reps)
         dense_full = torch.from_numpy(props.to_dense())
         t_dec = median_time(lambda: torch.nn.functional.interpolate(
@@ -223,16 +236,18 @@ def main() -> None:
     print("\nMatching one 480x480 pseudo-label, per sample, median, one core "
           "(ms; ratio = naive / route)")
     hdr = (f"{'photo':<15}{'N':>5} {'strategy':<7}{'naive':>9}{'naive-pre':>10}"
-           f"{'pycoco':>9}{'numba':>8}{'torch':>8}{'x naive':>9}{'x pycoco':>9}")
+           f"{'pycoco':>9}{'numba':>8}{'torch':>8}{'x naive':>9}{'x pycoco':>9}"
+           f"{'single':>8}{'single/batch':>13}")
     print(hdr)
     print("-" * len(hdr))
-    for name, n, strategy, a, b, c, d, e in rows:
+    for name, n, strategy, a, b, c, d, e, f in rows:
         print(f"{name:<15}{n:>5} {strategy:<7}{a * 1e3:>9.2f}{b * 1e3:>10.2f}{c * 1e3:>9.3f}"
-              f"{d * 1e3:>8.3f}{e * 1e3:>8.3f}{a / d:>9.0f}{c / d:>9.1f}")
+              f"{d * 1e3:>8.3f}{e * 1e3:>8.3f}{a / d:>9.0f}{c / d:>9.1f}{f * 1e3:>8.3f}"
+              f"{f / d:>13.2f}")
     med = lambda i: float(np.median([r[i] for r in rows]))  # noqa: E731
     print(f"{'median':<28}{med(3) * 1e3:>9.2f}{med(4) * 1e3:>10.2f}{med(5) * 1e3:>9.3f}"
           f"{med(6) * 1e3:>8.3f}{med(7) * 1e3:>8.3f}{med(3) / med(6):>9.0f}"
-          f"{med(5) / med(6):>9.1f}")
+          f"{med(5) / med(6):>9.1f}{med(8) * 1e3:>8.3f}{med(8) / med(6):>13.2f}")
 
     print("\nResizing one image's proposals to 480x480, median, one core (ms)")
     hdr = (f"{'photo':<15}{'N':>5} {'from':<10}{'samrefine':>10}{'decode+torch':>13}"
@@ -244,24 +259,30 @@ def main() -> None:
               f"{c * 1e3:>11.2f}{d * 1e3:>12.2f}{b / a:>12.0f}")
 
     if torch.cuda.is_available():
-        print("\nCUDA: a batch of 16 samples (ms per batch, median; torch.cuda.synchronize)")
-        name, props, small, pseudo = cases[0]
-        rng = np.random.default_rng(1)
-        pseudos = np.stack([pseudo] * 16)
-        batch = sr.ProposalBatch([small] * 16)
-        cb = batch.to("cuda")
-        cp = torch.from_numpy(pseudos).cuda()
-        for strategy in ("iom", "cpi-u", "cpi"):
-            def run():
-                sr.refine(cp, cb, strategy)
-                torch.cuda.synchronize()
-            t = median_time(run, 200, 10)
-            a = sr.refine(pseudos, batch, strategy)
-            b = sr.refine(cp, cb, strategy)
-            same = np.array_equal(a.masks, b.masks.cpu().numpy()) and np.array_equal(
-                a.scores.iou, b.scores.iou.cpu().numpy())
-            print(f"  {strategy:<6} {t * 1e3:.3f} ms  bit-identical to numba: {same}")
-        del rng
+        bench_cuda(cases)
+
+
+def bench_cuda(cases) -> None:
+    """A batch of 16 on CUDA: median ms per batch per strategy, and bit-identity with numba."""
+    import samrefine as sr
+
+    print(f"\nCUDA ({torch.cuda.get_device_name()}): a batch of 16 samples (ms per batch, "
+          "median; torch.cuda.synchronize)")
+    name, props, small, pseudo = cases[0]
+    pseudos = np.stack([pseudo] * 16)
+    batch = sr.ProposalBatch([small] * 16)
+    cb = batch.to("cuda")
+    cp = torch.from_numpy(pseudos).cuda()
+    for strategy in ("iom", "cpi-u", "cpi"):
+        def run():
+            sr.refine(cp, cb, strategy)
+            torch.cuda.synchronize()
+        t = median_time(run, 200, 10)
+        a = sr.refine(pseudos, batch, strategy)
+        b = sr.refine(cp, cb, strategy)
+        same = np.array_equal(a.masks, b.masks.cpu().numpy()) and np.array_equal(
+            a.scores.iou, b.scores.iou.cpu().numpy())
+        print(f"  {strategy:<6} {t * 1e3:.3f} ms  bit-identical to numba: {same}")
 
 
 if __name__ == "__main__":

@@ -221,6 +221,7 @@ def test_update_reaches_buffers_replaced_by_module_apply():
     torch.testing.assert_close(teacher.module.norm.running_mean, torch.full((8,), 2.0))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_update_matches_cpu():
     torch.manual_seed(0)

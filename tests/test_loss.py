@@ -298,6 +298,7 @@ def test_errors_are_clear():
         PWABCELoss(class_weight=(1.0, -1.0))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     g = torch.Generator().manual_seed(3)

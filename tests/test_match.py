@@ -10,10 +10,11 @@ from hypothesis.extra import numpy as hnp
 from strategies import mask_stacks
 
 import samrefine as sr
-from samrefine import Proposals
+from samrefine import Proposals, kernels
+from samrefine.match import KernelMode, resolve_strategy
 
 CUDA = torch.cuda.is_available()
-BACKENDS = ["numba", "torch"] + (["cuda"] if CUDA else [])
+BACKENDS = ["numba", "torch"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if CUDA else [])
 
 
 @st.composite
@@ -185,6 +186,7 @@ def test_bad_input_is_named(rng):
         sr.iom(pseudo, props.to_dense())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_cuda_matches_numba_bit_for_bit(rng):
     h = w = 96
@@ -197,3 +199,91 @@ def test_cuda_matches_numba_bit_for_bit(rng):
         assert b.masks.is_cuda
         np.testing.assert_array_equal(a.masks, b.masks.cpu().numpy())
         assert np.array_equal(a.scores.iou, b.scores.iou.cpu().numpy())
+
+
+def test_strategy_registry_is_the_module_table():
+    assert list(sr.STRATEGIES) == ["iom", "cpi", "cpi-u", "cpi-o", "none"]
+    table = {name: (s.mode, s.thresholds, dict(s.defaults)) for name, s in sr.STRATEGIES.items()}
+    assert table == {
+        "iom": (KernelMode.IOM, ("iom_thresh",), {"iom_thresh": 0.5}),
+        "cpi": (KernelMode.CPI, ("under", "over"), {"under": 0.7, "over": 0.7}),
+        "cpi-u": (KernelMode.CPI, ("under",), {"under": 0.7}),
+        "cpi-o": (KernelMode.CPI, ("over",), {"over": 0.7}),
+        "none": (KernelMode.NONE, (), {}),
+    }
+    with pytest.raises(TypeError):
+        sr.STRATEGIES["mine"] = sr.STRATEGIES["cpi"]  # read-only
+
+
+def test_resolver_defaults_and_disabling():
+    r = resolve_strategy("cpi-u")
+    assert (r.mode, r.under, r.over, r.thresholds) == (KernelMode.CPI, 0.7, None, {"under": 0.7})
+    assert resolve_strategy("cpi-o", over=0.4).thresholds == {"over": 0.4}
+    assert resolve_strategy("cpi", over=None).thresholds == {"under": 0.7, "over": None}
+    assert resolve_strategy("iom").iom_thresh == 0.5
+    # a threshold the strategy does not read may be None (no test to switch off)
+    assert resolve_strategy("cpi-u", over=None) == resolve_strategy("cpi-u")
+    assert resolve_strategy("none").thresholds == {}
+
+
+@pytest.mark.parametrize("name, kw, reads", [
+    ("cpi-u", {"over": 0.7}, "under"),
+    ("cpi-o", {"under": 0.7}, "over"),
+    ("iom", {"under": 0.7}, "iom_thresh"),
+    ("cpi", {"iom_thresh": 0.5}, "under, over"),
+    ("none", {"under": 0.7}, "no thresholds"),
+])
+def test_a_threshold_the_strategy_does_not_read_is_an_error(name, kw, reads, rng):
+    with pytest.raises(ValueError, match=rf"does not read {next(iter(kw))} \(it reads: {reads}\)"):
+        resolve_strategy(name, **kw)
+    props = Proposals.from_dense(rng.random((3, 6, 7)) < 0.5)
+    with pytest.raises(ValueError, match="does not read"):  # every entry point uses the resolver
+        sr.refine(rng.random((6, 7)) < 0.5, props, name, **kw)
+    with pytest.raises(ValueError, match="does not read"):
+        sr.semires_targets(torch.zeros(1, 6, 7), [props], name, **kw)
+
+
+def test_required_thresholds_and_ranges():
+    with pytest.raises(ValueError, match="'cpi-u' needs under"):
+        resolve_strategy("cpi-u", under=None)
+    with pytest.raises(ValueError, match="at least one of under/over"):
+        resolve_strategy("cpi", under=None, over=None)
+    with pytest.raises(ValueError, match=r"over must be in \[0, 1\]"):
+        resolve_strategy("cpi", over=float("nan"))
+    with pytest.raises(TypeError, match="number"):
+        resolve_strategy("iom", iom_thresh="high")
+    with pytest.raises(ValueError, match="unknown strategy 'best'; valid: iom, cpi, cpi-u"):
+        resolve_strategy("best")
+
+
+def test_refine_takes_a_resolved_strategy(rng):
+    pseudo = rng.random((6, 7)) < 0.5
+    props = Proposals.from_dense(rng.random((4, 6, 7)) < 0.5)
+    r = resolve_strategy("cpi", under=0.3, over=0.2)
+    a = sr.refine(pseudo, props, r)
+    b = sr.refine(pseudo, props, "cpi", under=0.3, over=0.2)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    assert a.strategy == "cpi"
+    with pytest.raises(ValueError, match="resolve_strategy"):
+        sr.refine(pseudo, props, r, under=0.5)
+
+
+@pytest.mark.parametrize("mode, kw", [(KernelMode.IOM, {"iom_thresh": 0.2, "under": None,
+                                                         "over": None}),
+                                      (KernelMode.CPI, {"iom_thresh": 0.0, "under": 0.3,
+                                                        "over": 0.6})])
+def test_both_kernels_return_one_result_type(rng, mode, kw):
+    props = [Proposals.from_dense(rng.random((k, 9, 7)) < 0.4) for k in (5, 0, 3)]
+    batch = sr.ProposalBatch(props)
+    x = (rng.random((3, 9, 7)) < 0.5).astype(np.uint8)
+    a = kernels.refine_batch(x, batch.segments(), mode, eps=1e-9, backend="numba", **kw)
+    b = kernels.refine_batch(torch.from_numpy(x), batch.segments("cpu"), mode, eps=1e-9,
+                             backend="torch", **kw)
+    assert type(a) is type(b) is kernels.KernelResult
+    for name, va, vb in zip(a._fields, a, b):
+        vb = vb.numpy()
+        assert va.dtype == vb.dtype, name
+        assert np.array_equal(va, vb), name
+    assert a.masks.dtype == np.bool_ and a.masks.shape == (3, 9, 7)
+    # chosen is local to each image: within [-1, len(props[b]))
+    assert all(-1 <= c < len(p) for c, p in zip(a.chosen, props))

@@ -39,7 +39,7 @@ def test_paper_values():
     assert (p.loss, p.class_weight, p.reduction) == ("bce", None, "mean")
     assert (p.ema_decay, p.strategy, p.under, p.over) == (0.996, "cpi-u", 0.7, None)
     assert (p.pwa_gamma, p.pwa_mu, p.pwa_var) == (1.3, 0.5, 0.1)
-    assert p.refine_kwargs() == {"strategy": "cpi-u", "under": 0.7, "over": None}
+    assert p.refine_kwargs() == {"strategy": "cpi-u", "under": 0.7}
 
 
 def test_reference_code_values():
@@ -83,3 +83,36 @@ def test_refine_kwargs_are_accepted_by_refine(name):
     # The pseudo-label equals proposal 0 exactly: every strategy matches it and nothing else.
     assert bool(ref.matched[0])
     np.testing.assert_array_equal(ref.masks[0], masks[0])
+
+
+def test_a_preset_with_another_strategy_passes_only_the_thresholds_it_reads():
+    # reference-code sets over=0.7; CPI-U does not read over, so it must not turn into full CPI
+    ref = get_preset("reference-code")
+    assert ref.refine_kwargs("cpi-u") == {"strategy": "cpi-u", "under": 0.7}
+    assert ref.refine_kwargs("cpi-o") == {"strategy": "cpi-o", "over": 0.7}
+    assert ref.refine_kwargs("iom") == {"strategy": "iom", "iom_thresh": 0.5}
+    assert ref.refine_kwargs("none") == {"strategy": "none"}
+    # paper leaves over unset: full CPI then uses the registry default for it
+    assert get_preset("paper").refine_kwargs("cpi") == {"strategy": "cpi", "under": 0.7}
+    with pytest.raises(ValueError, match="unknown strategy 'cpi-x'; valid: iom, cpi"):
+        ref.refine_kwargs("cpi-x")
+
+
+def test_cpi_u_from_a_cpi_preset_selects_on_s1_only():
+    # one proposal covers half the pseudo-label (s1 = 0.5) and lies inside it (s2 = 1):
+    # CPI selects it through s2, CPI-U must not.
+    pseudo = np.zeros((1, 8, 8), bool)
+    pseudo[0, :4] = True
+    part = np.zeros((1, 8, 8), bool)
+    part[0, :2] = True
+    props = [samrefine.Proposals.from_dense(part)]
+    ref = get_preset("reference-code")
+    assert bool(samrefine.refine(pseudo, props, **ref.refine_kwargs()).matched[0])
+    assert not bool(samrefine.refine(pseudo, props, **ref.refine_kwargs("cpi-u")).matched[0])
+
+
+def test_a_preset_must_set_what_its_own_strategy_reads():
+    with pytest.raises(ValueError, match="reads over, which is None"):
+        get_preset("paper").replace(strategy="cpi-o")
+    with pytest.raises(ValueError, match="reads iom_thresh"):
+        get_preset("paper").replace(strategy="iom", iom_thresh=None)

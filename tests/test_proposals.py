@@ -1,5 +1,8 @@
 """Proposals and ProposalBatch: constructors, conversions, validation."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +10,7 @@ from hypothesis import given
 from pycocotools import mask as mask_utils
 from strategies import mask_stacks
 
-from samrefine import ProposalBatch, Proposals, RLEError
+from samrefine import ProposalBatch, Proposals, RLEError, rle
 
 
 @given(mask_stacks())
@@ -108,3 +111,53 @@ def test_batch_flat_layout_and_device_move(rng):
         ProposalBatch([a, Proposals.empty((5, 4))])
     with pytest.raises(TypeError, match="expected samrefine.Proposals"):
         ProposalBatch([a, "x"])
+
+
+@given(masks=mask_stacks(max_n=5, min_n=0))
+def test_segments_are_the_column_runs_of_each_mask(masks):
+    p = Proposals.from_dense(masks)
+    x, y0, y1, off = p.segments
+    assert p.segments is p.segments  # split once, then kept
+    n, h, w = masks.shape
+    for k in range(n):
+        got = np.zeros((h, w), bool)
+        cols = x[off[k]:off[k + 1]]
+        assert np.all(np.diff(cols) >= 0)  # sorted by column
+        for c, a, b in zip(cols, y0[off[k]:off[k + 1]], y1[off[k]:off[k + 1]]):
+            assert 0 <= a < b <= h and not got[a:b, c].any()
+            got[a:b, c] = True
+        np.testing.assert_array_equal(got, masks[k])
+
+
+@given(masks=mask_stacks(max_n=4, min_n=0))
+def test_batch_of_cached_segments_equals_one_split_of_all_runs(masks):
+    # a batch joins the images' own (cached) segments; it must equal splitting all runs at once
+    a = Proposals.from_dense(masks)
+    b = a[::-1]
+    batch = ProposalBatch([a, b, a])
+    seg = rle.runs_to_segments(batch.starts, batch.lengths, batch.run_offsets, a.size[0])
+    for got, want in zip((batch.seg_x, batch.seg_y0, batch.seg_y1, batch.seg_offsets), seg):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(batch.area, np.concatenate([a.area, b.area, a.area]))
+    single = ProposalBatch([a])
+    assert single.seg_x is a.segments[0]  # one image: shared, not copied
+
+
+def test_proposals_geometry_is_immutable(rng):
+    p = Proposals.from_dense(rng.random((3, 5, 6)) < 0.5)
+    for name in ("starts", "lengths", "offsets", "size", "_segments"):
+        with pytest.raises(AttributeError, match="immutable"):
+            setattr(p, name, getattr(p, name))
+    p.meta = {"score": np.arange(3)}  # metadata stays editable
+    assert p.resize((7, 9)).meta["score"].tolist() == [0, 1, 2]
+
+
+def test_proposals_pickle_and_copy(rng):
+    # DataLoader workers and DDP pickle proposals; the immutability guard must not block it
+    p = Proposals.from_dense(rng.random((3, 5, 6)) < 0.5, meta={"score": np.arange(3.0)})
+    _ = p.segments, p.area  # filled caches are not part of the pickled state
+    for q in (pickle.loads(pickle.dumps(p)), copy.copy(p), copy.deepcopy(p)):
+        assert q == p and q.meta["score"].tolist() == [0.0, 1.0, 2.0]
+        np.testing.assert_array_equal(q.to_dense(), p.to_dense())
+    batch = pickle.loads(pickle.dumps(ProposalBatch([p, p])))
+    np.testing.assert_array_equal(batch.seg_x, ProposalBatch([p, p]).seg_x)

@@ -129,6 +129,7 @@ def test_compiles_without_graph_break():
     torch.testing.assert_close(fn(p), pwa_weight(p))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_stays_on_device():
     p = torch.rand(2, 16, 16, device="cuda")

@@ -15,8 +15,9 @@ from samrefine import Proposals
 from samrefine.targets import ProposalCollate, follow_geometry, semires_targets
 
 
-def psi(p: float) -> float:
-    return 1.3 - math.exp(-((p - 0.5) ** 2) / 0.2) / math.sqrt(2 * math.pi * 0.1)
+def psi(p: float, gamma: float = 1.3, mu: float = 0.5, var: float = 0.1) -> float:
+    """Eq. 9: gamma - N(p; mu, var), var a variance."""
+    return gamma - math.exp(-((p - mu) ** 2) / (2 * var)) / math.sqrt(2 * math.pi * var)
 
 
 def naive_refine(pseudo: np.ndarray, dense: list[np.ndarray], strategy: str, t1=0.7, t2=0.7):
@@ -159,6 +160,7 @@ def test_errors():
         semires_targets(logits[:, :1].expand(-1, 3, -1, -1), props)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_all_on_device_and_equal_to_cpu():
     logits, _, props = _scene(5)
@@ -259,3 +261,18 @@ def test_collate_tuples_and_errors():
         ProposalCollate()([{"proposals": p}, {"proposals": q}])
     with pytest.raises(TypeError, match="Proposals"):
         ProposalCollate()([{"proposals": np.ones((1, 4, 4))}])
+
+
+def test_weight_uses_the_given_pwa_parameters_and_the_loss_agrees_with_it():
+    logits, _, props = _scene(3)
+    t = semires_targets(logits, props, "cpi-u", gamma=2.0, mu=0.4, var=0.05)
+    assert t.pwa_params == (2.0, 0.4, 0.05)
+    prob = t.prob.double().numpy()
+    m = t.matched.numpy()
+    want = np.where(m[:, None, None], 1.0, np.vectorize(lambda p: psi(p, 2.0, 0.4, 0.05))(prob))
+    np.testing.assert_allclose(t.weight.numpy(), want, rtol=1e-5, atol=1e-6)
+    # the loss forms the same weights itself: per-pixel loss = weight * BCE(target)
+    student = torch.randn(logits.shape[0], *logits.shape[2:], dtype=torch.float64)
+    got = samrefine.PWABCELoss(reduction="none", gamma=2.0, mu=0.4, var=0.05)(student, t)
+    bce = F.binary_cross_entropy_with_logits(student, t.target.double(), reduction="none")
+    torch.testing.assert_close(got, t.weight.double() * bce, rtol=1e-5, atol=1e-6)

@@ -11,7 +11,17 @@ from __future__ import annotations
 import importlib
 
 from .audit import AuditReport, StrategyStats, audit
-from .match import STRATEGIES, Refinement, Scores, cpi, iom, refine
+from .match import (
+    STRATEGIES,
+    Refinement,
+    ResolvedStrategy,
+    Scores,
+    Strategy,
+    cpi,
+    iom,
+    refine,
+    resolve_strategy,
+)
 from .proposals import ProposalBatch, Proposals
 from .rle import RLEError
 from .viz import audit_bars, overlay_refinement, proposal_grid, pwa_map
@@ -43,8 +53,8 @@ _LAZY = {
 __all__ = [
     "__version__",
     # matching (numpy + numba)
-    "Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STRATEGIES", "iom", "cpi",
-    "refine",
+    "Proposals", "ProposalBatch", "RLEError", "Refinement", "Scores", "STRATEGIES", "Strategy",
+    "ResolvedStrategy", "resolve_strategy", "iom", "cpi", "refine",
     # audit and pictures
     "audit", "AuditReport", "StrategyStats", "overlay_refinement", "proposal_grid", "pwa_map",
     "audit_bars",

@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import _config
+from ._common import binary_labels, iou_from_counts, to_numpy
 from .match import STRATEGIES, refine
 from .proposals import ProposalBatch, Proposals
 
@@ -133,7 +134,7 @@ class _Accumulator:
     def add(self, cat, i_b, u_b, i_a, u_a, matched):
         self.counts += np.bincount(cat, minlength=4)
         self.n += cat.size
-        iou_b, iou_a = _iou(i_b, u_b), _iou(i_a, u_a)
+        iou_b, iou_a = iou_from_counts(i_b, u_b), iou_from_counts(i_a, u_a)
         self.sum_iou_b += float(iou_b.sum())
         self.sum_iou_a += float(iou_a.sum())
         self.sum_gain_m += float((iou_a - iou_b)[matched].sum())
@@ -289,43 +290,14 @@ def _fmt_thresh(t: dict) -> str:
     return " ".join(f"{k.replace('_thresh', '')}={v:g}" for k, v in t.items() if v is not None)
 
 
-def _iou(i, u) -> np.ndarray:
-    i = np.asarray(i, np.float64)
-    u = np.asarray(u, np.float64)
-    return np.divide(i, u, out=np.ones_like(i), where=u > 0)
-
-
 # ------------------------------------------------------------------------------- validation
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "device")
-
-
-def _to_numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if _is_torch(x) else np.asarray(x)
 
 
 def _binary(x, name: str, prob_thresh: float | None, where: str = "") -> np.ndarray:
     """A bool array from hard labels ({0, 1} or bool) or probabilities with ``prob_thresh``."""
-    a = _to_numpy(x)
-    if a.dtype == np.bool_:
-        return a
-    if a.dtype.kind not in "iuf":
-        raise TypeError(f"{name}{where} must be bool, integer or float, got dtype {a.dtype}")
-    if prob_thresh is not None and name == "pseudo":
-        if a.dtype.kind != "f":
-            raise TypeError(f"prob_thresh is for float probabilities; pseudo{where} has dtype "
-                            f"{a.dtype}. Pass hard labels without prob_thresh")
-        if a.size and (np.isnan(a).any() or a.min() < 0 or a.max() > 1):
-            raise ValueError(f"pseudo{where} probabilities must lie in [0, 1] with no NaN; "
-                             "apply sigmoid or softmax to logits first")
-        return a > prob_thresh
-    if a.size and not np.isin(a, (0, 1)).all():
-        hint = (" (probabilities? pass prob_thresh=0.5)" if name == "pseudo" and a.dtype.kind == "f"
-                else "")
-        raise ValueError(f"{name}{where} must hold only 0 and 1 (or be bool){hint}")
-    return a.astype(bool)
+    pseudo = name == "pseudo"  # only pseudo-labels may be probabilities
+    return binary_labels(to_numpy(x), name, prob_thresh if pseudo else None, where,
+                         probabilities=pseudo)
 
 
 def _check_thresholds(strategies, iom_thresh, under, over, sweep):
@@ -382,8 +354,8 @@ def _samples(pseudo, proposals, gt, prob_thresh, resize):
         if proposals is None or gt is None:
             raise ValueError("pass both proposals and gt (or one iterable of (pseudo, proposals, "
                              "gt) tuples as the first argument)")
-        p = _to_numpy(pseudo)
-        g = _to_numpy(gt)
+        p = to_numpy(pseudo)
+        g = to_numpy(gt)
         if p.ndim == 2:
             p, g = p[None], (g[None] if g.ndim == 2 else g)
             if isinstance(proposals, Proposals):
@@ -532,7 +504,7 @@ def audit(pseudo, proposals=None, gt=None, strategies: Sequence[str] = DEFAULT_S
 
     total = None
     if proposals is not None:
-        shape = np.shape(_to_numpy(pseudo))
+        shape = np.shape(to_numpy(pseudo))
         total = 1 if len(shape) == 2 else shape[0]
     elif hasattr(pseudo, "__len__"):
         total = len(pseudo)
@@ -547,7 +519,7 @@ def audit(pseudo, proposals=None, gt=None, strategies: Sequence[str] = DEFAULT_S
         g = np.stack([b[2] for b in batch])
         pb = ProposalBatch([b[1] for b in batch])
         i_b, u_b = _counts(p, g)
-        iou_before.append(_iou(i_b, u_b))
+        iou_before.append(iou_from_counts(i_b, u_b))
         for k, acc in enumerate(main_acc + sweep_acc):
             ref = refine(p, pb, acc.strategy, backend=backend, **acc.thresholds)
             matched = np.asarray(ref.matched, bool)
@@ -555,7 +527,7 @@ def audit(pseudo, proposals=None, gt=None, strategies: Sequence[str] = DEFAULT_S
             cat = _categorise(i_b, u_b, i_a, u_a, matched)
             acc.add(cat, i_b, u_b, i_a, u_a, matched)
             if k < len(main_acc):
-                iou_after[acc.strategy].append(_iou(i_a, u_a))
+                iou_after[acc.strategy].append(iou_from_counts(i_a, u_a))
                 category[acc.strategy].append(cat)
         n += len(batch)
         bar.update(len(batch))
@@ -798,7 +770,7 @@ def _cmd_audit(args) -> int:
         if show[-1] not in report.iou_after:
             raise ValueError(f"--show-strategies {','.join(show)}: the last one picks the "
                              f"samples and must be audited (--strategies {','.join(strategies)})")
-        pseudo = _to_numpy(inp["pseudo"])
+        pseudo = to_numpy(inp["pseudo"])
         for i in _pick_show(report, show[-1], args.show):
             path = os.path.join(args.out, f"sample_{i:05d}.png")
             p = pseudo[i] > args.prob_thresh if args.prob_thresh is not None else pseudo[i]

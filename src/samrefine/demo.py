@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from ._common import mask_iou
+
 __all__ = ["corrupt_mask", "photo", "pick_object", "run_demo"]
 
 PHOTOS = ("coffee", "astronaut", "chelsea", "rocket", "motorcycle")
@@ -57,11 +59,6 @@ def pick_object(props, rng: np.random.Generator, lo: float = 0.03, hi: float = 0
     return int(rng.choice(cand))
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 0.0
-
-
 def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed: int = 0,
              print_fn=print) -> dict:
     """Refine ``samples`` corrupted objects of a photo with every strategy; print a table.
@@ -92,7 +89,7 @@ def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed
     print_fn(f"{'strategy':<8} {'matched':>8} {'IoU before':>11} {'IoU after':>10} "
              f"{'ms/sample':>10}")
     results = {}
-    before = np.mean([_iou(p, g) for p, g in zip(pseudo, gts)])
+    before = np.mean([mask_iou(p, g) for p, g in zip(pseudo, gts)])
     for strategy in ("iom", "cpi", "cpi-u", "cpi-o"):
         ref = refine(pseudo, [small] * samples, strategy)  # warm-up (JIT)
         times = []
@@ -100,7 +97,7 @@ def run_demo(photo_name: str = "coffee", size: int = 480, samples: int = 8, seed
             t0 = time.perf_counter()
             ref = refine(pseudo, [small] * samples, strategy)
             times.append((time.perf_counter() - t0) / samples)
-        after = np.mean([_iou(m, g) for m, g in zip(ref.masks, gts)])
+        after = np.mean([mask_iou(m, g) for m, g in zip(ref.masks, gts)])
         res = {"matched": float(np.mean(ref.matched)), "iou_before": float(before),
                    "iou_after": float(after), "ms_per_sample": float(np.median(times) * 1e3)}
         results[strategy] = res

@@ -335,7 +335,7 @@ def _check_values(
     flags = [b.any() for b in (bad_t, bad_p) if b is not None]
     if not flags or not bool(torch.stack(flags).any()):
         return
-    if bad_p is not None and bool(bad_p.any()):
+    if prob is not None and bad_p is not None and bool(bad_p.any()):
         pwa_weight(prob, validate=True)  # raises with a detailed message
     if bad_t is not None and bool(bad_t.any()):
         values = torch.unique(target[bad_t])[:5].tolist()
@@ -386,7 +386,7 @@ def _pwa_loss(
                 (class_weight[1] + class_weight[0]) / 2,
             )
             w = sign.mul(half).add_(mid)
-        if matched is not None:
+        if matched is not None and prob is not None:  # the caller passes both or neither
             m3 = matched.view(-1, 1, 1)
             psi = _pwa_weight_nograd(prob, cdtype, gamma, mu, var)
             w = psi.masked_fill_(m3, 1.0) if w is None else torch.where(m3, w, psi)

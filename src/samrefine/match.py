@@ -9,13 +9,18 @@ iom       IoU_k = |P n S_k| / |P u S_k|   (Eq.6)  the arg-max ``S_k`` among IoU_
                                                   (ties: lowest k)
 cpi       s1 = |P n S_k| / (|P| + eps)    (Eq.7)  union of ``S_k`` with s1 > under or s2 > over
           s2 = |P n S_k| / |S_k|          (Eq.8)
-cpi-u     s1 only (``over=None``)                 union of ``S_k`` with s1 > under
-cpi-o     s2 only (``under=None``)                union of ``S_k`` with s2 > over
+cpi-u     s1 only (reads ``under``)               union of ``S_k`` with s1 > under
+cpi-o     s2 only (reads ``over``)                union of ``S_k`` with s2 > over
 none      --                                      ``P`` unchanged, never matched
 ========  =====================================  ============================================
 
-Thresholds are strict. When nothing is selected the sample is *unmatched*: the refined mask is
-``P`` itself and training weights it with PWA. ``0/0`` scores (empty ``P`` and ``S_k``) are 0.
+The table lives once, in :data:`STRATEGIES` (name, kernel mode, thresholds read, defaults);
+:func:`resolve_strategy` applies it for every caller. A threshold the named strategy does not
+read is an error (``refine(p, s, "cpi-u", over=0.7)`` raises, naming ``under``); with ``cpi``,
+``None`` switches one test off. Thresholds are strict.
+
+When nothing is selected the sample is *unmatched*: the refined mask is ``P`` itself and
+training weights it with PWA. ``0/0`` scores (empty ``P`` and ``S_k``) are 0.
 Defaults are the paper's: IOM 0.5, CPI 0.7 / 0.7, and CPI-U (the paper's best) for ``refine``.
 
 Cost: ``O(B H W + runs)``; no proposal is decoded to be scored. Numba on the CPU (numpy arrays
@@ -25,27 +30,179 @@ results (integer counts, float64 scores).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from . import _config
+from . import _config, kernels
+from ._common import UNSET, binary_labels, check_unit_interval, is_torch
+from .kernels import KernelMode
 from .proposals import ProposalBatch, Proposals
 
-__all__ = ["STRATEGIES", "Refinement", "Scores", "cpi", "iom", "refine"]
+__all__ = [
+    "STRATEGIES", "KernelMode", "Refinement", "ResolvedStrategy", "Scores", "Strategy", "cpi",
+    "iom", "refine", "resolve_strategy",
+]
 
-#: Registry of strategy names -> (kernel mode, default thresholds).
-STRATEGIES: dict[str, dict[str, Any]] = {
-    "iom": {"mode": 0},
-    "cpi": {"mode": 1, "under": _config.CPI_UNDER, "over": _config.CPI_OVER},
-    "cpi-u": {"mode": 1, "under": _config.CPI_UNDER, "over": None},
-    "cpi-o": {"mode": 1, "under": None, "over": _config.CPI_OVER},
-    "none": {"mode": -1},
-}
+#: What the entry points accept as proposals: one image's, a list of them, or a batch.
+ProposalsLike = Proposals | Sequence[Proposals] | ProposalBatch
 
-_UNSET = object()
+# ---------------------------------------------------------------------------- strategies
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One matching strategy of the registry (:data:`STRATEGIES`).
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"cpi-u"``.
+    mode : KernelMode
+        What the kernel computes: ``IOM`` (best proposal), ``CPI`` (union), ``NONE`` (no
+        matching).
+    thresholds : tuple of str
+        The threshold keywords this strategy reads, in order (``"iom_thresh"``, ``"under"``,
+        ``"over"``); any other threshold given with a number is an error.
+    defaults : mapping of str to float
+        The value of each of ``thresholds`` when the caller gives none.
+    may_disable : bool
+        Whether ``None`` may switch one of ``thresholds`` off (only ``cpi``, which keeps at
+        least one test; ``cpi-u`` and ``cpi-o`` are exactly that).
+    description : str
+        One line, for help texts.
+    """
+
+    name: str
+    mode: KernelMode
+    thresholds: tuple[str, ...]
+    defaults: Mapping[str, float]
+    may_disable: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class ResolvedStrategy:
+    """A strategy with every threshold decided (what :func:`resolve_strategy` returns).
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    mode : KernelMode
+    iom_thresh : float or None
+        IOM's IoU threshold (strict) for ``iom``, else None.
+    under, over : float or None
+        CPI thresholds on s1 / s2 (strict); None when the test is off or not CPI.
+    """
+
+    name: str
+    mode: KernelMode
+    iom_thresh: float | None
+    under: float | None
+    over: float | None
+
+    @property
+    def thresholds(self) -> dict[str, float | None]:
+        """The thresholds the strategy reads, by keyword (e.g. ``{"under": 0.7}`` for cpi-u)."""
+        return {k: getattr(self, k) for k in STRATEGIES[self.name].thresholds}
+
+
+def _strategy(name: str, mode: KernelMode, defaults: dict[str, float], description: str,
+              may_disable: bool = False) -> Strategy:
+    return Strategy(name, mode, tuple(defaults), MappingProxyType(defaults), may_disable,
+                    description)
+
+
+#: Registry of matching strategies: name -> :class:`Strategy` (read-only).
+STRATEGIES: Mapping[str, Strategy] = MappingProxyType({s.name: s for s in (
+    _strategy("iom", KernelMode.IOM, {"iom_thresh": _config.IOM_THRESH},
+              "IoU-based optimal matching: the best proposal with IoU > iom_thresh (Eq. 6)"),
+    _strategy("cpi", KernelMode.CPI, {"under": _config.CPI_UNDER, "over": _config.CPI_OVER},
+              "composite parts integration: union of proposals with s1 > under or s2 > over "
+              "(Eqs. 7-8)", may_disable=True),
+    _strategy("cpi-u", KernelMode.CPI, {"under": _config.CPI_UNDER},
+              "CPI, under-segmentation test only: union of proposals with s1 > under"),
+    _strategy("cpi-o", KernelMode.CPI, {"over": _config.CPI_OVER},
+              "CPI, over-segmentation test only: union of proposals with s2 > over"),
+    _strategy("none", KernelMode.NONE, {}, "no matching: the pseudo-label, always unmatched"),
+)})
+
+_THRESHOLDS = ("iom_thresh", "under", "over")
+
+
+def resolve_strategy(name: str, *, iom_thresh: float | None = UNSET,
+                     under: float | None = UNSET,
+                     over: float | None = UNSET) -> ResolvedStrategy:
+    """Decide a strategy's thresholds: the one place strategy semantics are applied.
+
+    Parameters
+    ----------
+    name : {"iom", "cpi", "cpi-u", "cpi-o", "none"}
+        A key of :data:`STRATEGIES`.
+    iom_thresh, under, over : float in [0, 1], or None, optional
+        Thresholds (strict). One the strategy reads defaults to the registry's value when not
+        given; ``None`` switches a CPI test off, which only ``cpi`` allows (it keeps at least
+        one). A threshold the strategy does not read may be omitted or None, never a number.
+
+    Returns
+    -------
+    ResolvedStrategy
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid ones); a number for a threshold the
+        strategy does not read (the message names those it does); a required threshold set to
+        None; a value outside [0, 1].
+    TypeError
+        For a threshold that is not a number.
+
+    Examples
+    --------
+    >>> resolve_strategy("cpi-u").thresholds
+    {'under': 0.7}
+    >>> resolve_strategy("cpi-u", over=0.7)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: strategy 'cpi-u' does not read over (it reads: under); use strategy 'cpi' ...
+    """
+    spec = STRATEGIES.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    given = {"iom_thresh": iom_thresh, "under": under, "over": over}
+    values: dict[str, float | None] = dict.fromkeys(_THRESHOLDS)
+    for key in _THRESHOLDS:
+        v = given[key]
+        if key not in spec.thresholds:
+            if v is not UNSET and v is not None:
+                reads = ", ".join(spec.thresholds) or "no thresholds"
+                hint = ""
+                if key in ("under", "over") and spec.mode == KernelMode.CPI:
+                    hint = "; use strategy 'cpi' to test both s1 > under and s2 > over"
+                elif key == "iom_thresh" or spec.mode == KernelMode.IOM:
+                    hint = "; iom_thresh is IOM's threshold, under/over are CPI's"
+                raise ValueError(f"strategy {name!r} does not read {key} (it reads: {reads})"
+                                 f"{hint}")
+            continue
+        if v is UNSET:
+            values[key] = spec.defaults[key]
+        elif v is None:
+            if not spec.may_disable:
+                raise ValueError(f"strategy {name!r} needs {key}, a number in [0, 1], got None")
+        else:
+            values[key] = check_unit_interval(key, v)
+    if spec.may_disable and all(values[k] is None for k in spec.thresholds):
+        raise ValueError(f"strategy {name!r} needs at least one of "
+                         f"{'/'.join(spec.thresholds)} (None switches a test off)")
+    return ResolvedStrategy(spec.name, spec.mode, values["iom_thresh"], values["under"],
+                            values["over"])
+
+
+# ---------------------------------------------------------------------------- results
 
 
 @dataclass(frozen=True)
@@ -83,7 +240,6 @@ class Refinement:
     mask_offsets : (B + 1,) int64 numpy
         Proposals of image ``b`` are ``mask_offsets[b]:mask_offsets[b + 1]`` of the flat arrays.
     strategy : str
-    pseudo_area : (B,) int64 numpy-or-tensor, foreground pixels of each pseudo-label.
     """
 
     masks: Any
@@ -93,7 +249,6 @@ class Refinement:
     scores: Scores
     mask_offsets: np.ndarray
     strategy: str
-    pseudo_area: Any = None
 
     @property
     def batch_size(self) -> int:
@@ -103,13 +258,13 @@ class Refinement:
     def match_rate(self) -> float:
         """Share of samples matched (a host float; syncs a CUDA tensor)."""
         m = self.matched
-        return float(m.float().mean()) if _is_torch(m) else float(np.mean(m))
+        return float(m.float().mean()) if is_torch(m) else float(np.mean(m))
 
     @property
     def selected(self) -> list[np.ndarray]:
         """Per image, the indices of the selected proposals within that image (host arrays)."""
         sel = self.selected_mask
-        sel = sel.cpu().numpy() if _is_torch(sel) else np.asarray(sel)
+        sel = sel.cpu().numpy() if is_torch(sel) else np.asarray(sel)
         off = self.mask_offsets
         return [np.flatnonzero(sel[off[b]:off[b + 1]]) for b in range(self.batch_size)]
 
@@ -117,76 +272,25 @@ class Refinement:
 # ---------------------------------------------------------------------------- validation
 
 
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "device")
-
-
-def _check_thresh(name: str, v, allow_none: bool):
-    if v is None:
-        if allow_none:
-            return None
-        raise ValueError(f"{name} must be a number in [0, 1], got None")
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number in [0, 1], got {v!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {v}")
-    return v
-
-
-def _binarize(pseudo, prob_thresh):
-    """Return (uint8 {0,1} view/copy (B,H,W), squeeze flag, output dtype)."""
-    torch_in = _is_torch(pseudo)
-    if torch_in:
-        import torch
-
-        x = pseudo.detach()
-        is_float = x.is_floating_point()
-        is_bool = x.dtype == torch.bool
-        valid_dtype = is_float or is_bool or x.dtype in (
-            torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-    else:
-        x = np.asarray(pseudo)
-        is_float = x.dtype.kind == "f"
-        is_bool = x.dtype == np.bool_
-        valid_dtype = is_float or is_bool or x.dtype.kind in "iu"
-    if not valid_dtype:
-        raise TypeError(f"pseudo must be bool, integer {{0, 1}} or float, got dtype {x.dtype}")
+def _binarize(pseudo: Any, prob_thresh: float | None) -> tuple[Any, bool, Any]:
+    """Return (uint8 {0, 1} (B, H, W) view or copy, squeeze flag, output dtype)."""
+    torch_in = is_torch(pseudo)
+    x = pseudo.detach() if torch_in else np.asarray(pseudo)
     if x.ndim not in (2, 3):
         raise ValueError(f"pseudo must be (H, W) or (B, H, W), got shape {tuple(x.shape)}")
-    squeeze = x.ndim == 2
+    out_dtype = "bool" if prob_thresh is not None else x.dtype
+    hard = binary_labels(x, "pseudo", prob_thresh)
+    squeeze = hard.ndim == 2
     if squeeze:
-        x = x[None]
-    if prob_thresh is not None:
-        t = _check_thresh("prob_thresh", prob_thresh, False)
-        if not is_float:
-            raise TypeError(f"prob_thresh is for float probabilities; pseudo has dtype "
-                            f"{x.dtype}. Pass hard labels without prob_thresh")
-        if torch_in:
-            bad = bool(((x < 0) | (x > 1) | x.isnan()).any())
-        else:
-            bad = bool(((x < 0) | (x > 1) | np.isnan(x)).any())
-        if bad:
-            raise ValueError("probabilities must lie in [0, 1] with no NaN; apply sigmoid or "
-                             "softmax to logits first")
-        hard = x > t
-        return (hard.to(torch.uint8) if torch_in else hard.view(np.uint8)), squeeze, "bool"
-    if is_bool:
-        return (x.view(torch.uint8) if torch_in else x.view(np.uint8)), squeeze, x.dtype
+        hard = hard[None]
     if torch_in:
-        bad = bool(((x != 0) & (x != 1)).any())
-    else:
-        bad = bool(((x != 0) & (x != 1)).any())
-    if bad:
-        hint = " (it looks like probabilities: pass prob_thresh=0.5)" if is_float else ""
-        raise ValueError(f"pseudo-labels must hold only 0 and 1{hint}")
-    if torch_in:
-        return x.to(torch.uint8), squeeze, x.dtype
-    return x.astype(np.uint8), squeeze, x.dtype
+        import torch  # already loaded: ``pseudo`` is a tensor
+
+        return hard.view(torch.uint8), squeeze, out_dtype
+    return hard.view(np.uint8), squeeze, out_dtype
 
 
-def _as_batch(proposals, n_img: int, hw) -> ProposalBatch:
+def _as_batch(proposals: Any, n_img: int, hw: tuple[int, int]) -> ProposalBatch:
     if isinstance(proposals, Proposals):
         proposals = ProposalBatch([proposals])
     elif isinstance(proposals, Sequence) and not isinstance(proposals, ProposalBatch):
@@ -203,22 +307,13 @@ def _as_batch(proposals, n_img: int, hw) -> ProposalBatch:
     return proposals
 
 
-def _pick_backend(backend, pseudo_is_torch, device):
-    if backend is None:
-        return "torch" if (pseudo_is_torch and device.type != "cpu") else "numba"
-    if backend not in ("numba", "torch"):
-        raise ValueError(f"backend must be 'numba', 'torch' or None, got {backend!r}")
-    if backend == "numba" and pseudo_is_torch and device.type != "cpu":
-        raise ValueError(f"the numba backend runs on the CPU but pseudo is on {device}; use "
-                         "backend='torch' or move pseudo to the CPU")
-    return backend
-
-
 # ---------------------------------------------------------------------------- entry points
 
 
-def refine(pseudo, proposals, strategy: str = "cpi-u", *, iom_thresh=_UNSET, under=_UNSET,
-           over=_UNSET, prob_thresh=None, backend: str | None = None) -> Refinement:
+def refine(pseudo: Any, proposals: ProposalsLike, strategy: str | ResolvedStrategy = "cpi-u", *,
+           iom_thresh: float | None = UNSET, under: float | None = UNSET,
+           over: float | None = UNSET, prob_thresh: float | None = None,
+           backend: str | None = None) -> Refinement:
     """Refine pseudo-labels with proposals by a named strategy.
 
     Parameters
@@ -228,13 +323,15 @@ def refine(pseudo, proposals, strategy: str = "cpi-u", *, iom_thresh=_UNSET, und
         [0, 1] with ``prob_thresh`` set (foreground where ``prob > prob_thresh``).
     proposals : Proposals, list of Proposals, or ProposalBatch
         One image's proposals per pseudo-label, at the pseudo-label's size.
-    strategy : {"iom", "cpi", "cpi-u", "cpi-o", "none"}
-        See the module table. Default ``"cpi-u"``, the paper's best.
+    strategy : {"iom", "cpi", "cpi-u", "cpi-o", "none"} or ResolvedStrategy
+        See the module table and :data:`STRATEGIES`. Default ``"cpi-u"``, the paper's best.
+        A :class:`ResolvedStrategy` (from :func:`resolve_strategy`) carries its thresholds.
     iom_thresh : float in [0, 1]
-        IOM's IoU threshold (strict). Default 0.5.
+        IOM's IoU threshold (strict). Default 0.5. Only for ``iom``.
     under, over : float in [0, 1] or None
-        CPI thresholds on s1 and s2 (strict); None disables that test. Defaults from the
-        strategy: cpi 0.7/0.7, cpi-u 0.7/None, cpi-o None/0.7.
+        CPI thresholds on s1 and s2 (strict). Defaults from the strategy: cpi 0.7/0.7,
+        cpi-u 0.7 (reads ``under`` only), cpi-o 0.7 (reads ``over`` only). With ``cpi``, None
+        switches one test off.
     prob_thresh : float, optional
         Threshold for probability input.
     backend : {"numba", "torch"}, optional
@@ -243,96 +340,62 @@ def refine(pseudo, proposals, strategy: str = "cpi-u", *, iom_thresh=_UNSET, und
     Returns
     -------
     Refinement
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
-    spec = STRATEGIES[strategy]
-    mode = spec["mode"]
-    if mode == 0:
-        if under is not _UNSET or over is not _UNSET:
-            raise ValueError("under/over are CPI thresholds; IOM takes iom_thresh")
-        t_iom = _check_thresh("iom_thresh", _config.IOM_THRESH if iom_thresh is _UNSET
-                              else iom_thresh, False)
-        u = o = None
-    elif mode == 1:
-        if iom_thresh is not _UNSET:
-            raise ValueError("iom_thresh is IOM's threshold; CPI takes under/over")
-        u = _check_thresh("under", spec["under"] if under is _UNSET else under, True)
-        o = _check_thresh("over", spec["over"] if over is _UNSET else over, True)
-        if u is None and o is None:
-            raise ValueError("CPI needs at least one of under/over")
-        t_iom = 0.0
-    else:
-        t_iom, u, o = 0.0, None, None
 
-    torch_in = _is_torch(pseudo)
+    Raises
+    ------
+    ValueError
+        For an unknown strategy, or a threshold the strategy does not read (see
+        :func:`resolve_strategy`), and for the input problems listed in the module header.
+    """
+    if isinstance(strategy, ResolvedStrategy):
+        if any(v is not UNSET for v in (iom_thresh, under, over)):
+            raise ValueError("pass thresholds to resolve_strategy, not beside a "
+                             "ResolvedStrategy")
+        resolved = strategy
+    else:
+        resolved = resolve_strategy(strategy, iom_thresh=iom_thresh, under=under, over=over)
+    mode = resolved.mode
+    t_iom = resolved.iom_thresh if resolved.iom_thresh is not None else 0.0
+    u, o = resolved.under, resolved.over
+    strategy = resolved.name
+
+    torch_in = is_torch(pseudo)
     x, squeeze, out_dtype = _binarize(pseudo, prob_thresh)
     n_img, h, w = x.shape
     batch = _as_batch(proposals, n_img, (h, w))
-    device = pseudo.device if torch_in else None
-    be = _pick_backend(backend, torch_in, device)
+    be = kernels.pick_backend(backend, pseudo.device if torch_in else None)
 
-    if mode == -1:
-        return _unmatched(pseudo, x, squeeze, out_dtype, batch, torch_in, strategy)
+    if mode == KernelMode.NONE:
+        return _unmatched(x, squeeze, out_dtype, batch, torch_in, strategy)
 
-    if be == "numba":
-        from .kernels import numba_cpu
-
-        xn = x.cpu().numpy() if torch_in else x
-        res = numba_cpu.refine_batch(xn, batch.numpy(), mode, t_iom, u, o, _config.CPI_EPS)
-        masks = res["masks"]
-        if torch_in:
-            import torch
-
-            res = {k: torch.from_numpy(v) for k, v in res.items()}
-            masks = res["masks"]
-            masks = masks.bool() if out_dtype in ("bool", torch.bool) else masks.to(out_dtype)
-        else:
-            masks = masks.view(np.bool_) if out_dtype in ("bool", np.bool_) else \
-                masks.astype(out_dtype)
-    else:
+    # numba reads host segments; torch those on the pseudo-label's device (CPU for numpy)
+    seg_device = None if be == "numba" else (x.device if torch_in else "cpu")
+    res = kernels.refine_batch(x, batch.segments(seg_device), mode, t_iom, u, o,
+                               _config.CPI_EPS, be)
+    if torch_in and be == "numba":
         import torch
 
-        if not torch_in:
-            x = torch.from_numpy(x)
-        dev = x.device
-        tb = batch if (batch.is_torch and batch.device == dev) else batch.to(dev)
-        res = _torch_refine(x, tb, mode, t_iom, u, o)
-        masks = res["masks"]
-        if torch_in:
-            masks = masks if out_dtype in ("bool", torch.bool) else masks.to(out_dtype)
-        else:
-            res = {k: v.cpu().numpy() for k, v in res.items()}
-            masks = res["masks"]
-            masks = masks if out_dtype in ("bool", np.bool_) else masks.astype(out_dtype)
+        res = kernels.KernelResult(*(torch.from_numpy(v) for v in res))
+    elif not torch_in and be == "torch":
+        res = kernels.KernelResult(*(v.cpu().numpy() for v in res))
+    masks = res.masks
+    if not (out_dtype == "bool" or out_dtype == masks.dtype):  # the kernels give bool
+        masks = masks.to(out_dtype) if torch_in else masks.astype(out_dtype)
     if squeeze:
         masks = masks[0]
-    return Refinement(
-        masks=masks, matched=res["matched"], selected_mask=res["selected"], chosen=_local(
-            res["chosen"], batch), scores=Scores(res["inter"], res["iou"], res["s1"], res["s2"]),
-        mask_offsets=batch.host_mask_offsets, strategy=strategy, pseudo_area=res["pseudo_area"])
+    return Refinement(masks=masks, matched=res.matched, selected_mask=res.selected,
+                      chosen=res.chosen, scores=Scores(res.inter, res.iou, res.s1, res.s2),
+                      mask_offsets=batch.host_mask_offsets, strategy=strategy)
 
 
-def _torch_refine(x, batch, mode, t_iom, u, o):
-    from .kernels import torch_ops
-
-    return torch_ops.refine_batch(x, batch, mode, t_iom, u, o, _config.CPI_EPS)
-
-
-def _local(chosen, batch):
-    """Flat proposal index -> index within the image's own proposals (-1 stays -1)."""
-    off = batch.mask_offsets
-    if _is_torch(chosen):
-        import torch
-
-        off_t = off[:-1] if _is_torch(off) and off.device == chosen.device else \
-            torch.as_tensor(np.asarray(batch.host_mask_offsets)[:-1], device=chosen.device)
-        return torch.where(chosen >= 0, chosen - off_t, chosen)
-    off = np.asarray(batch.host_mask_offsets)[:-1]
-    return np.where(chosen >= 0, chosen - off, chosen)
-
-
-def _unmatched(pseudo, x, squeeze, out_dtype, batch, torch_in, strategy):
+def _unmatched(x: Any, squeeze: bool, out_dtype: Any, batch: ProposalBatch, torch_in: bool,
+               strategy: str) -> Refinement:
+    masks: Any
+    matched: Any
+    sel: Any
+    chosen: Any
+    nan: Any
+    inter: Any
     n_img = x.shape[0]
     m = batch.num_masks
     if torch_in:
@@ -354,12 +417,12 @@ def _unmatched(pseudo, x, squeeze, out_dtype, batch, torch_in, strategy):
         inter = np.full(m, -1, np.int64)
     if squeeze:
         masks = masks[0]
-    area = x.sum(dim=(1, 2)) if torch_in else x.sum(axis=(1, 2), dtype=np.int64)
     return Refinement(masks, matched, sel, chosen, Scores(inter, nan, nan, nan),
-                      batch.host_mask_offsets, strategy, area)
+                      batch.host_mask_offsets, strategy)
 
 
-def iom(pseudo, proposals, thresh: float = _config.IOM_THRESH, *, prob_thresh=None,
+def iom(pseudo: Any, proposals: ProposalsLike, thresh: float = _config.IOM_THRESH, *,
+        prob_thresh: float | None = None,
         backend: str | None = None) -> Refinement:
     """IoU-based Optimal Matching (paper Eq. 6, Algorithm 1 lines 4-9).
 
@@ -371,8 +434,8 @@ def iom(pseudo, proposals, thresh: float = _config.IOM_THRESH, *, prob_thresh=No
                   backend=backend)
 
 
-def cpi(pseudo, proposals, under: float | None = _config.CPI_UNDER,
-        over: float | None = _config.CPI_OVER, *, prob_thresh=None,
+def cpi(pseudo: Any, proposals: ProposalsLike, under: float | None = _config.CPI_UNDER,
+        over: float | None = _config.CPI_OVER, *, prob_thresh: float | None = None,
         backend: str | None = None) -> Refinement:
     """Composite Parts Integration (paper Eqs. 7-8, Algorithm 1 lines 10-15).
 
@@ -380,7 +443,5 @@ def cpi(pseudo, proposals, under: float | None = _config.CPI_UNDER,
     ``over=None`` is CPI-U, ``under=None`` is CPI-O. No selection leaves the sample unmatched.
     See :func:`refine` for the arguments and :class:`Refinement` for the result.
     """
-    if under is None and over is None:
-        raise ValueError("cpi needs at least one of under/over (None disables a test)")
     return refine(pseudo, proposals, "cpi", under=under, over=over, prob_thresh=prob_thresh,
                   backend=backend)

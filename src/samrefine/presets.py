@@ -41,7 +41,7 @@ from torch import nn
 
 from samrefine.ema import EMATeacher
 from samrefine.loss import PWABCELoss
-from samrefine.match import STRATEGIES
+from samrefine.match import STRATEGIES, resolve_strategy
 
 __all__ = ["PRESETS", "Preset", "get_preset", "list_presets"]
 
@@ -69,11 +69,13 @@ class Preset:
     ema_warmup : bool
         ``min(1 - 1/(t + 1), decay)`` warm-up (neither the paper nor the reference uses it).
     strategy : str
-        Matching strategy for :func:`samrefine.refine`.
+        Matching strategy for :func:`samrefine.refine` (a key of :data:`samrefine.STRATEGIES`).
     under, over : float or None
-        CPI thresholds on s1 / s2 (strict); None disables that test.
-    iom_thresh : float
-        IOM IoU threshold (strict).
+        CPI thresholds on s1 / s2 (strict). None: the recipe does not set it, and a strategy
+        that reads it uses its registry default. The preset's own ``strategy`` must have a
+        value for each threshold it reads (to run one CPI test, name ``cpi-u`` or ``cpi-o``).
+    iom_thresh : float or None
+        IOM IoU threshold (strict); None as for ``under``.
     pwa_gamma, pwa_mu, pwa_var : float
         PWA parameters (Eq. 9; ``pwa_var`` is a variance).
     sup_weight, unsup_weight : float
@@ -99,7 +101,7 @@ class Preset:
     strategy: str
     under: float | None
     over: float | None
-    iom_thresh: float
+    iom_thresh: float | None
     pwa_gamma: float
     pwa_mu: float
     pwa_var: float
@@ -117,6 +119,12 @@ class Preset:
             v = getattr(self, field)
             if v is not None and not (0.0 <= v <= 1.0):
                 raise ValueError(f"{field} must be in [0, 1] or None, got {v!r}")
+        for field in STRATEGIES[self.strategy].thresholds:
+            if getattr(self, field) is None:
+                raise ValueError(
+                    f"preset {self.name!r}: strategy {self.strategy!r} reads {field}, which is "
+                    "None; give it a value (to run one CPI test, use strategy 'cpi-u' or 'cpi-o')"
+                )
         if not (0.0 <= self.ema_decay <= 1.0):
             raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay!r}")
         for field in ("sup_weight", "unsup_weight"):
@@ -161,20 +169,37 @@ class Preset:
         """
         return EMATeacher(student, decay=self.ema_decay, warmup=self.ema_warmup)
 
-    def refine_kwargs(self) -> dict[str, Any]:
+    def refine_kwargs(self, strategy: str | None = None) -> dict[str, Any]:
         """Keyword arguments for :func:`samrefine.refine` / :func:`samrefine.semires_targets`.
+
+        Parameters
+        ----------
+        strategy : str, optional
+            Run this strategy instead of the preset's own, with the preset's thresholds where
+            it reads them (e.g. ``reference-code`` with ``"cpi-u"``: ``under=0.7``; its
+            ``over`` is not read by CPI-U, so it is left out rather than turning CPI-U into
+            CPI). A threshold the preset leaves None takes the strategy's default.
 
         Returns
         -------
         dict
-            ``{"strategy", "iom_thresh"}`` for IOM, ``{"strategy", "under", "over"}`` for the
-            CPI family, ``{"strategy"}`` for ``"none"``.
+            ``{"strategy": name}`` plus exactly the thresholds that strategy reads and the
+            preset sets: ``iom_thresh`` for IOM, ``under`` and/or ``over`` for the CPI family,
+            nothing for ``"none"``.
+
+        Raises
+        ------
+        ValueError
+            For an unknown strategy name (the message lists the valid ones).
         """
-        if self.strategy == "iom":
-            return {"strategy": "iom", "iom_thresh": self.iom_thresh}
-        if self.strategy == "none":
-            return {"strategy": "none"}
-        return {"strategy": self.strategy, "under": self.under, "over": self.over}
+        name = self.strategy if strategy is None else strategy
+        resolve_strategy(name)  # an unknown name raises here, listing the valid ones
+        kwargs: dict[str, Any] = {"strategy": name}
+        for field in STRATEGIES[name].thresholds:
+            value = getattr(self, field)
+            if value is not None:
+                kwargs[field] = value
+        return kwargs
 
     def replace(self, **changes: Any) -> Preset:
         """A copy with some fields changed (validated like a new preset).

@@ -4,7 +4,9 @@ A ``Proposals`` holds ``N`` masks of one ``H x W`` image as canonical foreground
 :mod:`samrefine.rle`): flat ``starts``/``lengths`` (int32, column-major pixel indices) and
 ``offsets`` (int64, ``N + 1``), plus per-mask metadata (``area``, ``bbox`` and whatever the
 generator gave: ``predicted_iou``, ``stability_score``, ``point_coords``, ``crop_box``).
-Nothing here decodes a mask unless asked to (``to_dense``).
+Nothing here decodes a mask unless asked to (``to_dense``). A ``Proposals`` is immutable (its
+runs and size are fixed; ``meta`` may change), so its column ``segments``, what matching and
+geometry read, are split from the runs once, on first use, and kept.
 
 Build from: pycocotools RLE dicts (compressed or list counts), dense ``(N, H, W)`` masks, or
 the output of ``segment_anything``'s ``SamAutomaticMaskGenerator`` in any ``output_mode``.
@@ -26,8 +28,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import rle as _rle
+from ._common import to_numpy
+from .kernels import Segments
 from .rle import RLEError
 
 __all__ = ["ProposalBatch", "Proposals", "RLEError"]
@@ -36,7 +41,7 @@ __all__ = ["ProposalBatch", "Proposals", "RLEError"]
 SAM_META_KEYS = ("predicted_iou", "stability_score", "point_coords", "crop_box")
 
 
-def _check_size(size) -> tuple[int, int]:
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
@@ -66,16 +71,44 @@ class Proposals:
         Check the invariants (cheap, ``O(R)``). Constructors that produce canonical runs skip it.
     """
 
-    __slots__ = ("lengths", "meta", "offsets", "size", "starts")
+    __slots__ = ("_area", "_segments", "lengths", "meta", "offsets", "size", "starts")
 
-    def __init__(self, starts, lengths, offsets, size, meta=None, *, validate: bool = True):
-        self.size = _check_size(size)
-        self.starts = np.ascontiguousarray(starts, dtype=np.int32)
-        self.lengths = np.ascontiguousarray(lengths, dtype=np.int32)
-        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    size: tuple[int, int]
+    starts: np.ndarray
+    lengths: np.ndarray
+    offsets: np.ndarray
+    meta: dict[str, np.ndarray]
+    _segments: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+    _area: np.ndarray | None
+
+    #: Fields fixed at construction (what the cached segments and areas are computed from).
+    _GEOMETRY = frozenset({"lengths", "offsets", "size", "starts"})
+
+    def __init__(self, starts: ArrayLike, lengths: ArrayLike, offsets: ArrayLike,
+                 size: Sequence[int], meta: Mapping[str, ArrayLike] | None = None, *,
+                 validate: bool = True) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "size", _check_size(size))
+        setattr_(self, "starts", np.ascontiguousarray(starts, dtype=np.int32))
+        setattr_(self, "lengths", np.ascontiguousarray(lengths, dtype=np.int32))
+        setattr_(self, "offsets", np.ascontiguousarray(offsets, dtype=np.int64))
+        setattr_(self, "_segments", None)
+        setattr_(self, "_area", None)
         self.meta = {k: np.asarray(v) for k, v in (meta or {}).items()}
         if validate:
             self._validate()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # pickle (DataLoader workers, DDP) and copy: the runs, size and meta, not the caches
+        return (_unpickle_proposals, (self.starts, self.lengths, self.offsets, self.size,
+                                      self.meta))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._GEOMETRY or name in ("_segments", "_area"):
+            raise AttributeError(f"Proposals.{name} is fixed at construction (the proposals are "
+                                 "immutable); build new ones, e.g. with resize/crop/hflip or "
+                                 "Proposals(starts, lengths, offsets, size)")
+        object.__setattr__(self, name, value)
 
     def _validate(self) -> None:
         s, ln, off = self.starts, self.lengths, self.offsets
@@ -107,15 +140,15 @@ class Proposals:
     # ---------------------------------------------------------------- constructors
 
     @classmethod
-    def empty(cls, size) -> Proposals:
+    def empty(cls, size: Sequence[int]) -> Proposals:
         """No masks, for an image of ``size = (H, W)``."""
         return cls(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64), size,
                    validate=False)
 
     @classmethod
-    def from_dense(cls, masks, meta=None) -> Proposals:
+    def from_dense(cls, masks: Any, meta: Mapping[str, ArrayLike] | None = None) -> Proposals:
         """From dense masks ``(N, H, W)`` (bool or {0, 1}; numpy or torch; any memory order)."""
-        masks = _as_numpy(masks)
+        masks = to_numpy(masks)
         if masks.ndim != 3:
             raise ValueError(f"dense masks must be (N, H, W), got shape {masks.shape}; "
                              "for one mask use masks[None]")
@@ -130,7 +163,8 @@ class Proposals:
         return out
 
     @classmethod
-    def from_rle(cls, rles: Sequence[Mapping[str, Any]], size=None, meta=None) -> Proposals:
+    def from_rle(cls, rles: Sequence[Mapping[str, Any]], size: Sequence[int] | None = None,
+                 meta: Mapping[str, ArrayLike] | None = None) -> Proposals:
         """From pycocotools RLE dicts ``{"size": [H, W], "counts": bytes | str | list}``.
 
         All masks must share one size. ``size`` is required when ``rles`` is empty. Counts are
@@ -169,7 +203,8 @@ class Proposals:
         return out
 
     @classmethod
-    def from_sam(cls, records: Sequence[Mapping[str, Any]], size=None) -> Proposals:
+    def from_sam(cls, records: Sequence[Mapping[str, Any]],
+                 size: Sequence[int] | None = None) -> Proposals:
         """From ``SamAutomaticMaskGenerator.generate`` output, in any ``output_mode``.
 
         ``binary_mask`` records carry an ``(H, W)`` bool array, ``uncompressed_rle`` a dict with
@@ -185,7 +220,7 @@ class Proposals:
         if all(isinstance(s, Mapping) for s in segs):
             out = cls.from_rle(segs, size)
         elif not any(isinstance(s, Mapping) for s in segs):
-            out = cls.from_dense(np.stack([_as_numpy(s) for s in segs]))
+            out = cls.from_dense(np.stack([to_numpy(s) for s in segs]))
             if size is not None and _check_size(size) != out.size:
                 raise ValueError(f"size={tuple(size)} but the masks are {out.size}")
         else:
@@ -215,29 +250,54 @@ class Proposals:
         h, w = self.size
         return f"Proposals(n={len(self)}, size=({h}, {w}), runs={self.starts.size})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Proposals):
             return NotImplemented
         return (self.size == other.size and np.array_equal(self.offsets, other.offsets)
                 and np.array_equal(self.starts, other.starts)
                 and np.array_equal(self.lengths, other.lengths))
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable-equality semantics: unhashable
 
     @property
     def area(self) -> np.ndarray:
-        """Foreground pixels per mask, ``(N,)`` int64."""
-        cs = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
-        return cs[self.offsets[1:]] - cs[self.offsets[:-1]]
+        """Foreground pixels per mask, ``(N,)`` int64 (computed once; do not modify)."""
+        area = self._area
+        if area is None:
+            cs = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
+            area = cs[self.offsets[1:]] - cs[self.offsets[:-1]]
+            object.__setattr__(self, "_area", area)
+        return area
+
+    @property
+    def segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The runs split at column boundaries, what matching and geometry read.
+
+        Returns
+        -------
+        x, y0, y1 : (G,) int32
+            Rows ``[y0, y1)`` of column ``x``, mask after mask, sorted by column.
+        offsets : (N + 1,) int64
+            Segments of mask ``k`` are ``offsets[k]:offsets[k + 1]``.
+
+        Computed on first use and kept (the proposals are immutable), so matching one image
+        again and again splits its runs once. Do not modify the arrays.
+        """
+        segments = self._segments
+        if segments is None:
+            segments = _rle.runs_to_segments(self.starts, self.lengths, self.offsets,
+                                             self.size[0])
+            object.__setattr__(self, "_segments", segments)
+        return segments
 
     @property
     def bbox(self) -> np.ndarray:
         """Boxes ``(N, 4)`` float64, XYWH in pixels, as ``pycocotools.mask.toBbox``."""
-        return _rle.runs_bbox(self.starts, self.lengths, self.offsets, self.size[0])
+        return _rle.segments_bbox(self.segments)
 
     def to_dense(self) -> np.ndarray:
         """Decode to ``(N, H, W)`` bool, row-major."""
-        return _rle.decode_dense(self.starts, self.lengths, self.offsets, *self.size)
+        return _rle.segments_to_dense(self.segments, *self.size)
 
     def counts(self, k: int) -> np.ndarray:
         """COCO counts (int64) of mask ``k``."""
@@ -258,7 +318,7 @@ class Proposals:
             out.append({"size": [h, w], "counts": counts})
         return out
 
-    def __getitem__(self, index) -> Proposals:
+    def __getitem__(self, index: Any) -> Proposals:
         """A subset: ``index`` is an int, a slice, an int array or a bool mask ``(N,)``."""
         n = len(self)
         idx = np.arange(n)[index]
@@ -273,12 +333,13 @@ class Proposals:
 
     # ---------------------------------------------------------------- geometry
 
-    def _remap(self, col_src, row_lo, out_hw) -> Proposals:
-        s, ln, off = _rle.remap_runs(self.starts, self.lengths, self.offsets, self.size,
-                                     col_src, row_lo, out_hw[0])
+    def _remap(self, col_src: np.ndarray, row_lo: np.ndarray,
+               out_hw: tuple[int, int]) -> Proposals:
+        s, ln, off = _rle.remap_segments(self.segments, self.size[1], col_src, row_lo,
+                                         out_hw[0])
         return Proposals(s, ln, off, out_hw, dict(self.meta), validate=False)
 
-    def resize(self, size) -> Proposals:
+    def resize(self, size: Sequence[int]) -> Proposals:
         """Nearest-neighbour resize to ``size = (H', W')``, on runs.
 
         Equal pixel for pixel to ``torch.nn.functional.interpolate(dense[None].float(),
@@ -294,7 +355,7 @@ class Proposals:
         """Mirror left-right, on runs."""
         return self._remap(*_rle.hflip_maps(self.size), self.size)
 
-    def crop(self, box) -> Proposals:
+    def crop(self, box: Sequence[int]) -> Proposals:
         """Crop to ``box = (x, y, w, h)`` (ints, pixels); parts outside the image are empty.
 
         A box reaching outside the image pads with background, as padding an image and then
@@ -330,8 +391,9 @@ class ProposalBatch:
     area : (M,) int64
         Pixels per mask.
     seg_x, seg_y0, seg_y1 : (G,) int32 numpy array, or int64 tensor after :meth:`to`
-        The runs split at column boundaries: rows ``[seg_y0, seg_y1)`` of column ``seg_x``
-        (what the matching kernels read).
+        The runs split at column boundaries: rows ``[seg_y0, seg_y1)`` of column ``seg_x``,
+        joined from each image's cached :attr:`Proposals.segments`. The matching kernels read
+        them as a plain tuple, :meth:`segments`.
     seg_offsets : (M + 1,) int64
         Segments of flat mask ``m`` are ``seg_offsets[m]:seg_offsets[m + 1]``.
     size : (H, W)
@@ -341,11 +403,27 @@ class ProposalBatch:
     _FIELDS = ("starts", "lengths", "run_offsets", "mask_offsets", "area", "seg_x", "seg_y0",
                "seg_y1", "seg_offsets")
 
-    def __init__(self, proposals: Sequence[Proposals] | None = None, *, _arrays=None, size=None):
+    # numpy arrays on the host, int64 tensors after ``to(device)``
+    starts: Any
+    lengths: Any
+    run_offsets: Any
+    mask_offsets: Any
+    area: Any
+    seg_x: Any
+    seg_y0: Any
+    seg_y1: Any
+    seg_offsets: Any
+    host_mask_offsets: np.ndarray
+    size: tuple[int, int]
+    device: Any
+
+    def __init__(self, proposals: Sequence[Proposals] | None = None, *,
+                 _arrays: dict[str, Any] | None = None,
+                 size: tuple[int, int] | None = None) -> None:
         if _arrays is not None:
             for k in self._FIELDS:
                 setattr(self, k, _arrays[k])
-            self.size = size
+            self.size = size  # type: ignore[assignment]  # set by to()/numpy()
             self.device = _arrays.get("device")
             self._seg_mask = _arrays.get("seg_mask")
             self._mask_image = _arrays.get("mask_image")
@@ -362,15 +440,22 @@ class ProposalBatch:
             raise ValueError(f"all images of a batch must have proposals of one size, got "
                              f"{sorted(sizes)}; resize them with Proposals.resize((H, W))")
         self.size = sizes.pop()
-        self.starts = np.concatenate([p.starts for p in proposals])
-        self.lengths = np.concatenate([p.lengths for p in proposals])
-        n_runs = np.cumsum([0] + [p.starts.size for p in proposals])
-        self.run_offsets = np.concatenate(
-            [[0]] + [p.offsets[1:] + n_runs[i] for i, p in enumerate(proposals)]).astype(np.int64)
-        self.mask_offsets = np.cumsum([0] + [len(p) for p in proposals]).astype(np.int64)
-        self.area = np.concatenate([p.area for p in proposals]).astype(np.int64)
-        self.seg_x, self.seg_y0, self.seg_y1, self.seg_offsets = _rle.runs_to_segments(
-            self.starts, self.lengths, self.run_offsets, self.size[0])
+        self.mask_offsets = np.array([0] + [len(p) for p in proposals], np.int64).cumsum()
+        if len(proposals) == 1:  # the single-image call: share the arrays, no copies
+            (p,) = proposals
+            self.starts, self.lengths, self.run_offsets = p.starts, p.lengths, p.offsets
+            self.area = p.area
+            self.seg_x, self.seg_y0, self.seg_y1, self.seg_offsets = p.segments
+        else:
+            segs = [p.segments for p in proposals]
+            self.starts = np.concatenate([p.starts for p in proposals])
+            self.lengths = np.concatenate([p.lengths for p in proposals])
+            self.run_offsets = _concat_offsets([p.offsets for p in proposals])
+            self.area = np.concatenate([p.area for p in proposals])
+            self.seg_x = np.concatenate([g[0] for g in segs])
+            self.seg_y0 = np.concatenate([g[1] for g in segs])
+            self.seg_y1 = np.concatenate([g[2] for g in segs])
+            self.seg_offsets = _concat_offsets([g[3] for g in segs])
         self.host_mask_offsets = self.mask_offsets
         self.device = None
         self._seg_mask = None
@@ -393,12 +478,12 @@ class ProposalBatch:
     def is_torch(self) -> bool:
         return self.device is not None
 
-    def to(self, device) -> ProposalBatch:
+    def to(self, device: Any) -> ProposalBatch:
         """Torch tensors (int64) on ``device``, with the index maps the torch kernels need."""
         import torch
 
         device = torch.device(device)
-        arrays = {}
+        arrays: dict[str, Any] = {}
         for k in self._FIELDS:
             v = getattr(self, k)
             v = torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v
@@ -410,7 +495,7 @@ class ProposalBatch:
             torch.arange(n_masks, device=device), counts_m, output_size=len(self.seg_x))
         arrays["mask_image"] = torch.repeat_interleave(
             torch.arange(len(self), device=device), counts_b, output_size=n_masks)
-        arrays["device"] = device
+        arrays["device"] = arrays["starts"].device  # with its index: cuda -> cuda:0
         arrays["host_mask_offsets"] = self.host_mask_offsets
         return ProposalBatch(_arrays=arrays, size=self.size)
 
@@ -424,6 +509,30 @@ class ProposalBatch:
         arrays["host_mask_offsets"] = self.host_mask_offsets
         return ProposalBatch(_arrays=arrays, size=self.size)
 
+    def segments(self, device: Any = None) -> Segments:
+        """The column segments the matching kernels read, as a plain tuple.
+
+        Parameters
+        ----------
+        device : torch.device or str, optional
+            None: numpy arrays on the host (the numba kernels' form). Otherwise int64 tensors on
+            that device, with the per-segment mask and per-mask image indices the torch kernels
+            need (moved once, reused when the batch already lives there).
+
+        Returns
+        -------
+        Segments
+        """
+        if device is None:
+            nb = self.numpy()
+            return Segments(nb.seg_x, nb.seg_y0, nb.seg_y1, nb.seg_offsets, nb.mask_offsets,
+                            nb.area)
+        tb = self
+        if not (self.is_torch and self.device == _torch_device(device)):
+            tb = self.to(device)
+        return Segments(tb.seg_x, tb.seg_y0, tb.seg_y1, tb.seg_offsets, tb.mask_offsets,
+                        tb.area, tb._seg_mask, tb._mask_image)
+
     def __getitem__(self, b: int) -> Proposals:
         """The proposals of image ``b`` (on the host)."""
         nb = self.numpy()
@@ -433,7 +542,18 @@ class ProposalBatch:
                          self.size, validate=False)
 
 
-def _as_numpy(x) -> np.ndarray:
-    if type(x).__module__.startswith("torch"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+def _unpickle_proposals(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray,
+                        size: tuple[int, int], meta: dict[str, np.ndarray]) -> Proposals:
+    return Proposals(starts, lengths, offsets, size, meta, validate=False)
+
+
+def _concat_offsets(offsets: list[np.ndarray]) -> np.ndarray:
+    """Join per-image ``(N_i + 1,)`` offset arrays into one ``(sum N_i + 1,)`` int64 array."""
+    shift = np.cumsum([0] + [int(o[-1]) for o in offsets[:-1]])
+    return np.concatenate([[0]] + [o[1:] + d for o, d in zip(offsets, shift)]).astype(np.int64)
+
+
+def _torch_device(device: Any) -> Any:
+    import torch
+
+    return torch.device(device)

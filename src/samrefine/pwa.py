@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import torch
@@ -83,6 +83,28 @@ def _pwa_weight_nograd(
     with torch.no_grad():
         w = prob.detach().to(dtype) - mu
         return w.square_().mul_(-1.0 / (2.0 * var)).exp_().mul_(-norm).add_(gamma)
+
+
+@overload
+def pwa_weight(
+    prob: torch.Tensor,
+    gamma: float = ...,
+    mu: float = ...,
+    var: float = ...,
+    *,
+    validate: bool = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def pwa_weight(
+    prob: np.ndarray | float,
+    gamma: float = ...,
+    mu: float = ...,
+    var: float = ...,
+    *,
+    validate: bool = ...,
+) -> np.ndarray | np.floating[Any]: ...
 
 
 def pwa_weight(
@@ -169,25 +191,28 @@ def pwa_weight(
 
     if isinstance(prob, (bool, np.bool_)):
         raise TypeError("prob must be a probability, got a bool; pass a float in [0, 1]")
+    arr: np.ndarray
     if isinstance(prob, np.generic):
-        prob = np.asarray(prob)
+        arr = np.asarray(prob)
     elif isinstance(prob, Real):
-        prob = np.asarray(float(prob))
-    if not isinstance(prob, np.ndarray):
+        arr = np.asarray(float(prob))
+    elif isinstance(prob, np.ndarray):
+        arr = prob
+    else:
         raise TypeError(
             f"prob must be a numpy array, a torch tensor or a float, got {type(prob).__name__}"
         )
-    if not np.issubdtype(prob.dtype, np.floating):
+    if not np.issubdtype(arr.dtype, np.floating):
         raise TypeError(
-            f"prob must be a floating-point array of probabilities, got dtype {prob.dtype}; "
+            f"prob must be a floating-point array of probabilities, got dtype {arr.dtype}; "
             "pass prob.astype(np.float32)"
         )
-    if prob.dtype == np.float16:
-        prob = prob.astype(np.float32)
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
     if validate:
-        _check_prob_values_numpy(prob)
-    d = prob - prob.dtype.type(mu)
-    out = prob.dtype.type(gamma) - prob.dtype.type(norm) * np.exp(
-        d * d * prob.dtype.type(-inv_two_var)
+        _check_prob_values_numpy(arr)
+    d = arr - arr.dtype.type(mu)
+    out = arr.dtype.type(gamma) - arr.dtype.type(norm) * np.exp(
+        d * d * arr.dtype.type(-inv_two_var)
     )
     return out[()] if out.ndim == 0 else out

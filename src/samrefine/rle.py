@@ -32,10 +32,16 @@ Contents: ``string_to_counts``, ``counts_to_string``, ``counts_to_runs``, ``runs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba as nb
 import numpy as np
 
 from ._config import NJIT
+
+#: Column segments ``(x, y0, y1, offsets)``: rows ``[y0, y1)`` of column ``x`` (int32 each),
+#: segments of mask ``k`` at ``offsets[k]:offsets[k + 1]`` (int64, N + 1).
+SegmentArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 __all__ = [
     "RLEError",
@@ -66,7 +72,7 @@ class RLEError(ValueError):
 
 
 @nb.njit(**NJIT)
-def _string_to_counts(buf):
+def _string_to_counts(buf: np.ndarray) -> tuple[np.ndarray, int]:
     n = buf.shape[0]
     counts = np.empty(n, np.int64)
     m = 0
@@ -131,7 +137,7 @@ def string_to_counts(s: bytes | str) -> np.ndarray:
 
 
 @nb.njit(**NJIT)
-def _counts_to_string(counts):
+def _counts_to_string(counts: np.ndarray) -> np.ndarray:
     n = counts.shape[0]
     out = np.empty(n * 13 + 1, np.uint8)
     p = 0
@@ -169,7 +175,7 @@ def counts_to_string(counts: np.ndarray) -> bytes:
 
 
 @nb.njit(**NJIT)
-def _counts_to_runs(counts, hw):
+def _counts_to_runs(counts: np.ndarray, hw: int) -> tuple[np.ndarray, np.ndarray, int]:
     n = counts.shape[0]
     starts = np.empty(n // 2 + 1, np.int32)
     lengths = np.empty(n // 2 + 1, np.int32)
@@ -194,7 +200,8 @@ def _counts_to_runs(counts, hw):
     return starts[:r].copy(), lengths[:r].copy(), 0
 
 
-def counts_to_runs(counts, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def counts_to_runs(counts: np.ndarray | Sequence[int], h: int,
+                   w: int) -> tuple[np.ndarray, np.ndarray]:
     """Convert COCO counts to canonical foreground runs, validating them.
 
     Parameters
@@ -232,7 +239,7 @@ def counts_to_runs(counts, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @nb.njit(**NJIT)
-def _runs_to_counts(starts, lengths, hw):
+def _runs_to_counts(starts: np.ndarray, lengths: np.ndarray, hw: int) -> np.ndarray:
     r = starts.shape[0]
     out = np.empty(2 * r + 1, np.int64)
     m = 0
@@ -260,7 +267,7 @@ def runs_to_counts(starts: np.ndarray, lengths: np.ndarray, hw: int) -> np.ndarr
 
 
 @nb.njit(**NJIT)
-def _encode_dense(masks):
+def _encode_dense(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n, h, w = masks.shape
     cap = 1024
     starts = np.empty(cap, np.int32)
@@ -305,7 +312,8 @@ def encode_dense(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @nb.njit(**NJIT)
-def _decode_segments(seg_x, seg_y0, seg_y1, seg_off, out):
+def _decode_segments(seg_x: np.ndarray, seg_y0: np.ndarray, seg_y1: np.ndarray, seg_off: np.ndarray,
+                     out: np.ndarray) -> np.ndarray:
     for k in range(seg_off.shape[0] - 1):
         for g in range(seg_off[k], seg_off[k + 1]):
             x = seg_x[g]
@@ -314,16 +322,22 @@ def _decode_segments(seg_x, seg_y0, seg_y1, seg_off, out):
     return out
 
 
-def decode_dense(starts, lengths, offsets, h: int, w: int) -> np.ndarray:
+def decode_dense(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, h: int,
+                 w: int) -> np.ndarray:
     """Decode runs to dense row-major masks ``(N, H, W)`` bool."""
-    n = len(offsets) - 1
-    out = np.zeros((n, h, w), np.uint8)
-    _decode_segments(*runs_to_segments(starts, lengths, offsets, h), out)
+    return segments_to_dense(runs_to_segments(starts, lengths, offsets, h), h, w)
+
+
+def segments_to_dense(segments: SegmentArrays, h: int, w: int) -> np.ndarray:
+    """Decode column segments ``(x, y0, y1, offsets)`` to dense masks ``(N, H, W)`` bool."""
+    out = np.zeros((len(segments[3]) - 1, h, w), np.uint8)
+    _decode_segments(*segments, out)
     return out.view(np.bool_)
 
 
 @nb.njit(**NJIT)
-def _segments_bbox(seg_x, seg_y0, seg_y1, seg_off):
+def _segments_bbox(seg_x: np.ndarray, seg_y0: np.ndarray, seg_y1: np.ndarray,
+                   seg_off: np.ndarray) -> np.ndarray:
     n = seg_off.shape[0] - 1
     out = np.zeros((n, 4), np.float64)
     for k in range(n):
@@ -343,9 +357,14 @@ def _segments_bbox(seg_x, seg_y0, seg_y1, seg_off):
     return out
 
 
-def runs_bbox(starts, lengths, offsets, h: int) -> np.ndarray:
+def runs_bbox(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, h: int) -> np.ndarray:
     """Bounding boxes ``(N, 4)`` float64, XYWH in pixels, as ``pycocotools.mask.toBbox``."""
     return _segments_bbox(*runs_to_segments(starts, lengths, offsets, h))
+
+
+def segments_bbox(segments: SegmentArrays) -> np.ndarray:
+    """:func:`runs_bbox` from column segments ``(x, y0, y1, offsets)``."""
+    return _segments_bbox(*segments)
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,7 +415,9 @@ def crop_maps(hw: tuple[int, int], box: tuple[int, int, int, int]) -> tuple[np.n
 
 
 @nb.njit(**NJIT)
-def _remap_segments(seg_x, seg_y0, seg_y1, seg_off, w, col_src, row_lo, h2):
+def _remap_segments(seg_x: np.ndarray, seg_y0: np.ndarray, seg_y1: np.ndarray, seg_off: np.ndarray,
+                    w: int, col_src: np.ndarray, row_lo: np.ndarray,
+                    h2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = seg_off.shape[0] - 1
     w2 = col_src.shape[0]
     # upper bound on output runs: (column segments) x (max copies of one source column)
@@ -475,20 +496,28 @@ def _remap_segments(seg_x, seg_y0, seg_y1, seg_off, w, col_src, row_lo, h2):
     return out_s[:r].copy(), out_l[:r].copy(), out_off
 
 
-def remap_runs(starts, lengths, offsets, in_hw, col_src, row_lo, out_h):
+def remap_runs(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, in_hw: tuple[int, int],
+               col_src: np.ndarray, row_lo: np.ndarray,
+               out_h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply a separable monotone map (see module docstring) to every mask's runs.
 
     Returns new canonical ``starts`` (R',) int32, ``lengths`` (R',) int32, ``offsets`` (N+1,)
     int64 for masks of height ``out_h`` and width ``len(col_src)``.
     """
     h, w = in_hw
-    return _remap_segments(*runs_to_segments(starts, lengths, offsets, h), np.int64(w),
-                       np.ascontiguousarray(col_src, np.int64),
-                       np.ascontiguousarray(row_lo, np.int64), np.int64(out_h))
+    return remap_segments(runs_to_segments(starts, lengths, offsets, h), w, col_src, row_lo,
+                          out_h)
+
+
+def remap_segments(segments: SegmentArrays, in_w: int, col_src: np.ndarray, row_lo: np.ndarray,
+                   out_h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`remap_runs` from column segments ``(x, y0, y1, offsets)`` of width ``in_w``."""
+    return _remap_segments(*segments, np.int64(in_w), np.ascontiguousarray(col_src, np.int64),
+                           np.ascontiguousarray(row_lo, np.int64), np.int64(out_h))
 
 
 @nb.njit(**NJIT)
-def _encode_labels(labels, n_labels):
+def _encode_labels(labels: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h, w = labels.shape
     cap = 4096
     lab = np.empty(cap, np.int64)
@@ -532,7 +561,8 @@ def _encode_labels(labels, n_labels):
     return st[order].copy(), ln[order].copy(), offsets
 
 
-def encode_labels(labels: np.ndarray, n_labels: int | None = None):
+def encode_labels(labels: np.ndarray,
+                  n_labels: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Encode a label map ``(H, W)`` (int, -1 = no mask) as one mask per label, in one pass.
 
     Returns canonical ``starts``, ``lengths`` (int32) and ``offsets`` ``(n_labels + 1,)``
@@ -548,7 +578,8 @@ def encode_labels(labels: np.ndarray, n_labels: int | None = None):
 
 
 @nb.njit(**NJIT)
-def _runs_to_segments(starts, lengths, offsets, h):
+def _runs_to_segments(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray,
+                      h: int) -> SegmentArrays:
     n = offsets.shape[0] - 1
     total = np.int64(0)
     for k in range(n):
@@ -577,7 +608,8 @@ def _runs_to_segments(starts, lengths, offsets, h):
     return seg_x, seg_y0, seg_y1, seg_off
 
 
-def runs_to_segments(starts, lengths, offsets, h: int):
+def runs_to_segments(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray,
+                     h: int) -> SegmentArrays:
     """Split runs at column boundaries: column segments ``(x, y0, y1)`` (rows ``[y0, y1)`` of
     column ``x``), int32 each, and per-mask ``offsets`` (N + 1,) int64.
 

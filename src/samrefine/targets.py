@@ -9,6 +9,7 @@ field           shape, dtype         meaning
 ==============  ===================  =========================================================
 target          (B, H, W) bool       refined pseudo-label (SAM-refined, or the pseudo-label)
 weight          (B, H, W) float32    1 on matched samples, ``pwa_weight(prob)`` on unmatched
+                                     (a property, computed on access; the loss never needs it)
 matched         (B,) bool            a proposal replaced the pseudo-label
 prob            (B, H, W) float32    teacher foreground probability
 pseudo          (B, H, W) bool       teacher pseudo-label (``argmax`` / ``prob > 0.5``)
@@ -43,13 +44,12 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from samrefine.match import STRATEGIES, Refinement, refine
+from samrefine._common import UNSET
+from samrefine.match import Refinement, refine, resolve_strategy
 from samrefine.proposals import ProposalBatch, Proposals
 from samrefine.pwa import _check_params, pwa_weight
 
 __all__ = ["ProposalCollate", "SemiRESTargets", "follow_geometry", "semires_targets"]
-
-_UNSET: Any = object()
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,6 @@ class SemiRESTargets:
     target : torch.Tensor, (B, H, W) bool
         Refined label: union/best of the selected proposals for matched samples, the
         pseudo-label for unmatched ones.
-    weight : torch.Tensor, (B, H, W) float32
-        Per-pixel loss weight: 1 on matched samples, ``pwa_weight(prob)`` on unmatched ones
-        (no class weights; :class:`samrefine.PWABCELoss` adds them).
     matched : torch.Tensor, (B,) bool
     prob : torch.Tensor, (B, H, W) float32 (float64 for float64 input)
         Teacher foreground probability in [0, 1].
@@ -77,15 +74,28 @@ class SemiRESTargets:
         from ``pseudo``), ``selected_per_image`` (selected proposals / B),
         ``pseudo_foreground`` and ``target_foreground`` (foreground share of the pixels),
         ``unmatched_weight`` (mean PWA weight over unmatched pixels; 0 when none).
+    pwa_params : tuple of 3 floats
+        ``(gamma, mu, var)`` of Eq. 9, as given to :func:`semires_targets`; ``weight`` uses them.
     """
 
     target: torch.Tensor
-    weight: torch.Tensor
     matched: torch.Tensor
     prob: torch.Tensor
     pseudo: torch.Tensor
     refinement: Refinement
     stats: dict[str, torch.Tensor]
+    pwa_params: tuple[float, float, float] = (1.3, 0.5, 0.1)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Per-pixel loss weight ``(B, H, W)`` float32, computed on each access.
+
+        1 on matched samples, ``pwa_weight(prob, *pwa_params)`` on unmatched ones (no class
+        weights). For inspection and plots: :class:`samrefine.PWABCELoss` forms the same
+        weights inside its fused loss, so training never builds this buffer.
+        """
+        psi = pwa_weight(self.prob, *self.pwa_params, validate=False)
+        return torch.where(self.matched.view(-1, 1, 1), torch.ones_like(psi), psi).float()
 
     @property
     def batch_size(self) -> int:
@@ -140,9 +150,9 @@ def semires_targets(
     strategy: str = "cpi-u",
     *,
     from_logits: bool = True,
-    iom_thresh: float = _UNSET,
-    under: float | None = _UNSET,
-    over: float | None = _UNSET,
+    iom_thresh: float | None = UNSET,
+    under: float | None = UNSET,
+    over: float | None = UNSET,
     pseudo_thresh: float = 0.5,
     gamma: float = 1.3,
     mu: float = 0.5,
@@ -167,9 +177,10 @@ def semires_targets(
     from_logits : bool, default True
         Whether ``teacher_out`` holds logits (True) or probabilities in [0, 1] (False).
     iom_thresh, under, over : float or None, optional
-        Strategy thresholds, forwarded to :func:`samrefine.refine` only when given (strict;
-        ``None`` disables a CPI test). Defaults: the strategy's (IOM 0.5, CPI 0.7/0.7,
-        CPI-U 0.7/None, CPI-O None/0.7).
+        Strategy thresholds (strict), resolved by :func:`samrefine.match.resolve_strategy`:
+        defaults are the strategy's (IOM 0.5, CPI 0.7/0.7, CPI-U ``under`` 0.7, CPI-O
+        ``over`` 0.7); a threshold the strategy does not read raises; with ``cpi``, ``None``
+        switches a test off.
     pseudo_thresh : float, default 0.5
         Pseudo-label = ``prob > pseudo_thresh``. At 0.5 with logits it is computed on the logits
         (``z1 > z0``, i.e. ``argmax`` with ties to background, as the reference does).
@@ -184,15 +195,16 @@ def semires_targets(
     Returns
     -------
     SemiRESTargets
-        ``target``, ``weight``, ``matched``, ``prob``, ``pseudo``, ``refinement``, ``stats``.
+        ``target``, ``matched``, ``prob``, ``pseudo``, ``refinement``, ``stats`` (and
+        ``weight``, computed on access).
 
     Raises
     ------
     TypeError
         If ``teacher_out`` is not a floating-point tensor.
     ValueError
-        On a bad shape, an unknown strategy, NaN or out-of-range probabilities, or proposals of
-        another batch size or image size.
+        On a bad shape, an unknown strategy or a threshold it does not read, NaN or
+        out-of-range probabilities, or proposals of another batch size or image size.
 
     Notes
     -----
@@ -211,8 +223,7 @@ def semires_targets(
         raise ValueError(
             f"teacher_out must be (B, H, W), (B, 1, H, W) or (B, 2, H, W), got {shape}"
         )
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    resolved = resolve_strategy(strategy, iom_thresh=iom_thresh, under=under, over=over)
     if not (isinstance(pseudo_thresh, (int, float)) and 0.0 <= pseudo_thresh <= 1.0):
         raise ValueError(f"pseudo_thresh must be in [0, 1], got {pseudo_thresh!r}")
     _check_params(gamma, mu, var)
@@ -227,12 +238,7 @@ def semires_targets(
             )
 
     prob, pseudo = _teacher_prob_and_pseudo(teacher_out, from_logits, float(pseudo_thresh))
-    kwargs = {
-        k: v
-        for k, v in (("iom_thresh", iom_thresh), ("under", under), ("over", over))
-        if v is not _UNSET
-    }
-    ref = refine(pseudo, proposals, strategy, backend=backend, **kwargs)
+    ref = refine(pseudo, proposals, resolved, backend=backend)
     target = ref.masks
     matched = ref.matched
     device = prob.device
@@ -242,9 +248,8 @@ def semires_targets(
     matched = matched.to(device)
     target = target.to(device=device, dtype=torch.bool)
 
-    psi = pwa_weight(prob, gamma, mu, var, validate=False)
+    psi = pwa_weight(prob, gamma, mu, var, validate=False)  # for the statistics only
     m3 = matched.view(-1, 1, 1)
-    weight = torch.where(m3, torch.ones_like(psi), psi).float()
 
     n = pseudo.shape[0]
     n_pix = max(pseudo[0].numel(), 1)
@@ -262,12 +267,12 @@ def semires_targets(
     }
     return SemiRESTargets(
         target=target,
-        weight=weight,
         matched=matched,
         prob=prob,
         pseudo=pseudo,
         refinement=ref,
         stats=stats,
+        pwa_params=(float(gamma), float(mu), float(var)),
     )
 
 
@@ -423,7 +428,9 @@ class ProposalCollate:
                     f"sample {i} has no {self.key!r} entry (keys: {sorted(map(str, sample))}); "
                     "set ProposalCollate(key=...)"
                 )
-            rest = {k: v for k, v in sample.items() if k not in (self.key, self.geometry_key)}
+            rest: Any = {
+                k: v for k, v in sample.items() if k not in (self.key, self.geometry_key)
+            }
             geom = sample.get(self.geometry_key) if self.geometry_key is not None else None
             p = follow_geometry(self._check(sample[self.key], i), geom)
             return p, geom, rest

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _config
+from ._common import mask_iou
 from .proposals import Proposals
 
 __all__ = ["GAP", "TITLE_HEIGHT", "audit_bars", "overlay_refinement", "proposal_grid", "pwa_map"]
@@ -219,11 +220,6 @@ def _centre(m: np.ndarray):
     return float(ys[k]), float(xs[k])
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / u if u else 1.0
-
-
 # ------------------------------------------------------------------------------ public
 
 
@@ -283,7 +279,7 @@ def overlay_refinement(image, pseudo, proposals: Proposals, path=None,
     rgb = _resize_rgb(_as_rgb(image, hw), phw)
     base = _dim(rgb)
     sp = _resize_mask(p, phw)
-    suffix = "" if g is None else f"  IoU {_iou(p, g):.3f}"
+    suffix = "" if g is None else f"  IoU {mask_iou(p, g):.3f}"
     panels = [(title or "image", rgb),
               ("pseudo-label" + suffix, _tint(base, sp, _RED))]
     for s in strategies:
@@ -313,7 +309,7 @@ def overlay_refinement(image, pseudo, proposals: Proposals, path=None,
         panels.append((f"{s}: {sel.size} selected", sel_panel))
         r = _mask(np.asarray(ref.masks), "refined")
         if matched:
-            t = f"{s} refined" + ("" if g is None else f"  IoU {_iou(r, g):.3f}")
+            t = f"{s} refined" + ("" if g is None else f"  IoU {mask_iou(r, g):.3f}")
             panels.append((t, _tint(base, _resize_mask(r, phw), _GREEN)))
         else:
             panels.append((f"{s}: unmatched -> PWA", _tint(base, sp, _RED, 0.25)))

@@ -8,18 +8,25 @@ no proposal decoded. Images run in parallel (``prange``) when there are several.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
 from .._config import NJIT, NJIT_PARALLEL
+from ._api import KernelMode, KernelResult, Segments
 
-IOM, CPI = 0, 1
+IOM, CPI = int(KernelMode.IOM), int(KernelMode.CPI)
 
 
 @nb.njit(**NJIT)
-def _refine_one(b, pseudo, seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets, area, mode, t_iom,
-                use_under, under, use_over, over, eps, write_masks,
-                inter, iou, s1, s2, selected, chosen, matched, parea, out):
+def _refine_one(b: int, pseudo: np.ndarray, seg_x: np.ndarray, seg_y0: np.ndarray,
+                seg_y1: np.ndarray, seg_offsets: np.ndarray, mask_offsets: np.ndarray,
+                area: np.ndarray, mode: int, t_iom: float, use_under: bool, under: float,
+                use_over: bool, over: float, eps: float, inter: np.ndarray, iou: np.ndarray,
+                s1: np.ndarray, s2: np.ndarray, selected: np.ndarray, chosen: np.ndarray,
+                matched: np.ndarray, out: np.ndarray) -> None:
+    """Score image ``b``'s proposals and write its refined mask into ``out[b]`` (in place)."""
     _, h, w = pseudo.shape
     # per-column prefix sums, built row by row (vectorised, no transpose):
     # cum[y, x] = foreground pixels in rows [0, y) of column x
@@ -31,7 +38,6 @@ def _refine_one(b, pseudo, seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets, are
     acc = np.int64(0)
     for x in range(w):
         acc += cum[h, x]
-    parea[b] = acc
     p_area = np.float64(acc)
     best = 0.0
     pick = -1
@@ -59,14 +65,11 @@ def _refine_one(b, pseudo, seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets, are
             sel = (use_under and v_s1 > under) or (use_over and v_s2 > over)
             selected[m] = sel
             any_sel = any_sel or sel
-    if mode == IOM:
-        chosen[b] = pick
-        if pick >= 0:
-            selected[pick] = True
-            any_sel = True
+    if mode == IOM and pick >= 0:
+        chosen[b] = pick - mask_offsets[b]  # index within the image's own proposals
+        selected[pick] = True
+        any_sel = True
     matched[b] = any_sel
-    if not write_masks:
-        return
     if any_sel and mode == IOM:
         # one proposal: fill its column segments directly
         out[b] = 0
@@ -96,27 +99,26 @@ def _refine_one(b, pseudo, seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets, are
 
 
 @nb.njit(**NJIT)
-def _refine_serial(*args):
+def _refine_serial(*args: Any) -> None:
     for b in range(args[0].shape[0]):
         _refine_one(b, *args)
 
 
 @nb.njit(**NJIT_PARALLEL)
-def _refine_parallel(*args):
+def _refine_parallel(*args: Any) -> None:
     for b in nb.prange(args[0].shape[0]):
         _refine_one(b, *args)
 
 
-def refine_batch(pseudo_u8, batch, mode, t_iom, under, over, eps, write_masks=True):
-    """Run IOM (``mode=0``) or CPI (``mode=1``) on ``pseudo_u8`` ``(B, H, W)`` uint8 {0, 1}.
+def refine_batch(pseudo_u8: np.ndarray, segments: Segments, mode: int, t_iom: float,
+                 under: float | None, over: float | None, eps: float) -> KernelResult:
+    """Run IOM (``mode=KernelMode.IOM``) or CPI on ``pseudo_u8`` ``(B, H, W)`` uint8 {0, 1}.
 
-    ``batch`` is a host ``ProposalBatch``. ``under``/``over`` are floats or None (disabled).
-    Returns a dict of numpy arrays: inter (M,) int64, iou/s1/s2 (M,) float64, selected (M,)
-    bool, chosen (B,) int64 (IOM pick, -1 none), matched (B,) bool, pseudo_area (B,) int64,
-    masks (B, H, W) uint8.
+    ``segments`` holds host arrays; ``under``/``over`` are floats or None (test off). Returns
+    numpy arrays (see :class:`KernelResult`).
     """
     n_img, h, w = pseudo_u8.shape
-    m = int(batch.mask_offsets[-1])
+    m = int(segments.mask_offsets[-1])
     inter = np.empty(m, np.int64)
     iou = np.empty(m, np.float64)
     s1 = np.empty(m, np.float64)
@@ -124,13 +126,11 @@ def refine_batch(pseudo_u8, batch, mode, t_iom, under, over, eps, write_masks=Tr
     selected = np.zeros(m, np.bool_)
     chosen = np.full(n_img, -1, np.int64)
     matched = np.zeros(n_img, np.bool_)
-    parea = np.zeros(n_img, np.int64)
-    out = np.empty((n_img, h, w) if write_masks else (0, 1, 1), np.uint8)
+    out = np.empty((n_img, h, w), np.uint8)
     kernel = _refine_parallel if n_img > 1 and nb.get_num_threads() > 1 else _refine_serial
-    kernel(pseudo_u8, batch.seg_x, batch.seg_y0, batch.seg_y1, batch.seg_offsets,
-           batch.mask_offsets, batch.area, mode, float(t_iom), under is not None,
-                  float(under if under is not None else 0.0), over is not None,
-                  float(over if over is not None else 0.0), float(eps), write_masks,
-                  inter, iou, s1, s2, selected, chosen, matched, parea, out)
-    return {"inter": inter, "iou": iou, "s1": s1, "s2": s2, "selected": selected, "chosen": chosen,
-                "matched": matched, "pseudo_area": parea, "masks": out}
+    kernel(pseudo_u8, segments.x, segments.y0, segments.y1, segments.seg_offsets,
+           segments.mask_offsets, segments.area, mode, float(t_iom), under is not None,
+           float(under if under is not None else 0.0), over is not None,
+           float(over if over is not None else 0.0), float(eps),
+           inter, iou, s1, s2, selected, chosen, matched, out)
+    return KernelResult(inter, iou, s1, s2, selected, chosen, matched, out.view(np.bool_))
