@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 import samrefine
+from samrefine.match import STRATEGIES, ResolvedStrategy, resolve_strategy
 
 __all__ = [
     "METHODS",
@@ -159,10 +160,10 @@ class TrainConfig:
 
     # ---- losses and SemiRES (samrefine preset fields; see samrefine.presets) -----------------
     preset: str = "paper"  # paper | reference-code | reference-code-iom
-    strategy: str = "cpi-u"  # iom | cpi | cpi-u | cpi-o | none
-    under: float | None = 0.7  # CPI s1 threshold (strict); None disables
-    over: float | None = None  # CPI s2 threshold (strict); None disables
-    iom_thresh: float = 0.5
+    strategy: str = "cpi-u"  # samrefine.match.STRATEGIES: iom | cpi | cpi-u | cpi-o | none
+    under: float | None = 0.7  # CPI s1 threshold (strict; cpi, cpi-u); cpi: None disables
+    over: float | None = None  # CPI s2 threshold (strict; cpi, cpi-o); cpi: None disables
+    iom_thresh: float = 0.5  # IOM's IoU threshold (strict; iom)
     pwa: bool = True  # PWA weights on unmatched samples (False: weight 1 everywhere)
     pwa_gamma: float = 1.3
     pwa_mu: float = 0.5
@@ -190,14 +191,9 @@ class TrainConfig:
         _check_choice("stage", self.stage, ("burnin", "semi"))
         if self.method is not None:
             _check_choice("method", self.method, tuple(METHODS))
-        _check_choice("strategy", self.strategy, ("iom", "cpi", "cpi-u", "cpi-o", "none"))
+        _check_choice("strategy", self.strategy, tuple(STRATEGIES))
         _check_choice("loss_reduction", self.loss_reduction, ("mean", "group-mean"))
-        if self.strategy == "cpi" and (self.under is None or self.over is None):
-            raise ConfigError("strategy 'cpi' needs both under and over; use cpi-u or cpi-o")
-        if self.strategy == "cpi-u" and self.under is None:
-            raise ConfigError("strategy 'cpi-u' needs under (e.g. --under 0.7)")
-        if self.strategy == "cpi-o" and self.over is None:
-            raise ConfigError("strategy 'cpi-o' needs over (e.g. --over 0.7)")
+        self.resolved_strategy()  # the thresholds the strategy reads: set and in [0, 1]
         for name in ("hflip_p", "crop_p", "jitter_p", "blur_p", "ema_decay"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -215,6 +211,19 @@ class TrainConfig:
             raise ConfigError(f"labelled_percent={self.labelled_percent} must lie in (0, 100]")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be > 0")
+
+    def resolved_strategy(self) -> ResolvedStrategy:
+        """``samrefine.resolve_strategy`` of ``strategy`` with the thresholds it reads.
+
+        The registry (``samrefine.match.STRATEGIES``) says which of ``iom_thresh``, ``under``
+        and ``over`` a strategy reads; the others are not passed (a threshold given explicitly
+        for a strategy that does not read it is refused by :func:`build_config`).
+        """
+        reads = STRATEGIES[self.strategy].thresholds
+        try:
+            return resolve_strategy(self.strategy, **{k: getattr(self, k) for k in reads})
+        except (ValueError, TypeError) as err:
+            raise ConfigError(str(err)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists), suitable for YAML/JSON and checkpoints."""
@@ -380,7 +389,30 @@ def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
     values = _resolve(_expand_sections(layers, stage))
     if values.get("stage", stage) != stage:  # a section changed the stage: not allowed
         raise ConfigError("'stage' cannot be set inside a burnin:/semi: section")
-    return TrainConfig(**{key: _coerce(key, value) for key, value in values.items()})
+    cfg = TrainConfig(**{key: _coerce(key, value) for key, value in values.items()})
+    _refuse_unread_thresholds(cfg, _expand_sections(layers, stage))
+    return cfg
+
+
+_THRESHOLDS = ("iom_thresh", "under", "over")
+
+
+def _refuse_unread_thresholds(cfg: TrainConfig, layers: list[dict[str, Any]]) -> None:
+    """A threshold set explicitly (in a layer, not by a preset or method) to a number that the
+    strategy does not read is an error (``--strategy cpi-u --over 0.7`` would otherwise run
+    CPI-U and silently ignore ``over``); ``samrefine.resolve_strategy`` words the message."""
+    reads = STRATEGIES[cfg.strategy].thresholds
+    given = {
+        key: layer[key]
+        for layer in layers
+        for key in _THRESHOLDS
+        if key in layer and key not in reads and layer[key] is not None
+    }
+    if given:
+        try:
+            resolve_strategy(cfg.strategy, **given)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(str(err)) from None
 
 
 def parse_overrides(argv: list[str]) -> dict[str, Any]:

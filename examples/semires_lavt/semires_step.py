@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import samrefine
+from samrefine.match import STRATEGIES, resolve_strategy
 
 from .config import TrainConfig
 
@@ -178,12 +179,10 @@ class SemiRESSettings:
 
     @property
     def thresholds(self) -> dict[str, float | None]:
-        """Keyword arguments of ``samrefine.semires_targets`` for the strategy."""
-        if self.strategy == "iom":
-            return {"iom_thresh": self.iom_thresh}
-        if self.strategy == "none":
-            return {}
-        return {"under": self.under, "over": self.over}
+        """Keyword arguments of ``samrefine.semires_targets``: the thresholds the strategy reads
+        (``samrefine.resolve_strategy``; e.g. ``{"under": 0.7}`` for cpi-u)."""
+        reads = STRATEGIES[self.strategy].thresholds
+        return resolve_strategy(self.strategy, **{k: getattr(self, k) for k in reads}).thresholds
 
 
 def semi_step(

@@ -46,6 +46,27 @@ def test_values_are_type_checked():
     assert cfg.lr == 1e-4 and cfg.class_weight == (0.9, 1.1) and cfg.over is None
 
 
+def test_thresholds_follow_the_samrefine_strategy_registry():
+    """The strategy reads the thresholds samrefine's registry names, no other."""
+    from examples.semires_lavt.semires_step import SemiRESSettings
+
+    def thresholds(argv):
+        return SemiRESSettings.from_config(parse_and_build(argv)).thresholds
+
+    assert thresholds(["--strategy", "iom"]) == {"iom_thresh": 0.5}
+    assert thresholds(["--method", "semires-cpi-o"]) == {"over": 0.7}
+    cpi_o = thresholds(["--method", "semires-cpi", "--under", "null"])
+    assert cpi_o == {"under": None, "over": 0.7}
+    # the reference-code preset sets over=0.7; CPI-U does not read it (it used to run full CPI)
+    assert thresholds(["--preset", "reference-code", "--strategy", "cpi-u"]) == {"under": 0.7}
+    with pytest.raises(ConfigError, match="'cpi-u' does not read over.*use strategy 'cpi'"):
+        parse_and_build(["--strategy", "cpi-u", "--over", "0.7"])
+    with pytest.raises(ConfigError, match="'iom' does not read under"):
+        parse_and_build(["--strategy", "iom", "--under", "0.5"])
+    with pytest.raises(ConfigError, match="'cpi-u' needs under"):
+        parse_and_build(["--strategy", "cpi-u", "--under", "null"])
+
+
 def parse_and_build(argv):
     return build_config([parse_overrides(argv)])
 
