@@ -90,10 +90,15 @@ def test_registry():
 def test_classical_generator_records_its_parameters():
     gen = get_generator("classical", max_masks=40)
     assert gen.name == "classical" and gen.params["max_masks"] == 40
-    assert gen.params["scales"] == (64, 256, 1024, 4096)  # defaults filled in
+    assert gen.params["max_contrast"] == 8.0  # defaults filled in
+    assert gen.model == "watershed-hierarchy"
     img = small_photo()
     props = gen(img)
     assert props.size == (40, 60) and 0 < len(props) <= 40
+    legacy = get_generator("classical", scales=(64, 256), slic_segments=())
+    assert legacy.model == "felzenszwalb+slic" and "scale" in legacy(img).meta
+    with pytest.raises(ValueError, match="only apply to method='multiscale'"):
+        get_generator("classical", method="hierarchy", scales=(64,))
     with pytest.raises(ValueError, match="unknown classical_proposals parameter"):
         get_generator("classical", bogus=1)
 

@@ -11,8 +11,9 @@ records its provenance. Registered:
     ``sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator`` from a config and checkpoint, or
     a prebuilt model.
 ``"classical"``
-    :func:`~samrefine.library.classical.classical_proposals`, multi-scale superpixel regions:
-    not SAM; for demos and tests without a checkpoint.
+    :func:`~samrefine.library.classical.classical_proposals`, a contrast hierarchy of image
+    regions (or the older multi-scale superpixels): not SAM; for demos and tests without a
+    checkpoint.
 
 Plug in your own::
 
@@ -282,9 +283,9 @@ def sam2_generator(*, checkpoint: str | None = None,
 
 @register_generator("classical")
 def classical_generator(**params) -> Generator:
-    """Multi-scale superpixel regions (:func:`~samrefine.library.classical.classical_proposals`);
+    """Classical region proposals (:func:`~samrefine.library.classical.classical_proposals`);
     not SAM. ``params`` are that function's keyword arguments."""
-    from .classical import classical_proposals
+    from .classical import classical_proposals, resolve_method
 
     sig = inspect.signature(classical_proposals)
     names = [p for p in sig.parameters if p != "image"]
@@ -293,8 +294,11 @@ def classical_generator(**params) -> Generator:
         raise ValueError(f"unknown classical_proposals parameter(s) {unknown}; valid: "
                          f"{', '.join(names)}")
     full = {p: sig.parameters[p].default for p in names} | params
+    method = resolve_method(full["method"], full["scales"], full["slic_segments"],
+                            full["smooth_radius"])
+    model = "watershed-hierarchy" if method == "hierarchy" else "felzenszwalb+slic"
     return Generator("classical", lambda image: classical_proposals(image, **full),
-                     model="felzenszwalb+slic", params=full)
+                     model=model, params=full)
 
 
 # --------------------------------------------------------------------------------------------
