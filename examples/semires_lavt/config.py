@@ -132,6 +132,7 @@ class TrainConfig:
     crop_p: float = 0.0
     crop_scale: tuple[float, float] = (0.7, 1.0)
     jitter_p: float = 0.5  # strong view: colour jitter probability (before normalisation)
+    jitter_hue: float = 0.25  # strong view: hue shift range (SemiRES 0.25; 0 keeps named colours)
     blur_p: float = 0.5  # strong view: Gaussian blur probability
     strong_aug: bool = True  # False: the student sees the weak view (Table 5's "no DA")
     workers: int = 4  # DataLoader workers per process
@@ -170,6 +171,8 @@ class TrainConfig:
     pwa_var: float = 0.1  # a variance
     conf_filter: float = 0.0  # ignore this share of least confident pixels per image (Table 4)
     class_weight: tuple[float, float] | None = None  # (background, object) CE weights
+    unsup_class_weight: tuple[float, float] | None = None  # unlabelled loss; None: class_weight
+    unsup_rampup_steps: int = 0  # sigmoid ramp-up of unsup_weight over these steps (0: none)
     loss_reduction: str = "mean"  # mean | group-mean (reference code)
     ema_decay: float = 0.996
     ema_warmup: bool = False
@@ -194,6 +197,10 @@ class TrainConfig:
         _check_choice("strategy", self.strategy, tuple(STRATEGIES))
         _check_choice("loss_reduction", self.loss_reduction, ("mean", "group-mean"))
         self.resolved_strategy()  # the thresholds the strategy reads: set and in [0, 1]
+        if not 0.0 <= self.jitter_hue <= 0.5:
+            raise ConfigError(f"jitter_hue={self.jitter_hue} must lie in [0, 0.5]")
+        if self.unsup_rampup_steps < 0:
+            raise ConfigError(f"unsup_rampup_steps={self.unsup_rampup_steps} must be >= 0")
         for name in ("hflip_p", "crop_p", "jitter_p", "blur_p", "ema_decay"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -107,9 +107,10 @@ def build_classical_library(
     """Classical-generator library of ``image_ids`` under ``root`` (built once, then reused).
 
     Built as two shards in two processes (a sharded build, as on a cluster); the shard files
-    are opened together as one library. Returns the list of shard paths.
+    are opened together as one library. Returns the list of shard paths. The file is named
+    after the generator's method, so a library made by an older method is never reused.
     """
-    path = root / "classical.srlib"
+    path = root / "classical-hierarchy.srlib"
     n = max(1, min(2, os.cpu_count() or 1))
     shards = [shard_path(path, i, n) for i in range(n)]
     if info.is_main:
@@ -190,6 +191,7 @@ def build_loaders(
             source = ProposalLibrary.open(library)
         strong = StrongAugment(
             jitter_p=cfg.jitter_p if cfg.strong_aug else 0.0,
+            hue=cfg.jitter_hue,
             blur_p=cfg.blur_p if cfg.strong_aug else 0.0,
         )
         unlabelled = ReferDataset(

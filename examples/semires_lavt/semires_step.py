@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -155,6 +156,8 @@ class SemiRESSettings:
         Share of least confident pixels ignored per image (Table 4's baseline), in [0, 1).
     sup_weight, unsup_weight : float
         Eq. 4's ``lambda_sup`` and ``lambda_unsup``.
+    unsup_rampup_steps : int
+        ``lambda_unsup`` is scaled by :func:`sigmoid_rampup` over these first steps (0: none).
     amp : bool
         bf16 autocast on CUDA.
     """
@@ -170,6 +173,7 @@ class SemiRESSettings:
     conf_filter: float = 0.0
     sup_weight: float = 1.0
     unsup_weight: float = 1.0
+    unsup_rampup_steps: int = 0
     amp: bool = True
 
     @classmethod
@@ -185,6 +189,15 @@ class SemiRESSettings:
         return resolve_strategy(self.strategy, **{k: getattr(self, k) for k in reads}).thresholds
 
 
+def sigmoid_rampup(step: int, length: int) -> float:
+    """Unsupervised-loss scale in [0, 1]: ``exp(-5 (1 - step / length)^2)`` (Laine & Aila,
+    2017; Mean Teacher), 1 from ``step >= length`` on and always 1 when ``length`` is 0."""
+    if length <= 0 or step >= length:
+        return 1.0
+    t = 1.0 - step / length
+    return float(math.exp(-5.0 * t * t))
+
+
 def semi_step(
     student: nn.Module,
     teacher: nn.Module,
@@ -193,6 +206,9 @@ def semi_step(
     criterion: samrefine.PWABCELoss,
     settings: SemiRESSettings,
     device: torch.device,
+    *,
+    unsup_criterion: samrefine.PWABCELoss | None = None,
+    step: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one mutual-learning step (SemiRES Eq. 4 with refined targets, Eq. 10 with PWA).
 
@@ -201,10 +217,11 @@ def semi_step(
     2. Teacher (eval mode, no grad) on the weak views -> probability ``p`` and pseudo-label
        ``p > 0.5``; :func:`samrefine.semires_targets` refines it with the image's proposals
        (``settings.strategy``).
-    3. Eq. 4: ``L = sup_weight * CE(labelled) + unsup_weight * L_unsup`` with Eq. 10's
-       ``L_unsup = PWABCELoss(strong, refined, p, matched)``; with ``settings.pwa`` False every
-       unlabelled sample counts as matched (weight 1); with ``conf_filter`` the least confident
-       pixels are ignored.
+    3. Eq. 4: ``L = sup_weight * CE(labelled) + r(step) * unsup_weight * L_unsup`` with Eq.
+       10's ``L_unsup = PWABCELoss(strong, refined, p, matched)`` (``unsup_criterion``, which
+       may carry its own class weights); ``r`` is :func:`sigmoid_rampup` over
+       ``unsup_rampup_steps`` (1 without); with ``settings.pwa`` False every unlabelled sample
+       counts as matched (weight 1); with ``conf_filter`` the least confident pixels are ignored.
 
     Parameters
     ----------
@@ -219,8 +236,13 @@ def semi_step(
         ``proposals`` (a ``samrefine.ProposalBatch`` at (S, S)) unless the strategy is
         ``none``; ``mask`` (B, S, S) only for logging correction statistics.
     criterion : samrefine.PWABCELoss
+        Loss of the labelled samples (and of the unlabelled ones without ``unsup_criterion``).
     settings : SemiRESSettings
     device : torch.device
+    unsup_criterion : samrefine.PWABCELoss, optional
+        Loss of the unlabelled samples (e.g. without the labelled loss's class weights).
+    step : int
+        Optimiser steps done so far (for the ramp-up).
 
     Returns
     -------
@@ -269,8 +291,10 @@ def semi_step(
     matched = targets.matched if settings.pwa else torch.ones_like(targets.matched)
     ignore = confidence_ignore(targets.prob, settings.conf_filter)
     loss_sup = criterion(logits[:n_lab], _to(labelled, "mask", device))
-    loss_unsup = criterion(logits[n_lab:], targets.target, targets.prob, matched, ignore=ignore)
-    loss = settings.sup_weight * loss_sup + settings.unsup_weight * loss_unsup
+    unsup_loss_fn = criterion if unsup_criterion is None else unsup_criterion
+    loss_unsup = unsup_loss_fn(logits[n_lab:], targets.target, targets.prob, matched, ignore=ignore)
+    ramp = sigmoid_rampup(step, settings.unsup_rampup_steps)
+    loss = settings.sup_weight * loss_sup + ramp * settings.unsup_weight * loss_unsup
     stats = {
         "loss": float(loss.detach()),
         "loss_sup": float(loss_sup.detach()),

@@ -146,6 +146,13 @@ def train(cfg: TrainConfig, after_step: StepCallback | None = None) -> dict[str,
             mu=cfg.pwa_mu,
             var=cfg.pwa_var,
         )
+        unsup_criterion = PWABCELoss(
+            class_weight=cfg.unsup_class_weight or cfg.class_weight,
+            reduction=cfg.loss_reduction,
+            gamma=cfg.pwa_gamma,
+            mu=cfg.pwa_mu,
+            var=cfg.pwa_var,
+        )
         settings = SemiRESSettings.from_config(cfg)
 
         # ---- resume (exact: weights, teacher, optimiser, schedule, RNG, data position) ------
@@ -254,7 +261,15 @@ def train(cfg: TrainConfig, after_step: StepCallback | None = None) -> dict[str,
                 if semi:
                     labelled = next(labelled_stream)
                     loss, stats = semi_step(
-                        model, teacher.module, labelled, batch, criterion, settings, info.device
+                        model,
+                        teacher.module,
+                        labelled,
+                        batch,
+                        criterion,
+                        settings,
+                        info.device,
+                        unsup_criterion=unsup_criterion,
+                        step=step,
                     )
                 else:
                     loss, stats = supervised_step(model, batch, criterion, info.device, amp=cfg.amp)
