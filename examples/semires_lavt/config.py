@@ -239,8 +239,19 @@ class TrainConfig:
         }
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A checked copy with some fields changed (keys and values validated as in YAML)."""
-        return build_config([self.to_dict(), changes])
+        """A checked copy with some fields changed (keys and values validated as in YAML).
+
+        Only ``changes`` count as explicit: a threshold this config holds by default is not
+        refused for a strategy that does not read it (a round trip through :meth:`to_dict`
+        would make every field explicit).
+        """
+        for key in changes:
+            if key not in _FIELDS:
+                raise _unknown_key(key)
+        coerced = {k: _coerce(k, v) for k, v in changes.items()}
+        cfg = dataclasses.replace(self, **coerced)
+        _refuse_unread_thresholds(cfg, [coerced])
+        return cfg
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -46,8 +46,8 @@ def _single_threaded_worker() -> None:
     numba.set_num_threads(1)
 
 
-def _run_stage(train: Callable[[TrainConfig], dict[str, Any]], settings: dict) -> dict:
-    return train(build_config([settings]))
+def _run_stage(train: Callable[[TrainConfig], dict[str, Any]], layers: list[dict]) -> dict:
+    return train(build_config(layers))
 
 
 def run_demo(
@@ -109,11 +109,11 @@ def run_demo(
     for strategy in strategies:
         runs[f"semires-{strategy}"] = {"stage": "semi", "strategy": strategy, "pwa": True}
     settings = {
-        name: build_config(
-            layers + [{**s, "init_checkpoint": weights, "out_dir": str(run_dir / name)}]
-        ).to_dict()
+        name: layers + [{**s, "init_checkpoint": weights, "out_dir": str(run_dir / name)}]
         for name, s in runs.items()
     }
+    for stage_layers in settings.values():
+        build_config(stage_layers)  # a bad setting fails here, not in a worker
     n_proc = processes or (len(runs) if (os.cpu_count() or 1) >= 2 else 1)
     if n_proc > 1:
         context = multiprocessing.get_context("spawn")

@@ -112,3 +112,15 @@ def test_demo_runs_end_to_end_and_reports_every_row(tmp_path, capsys):
         assert strategy in summary["semires_minus_baseline"]
     assert "the plain baseline" in out and "positive" in out
     assert (tmp_path / "out" / "seed0" / "demo_summary.json").is_file()
+
+
+def test_config_replace_keeps_defaults_implicit():
+    """``replace`` on a baseline config (strategy none) must not make the default thresholds
+    explicit (a to_dict round trip refused them: 'none' reads no thresholds)."""
+    cfg = build_config([{"method": "baseline"}])
+    assert cfg.strategy == "none"
+    assert cfg.replace(seed=3).seed == 3
+    with pytest.raises(ConfigError, match="unknown config key 'sed'"):
+        cfg.replace(sed=3)
+    with pytest.raises(ConfigError, match="iom_thresh"):
+        cfg.replace(iom_thresh=0.6)  # given explicitly for a strategy that does not read it
