@@ -310,6 +310,19 @@ def _as_batch(proposals: Any, n_img: int, hw: tuple[int, int]) -> ProposalBatch:
 # ---------------------------------------------------------------------------- entry points
 
 
+def as_resolved(strategy: str | ResolvedStrategy, iom_thresh: Any = UNSET, under: Any = UNSET,
+                over: Any = UNSET) -> ResolvedStrategy:
+    """``strategy`` as a :class:`ResolvedStrategy`: resolved from a name and the thresholds
+    given (:func:`resolve_strategy`), or taken as it is, in which case no threshold may be given
+    beside it. Shared by :func:`refine` and :func:`samrefine.refine_semantic`."""
+    if isinstance(strategy, ResolvedStrategy):
+        if any(v is not UNSET for v in (iom_thresh, under, over)):
+            raise ValueError("pass thresholds to resolve_strategy, not beside a "
+                             "ResolvedStrategy")
+        return strategy
+    return resolve_strategy(strategy, iom_thresh=iom_thresh, under=under, over=over)
+
+
 def refine(pseudo: Any, proposals: ProposalsLike, strategy: str | ResolvedStrategy = "cpi-u", *,
            iom_thresh: float | None = UNSET, under: float | None = UNSET,
            over: float | None = UNSET, prob_thresh: float | None = None,
@@ -347,13 +360,7 @@ def refine(pseudo: Any, proposals: ProposalsLike, strategy: str | ResolvedStrate
         For an unknown strategy, or a threshold the strategy does not read (see
         :func:`resolve_strategy`), and for the input problems listed in the module header.
     """
-    if isinstance(strategy, ResolvedStrategy):
-        if any(v is not UNSET for v in (iom_thresh, under, over)):
-            raise ValueError("pass thresholds to resolve_strategy, not beside a "
-                             "ResolvedStrategy")
-        resolved = strategy
-    else:
-        resolved = resolve_strategy(strategy, iom_thresh=iom_thresh, under=under, over=over)
+    resolved = as_resolved(strategy, iom_thresh, under, over)
     mode = resolved.mode
     t_iom = resolved.iom_thresh if resolved.iom_thresh is not None else 0.0
     u, o = resolved.under, resolved.over

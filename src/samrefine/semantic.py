@@ -63,7 +63,7 @@ import numpy as np
 from . import _config, kernels
 from ._common import UNSET, is_torch
 from .kernels import KernelMode
-from .match import ResolvedStrategy, _as_batch, resolve_strategy
+from .match import ResolvedStrategy, _as_batch, as_resolved
 
 __all__ = ["RegionScores", "SemanticRefinement", "SemanticRegions", "refine_semantic"]
 
@@ -344,13 +344,7 @@ def refine_semantic(labels, proposals, *, strategy: str | ResolvedStrategy = "cp
     >>> out.labels.tolist(), out.matched.astype(int).tolist()
     ([[255, 1, 1, 1, 1, 2]], [[0, 1, 1, 1, 1, 0]])
     """
-    if isinstance(strategy, ResolvedStrategy):
-        if any(v is not UNSET for v in (iom_thresh, under, over)):
-            raise ValueError("pass thresholds to resolve_strategy, not beside a "
-                             "ResolvedStrategy")
-        resolved = strategy
-    else:
-        resolved = resolve_strategy(strategy, iom_thresh=iom_thresh, under=under, over=over)
+    resolved = as_resolved(strategy, iom_thresh, under, over)
     mode = resolved.mode
     t_iom = resolved.iom_thresh if resolved.iom_thresh is not None else 0.0
     u, o = resolved.under, resolved.over
