@@ -49,8 +49,16 @@ def levels(image: np.ndarray) -> np.ndarray:
 
 def rate(folder: str, ids, gen, prefetch: int, out: str) -> float:
     t = time.perf_counter()
-    r = build_library(out, ids, gen, images=folder, file_pattern="{image_id}.jpg",
-                      if_exists="overwrite", prefetch=prefetch, progress=False)
+    r = build_library(
+        out,
+        ids,
+        gen,
+        images=folder,
+        file_pattern="{image_id}.jpg",
+        if_exists="overwrite",
+        prefetch=prefetch,
+        progress=False,
+    )
     assert r.finished and r.added == len(ids)
     return len(ids) / (time.perf_counter() - t)
 
@@ -59,25 +67,32 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--classical", action="store_true",
-                    help="also the classical generator (slow: minutes per run at this size)")
+    ap.add_argument(
+        "--classical",
+        action="store_true",
+        help="also the classical generator (slow: minutes per run at this size)",
+    )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         ids = write_images(tmp, args.images)
         gens = {"threshold": Generator("threshold", levels)}
         if args.classical:
             gens["classical"] = get_generator("classical", max_masks=100)
-        print(f"{args.images} JPEGs of 1600x1200, {args.repeats} alternating runs each; "
-              "wall-clock images/s, medians")
+        print(
+            f"{args.images} JPEGs of 1600x1200, {args.repeats} alternating runs each; "
+            "wall-clock images/s, medians"
+        )
         for name, gen in gens.items():
-            ids_here = ids if name == "threshold" else ids[:max(4, args.images // 4)]
+            ids_here = ids if name == "threshold" else ids[: max(4, args.images // 4)]
             runs = {0: [], 2: []}
             for _ in range(args.repeats):
                 for p in (0, 2):
                     runs[p].append(rate(tmp, ids_here, gen, p, os.path.join(tmp, "o.srlib")))
             a, b = statistics.median(runs[0]), statistics.median(runs[2])
-            print(f"{name:10s} ({len(ids_here)} images)  prefetch=0 {a:7.2f}   prefetch=2 "
-                  f"{b:7.2f}   ratio {b / a:5.2f}x   all: {runs}")
+            print(
+                f"{name:10s} ({len(ids_here)} images)  prefetch=0 {a:7.2f}   prefetch=2 "
+                f"{b:7.2f}   ratio {b / a:5.2f}x   all: {runs}"
+            )
     return 0
 
 

@@ -96,8 +96,9 @@ def main() -> None:
     image_strong = image_weak + 0.1 * torch.randn(n, 3, size, size, device=dev, generator=g)
     ids = torch.randint(1000, VOCAB, (2 * n, TOKENS), device=dev, generator=g)
     mask = torch.ones_like(ids)
-    gt = torch.from_numpy(np.stack([props[np.array([k % len(props)])].to_dense()[0]
-                                    for k in range(n)])).to(dev)
+    gt = torch.from_numpy(
+        np.stack([props[np.array([k % len(props)])].to_dense()[0] for k in range(n)])
+    ).to(dev)
 
     def targets() -> sr.SemiRESTargets:
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
@@ -123,19 +124,27 @@ def main() -> None:
         teacher_logits = teacher.module(image_weak, ids[n:], mask[n:]).float()
     match_ms = median_ms(
         lambda: sr.semires_targets(teacher_logits, proposals, "cpi-u", validate=False),
-        args.repeats, dev)
-    peak = (f"{torch.cuda.max_memory_allocated(dev) / 2**30:.1f} GiB" if dev.type == "cuda"
-            else "n/a on the CPU")
+        args.repeats,
+        dev,
+    )
+    peak = (
+        f"{torch.cuda.max_memory_allocated(dev) / 2**30:.1f} GiB"
+        if dev.type == "cuda"
+        else "n/a on the CPU"
+    )
     n_params = sum(p.numel() for p in student.parameters()) / 1e6
 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
-    print(f"device: {name}, torch {torch.__version__}; LAVT "
-          f"{args.model} ({n_params:.0f} M parameters, built in {build_s:.1f} s), {size} px, "
-          f"bf16 autocast, batch {n} labelled + {n} unlabelled, {len(props)} proposals per "
-          f"image, medians of {args.repeats}")
+    print(
+        f"device: {name}, torch {torch.__version__}; LAVT "
+        f"{args.model} ({n_params:.0f} M parameters, built in {build_s:.1f} s), {size} px, "
+        f"bf16 autocast, batch {n} labelled + {n} unlabelled, {len(props)} proposals per "
+        f"image, medians of {args.repeats}"
+    )
     print(f"{'piece':<66} {'median ms':>10}")
-    print(f"{'SemiRES step (teacher fwd, targets, student fwd+bwd, AdamW, EMA)':<66} "
-          f"{step_ms:>10.1f}")
+    print(
+        f"{'SemiRES step (teacher fwd, targets, student fwd+bwd, AdamW, EMA)':<66} {step_ms:>10.1f}"
+    )
     print(f"{'teacher forward + semires_targets':<66} {refine_ms:>10.1f}")
     print(f"{'semires_targets alone (matching, PWA, stats)':<66} {match_ms:>10.2f}")
     print(f"semires_targets / step: {match_ms / step_ms:.1%}; peak GPU memory {peak}")

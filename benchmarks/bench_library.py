@@ -52,7 +52,7 @@ def reference_rle2mask(counts, h, w) -> np.ndarray:
     """SemiRES ``rle2mask``: paint ``[start - 1, start - 1 + length)``, reshape column-major."""
     flat = np.zeros(h * w, dtype=np.uint8)
     for s, ln in zip(counts[0::2], counts[1::2]):
-        flat[s - 1:s - 1 + ln] = 1
+        flat[s - 1 : s - 1 + ln] = 1
     return flat.reshape((h, w), order="F")
 
 
@@ -112,10 +112,16 @@ def rate_single(fn, keys, min_seconds=2.0, max_items=10**6):
 def rate_loader(dataset, n_items, workers=4):
     import torch
 
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
-                                         shuffle=True, multiprocessing_context="fork",
-                                         prefetch_factor=1, persistent_workers=False,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        shuffle=True,
+        multiprocessing_context="fork",
+        prefetch_factor=1,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),
+    )
     it = iter(loader)
     next(it)  # workers started
     t = time.perf_counter()
@@ -134,16 +140,20 @@ def rate_loader(dataset, n_items, workers=4):
 
 def open_probe(path: str) -> str:
     """Python source that opens the library in a fresh process and reports time and memory."""
-    return "\n".join([
-        "import time, tracemalloc, resource",
-        "import samrefine.library as L",
-        "tracemalloc.start(); rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
-        f"t = time.perf_counter(); lib = L.ProposalLibrary.open({path!r}); n = len(lib)",
-        "dt = time.perf_counter() - t; peak = tracemalloc.get_traced_memory()[1]",
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0",
-        "t = time.perf_counter(); r = lib.raw(12345); dr = time.perf_counter() - t",
-        "t = time.perf_counter(); p = lib[12346]; dd = time.perf_counter() - t",
-        "print(dt, peak, rss, n, dr, dd)", ""])
+    return "\n".join(
+        [
+            "import time, tracemalloc, resource",
+            "import samrefine.library as L",
+            "tracemalloc.start(); rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
+            f"t = time.perf_counter(); lib = L.ProposalLibrary.open({path!r}); n = len(lib)",
+            "dt = time.perf_counter() - t; peak = tracemalloc.get_traced_memory()[1]",
+            "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0",
+            "t = time.perf_counter(); r = lib.raw(12345); dr = time.perf_counter() - t",
+            "t = time.perf_counter(); p = lib[12346]; dd = time.perf_counter() - t",
+            "print(dt, peak, rss, n, dr, dd)",
+            "",
+        ]
+    )
 
 
 def main(argv=None) -> int:
@@ -183,8 +193,9 @@ def main(argv=None) -> int:
         for name, p in props.items():
             h, w_ = p.size
             dense = p.to_dense()
-            ref_text[name] = json.dumps([{"counts": reference_mask2rle(m), "size": [h, w_]}
-                                         for m in dense])
+            ref_text[name] = json.dumps(
+                [{"counts": reference_mask2rle(m), "size": [h, w_]} for m in dense]
+            )
         ref_paths = {}
         for i in ids:  # one file per image is enough to time one referent's read
             ref_paths[i] = os.path.join(ref_dir, f"{i}.json")
@@ -192,8 +203,9 @@ def main(argv=None) -> int:
                 f.write(ref_text[src[i]])
         lib = ProposalLibrary.open(lib_path)
         raw_path = os.path.join(work, "bench_raw.srlib")
-        with ProposalLibrary.create(raw_path, generator="classical", if_exists="overwrite",
-                                    compression="none") as w:
+        with ProposalLibrary.create(
+            raw_path, generator="classical", if_exists="overwrite", compression="none"
+        ) as w:
             for i in ids:
                 w.append(i, props[src[i]])
         lib_raw = ProposalLibrary.open(raw_path)
@@ -212,8 +224,9 @@ def main(argv=None) -> int:
         ours_1, n1 = rate_single(lambda k: lib[k].resize(SIZE), order, args.seconds)
         raw_1, _ = rate_single(lambda k: lib_raw[k].resize(SIZE), order, args.seconds)
         dense_1, _ = rate_single(lambda k: lib[k].resize(SIZE).to_dense(), order, args.seconds)
-        ref_1, n2 = rate_single(lambda k: reference_load(ref_paths[k]), order, args.seconds,
-                                max_items=30)
+        ref_1, n2 = rate_single(
+            lambda k: reference_load(ref_paths[k]), order, args.seconds, max_items=30
+        )
         read_1, _ = rate_single(lambda k: lib.raw(k), order, 1.0)
         ours_4 = rate_loader(LibraryDataset(lib, order * 20), 600)
         ref_4 = rate_loader(ReferenceDataset([ref_paths[k] for k in order]), 24)
@@ -223,8 +236,9 @@ def main(argv=None) -> int:
         small = os.path.join(work, "sizes.srlib")
         small_z = os.path.join(work, "sizes_zlib.srlib")
         for path, comp in ((small, "none"), (small_z, "zlib")):
-            with ProposalLibrary.create(path, generator="classical", if_exists="overwrite",
-                                        compression=comp) as w:
+            with ProposalLibrary.create(
+                path, generator="classical", if_exists="overwrite", compression=comp
+            ) as w:
                 for k, name in enumerate(PHOTOS):
                     w.append(k, props[name])
         ours_nb = os.path.getsize(small) / n_img
@@ -232,8 +246,9 @@ def main(argv=None) -> int:
         coco_b = 0
         for _name, p in props.items():
             rles = pm.encode(np.asfortranarray(p.to_dense().transpose(1, 2, 0).astype(np.uint8)))
-            coco_b += len(json.dumps([{"size": r["size"], "counts": r["counts"].decode()}
-                                      for r in rles]))
+            coco_b += len(
+                json.dumps([{"size": r["size"], "counts": r["counts"].decode()} for r in rles])
+            )
         coco_b /= n_img
         ref_file_b = sum(len(t) for t in ref_text.values()) / n_img
         ref_b = ref_file_b * REFS_PER_IMAGE
@@ -242,16 +257,18 @@ def main(argv=None) -> int:
         big = os.path.join(work, "big.srlib")
         records = [lib.raw(next(k for k in ids if src[k] == name)) for name in PHOTOS]
         print(f"writing a {args.big}-image library (records repeated) ...", flush=True)
-        w = ProposalLibrary.create(big, generator="classical", if_exists="overwrite",
-                                   commit_every=2000)
+        w = ProposalLibrary.create(
+            big, generator="classical", if_exists="overwrite", commit_every=2000
+        )
         for i in range(args.big):
             w.append_record(i, records[i % len(records)])
         w.finish(vacuum=False)
         big_bytes = os.path.getsize(big)
         opens = []
         for _ in range(5):
-            out = subprocess.run([sys.executable, "-c", open_probe(big)], capture_output=True,
-                                 text=True, check=True).stdout.split()
+            out = subprocess.run(
+                [sys.executable, "-c", open_probe(big)], capture_output=True, text=True, check=True
+            ).stdout.split()
             opens.append([float(v) for v in out])
         open_s = statistics.median(o[0] for o in opens)
         open_peak = statistics.median(o[1] for o in opens)
@@ -271,35 +288,63 @@ def main(argv=None) -> int:
         print(f"{'measure (medians)':58s} {'library':>12s} {'reference':>12s} {'ratio':>8s}")
         print("-" * 94)
         rows = [
-            ("random access + resize 480x480, img/s, 1 process",
-             ours_1, ref_1, f"{ours_1 / ref_1:.0f}x"),
-            ("  same, uncompressed records (compression='none'), img/s",
-             raw_1, ref_1, f"{raw_1 / ref_1:.0f}x"),
-            ("  same, library decoded to dense bool, img/s",
-             dense_1, ref_1, f"{dense_1 / ref_1:.0f}x"),
-            ("random access + resize, img/s, DataLoader 4 workers",
-             ours_4, ref_4, f"{ours_4 / ref_4:.0f}x"),
+            (
+                "random access + resize 480x480, img/s, 1 process",
+                ours_1,
+                ref_1,
+                f"{ours_1 / ref_1:.0f}x",
+            ),
+            (
+                "  same, uncompressed records (compression='none'), img/s",
+                raw_1,
+                ref_1,
+                f"{raw_1 / ref_1:.0f}x",
+            ),
+            (
+                "  same, library decoded to dense bool, img/s",
+                dense_1,
+                ref_1,
+                f"{dense_1 / ref_1:.0f}x",
+            ),
+            (
+                "random access + resize, img/s, DataLoader 4 workers",
+                ours_4,
+                ref_4,
+                f"{ours_4 / ref_4:.0f}x",
+            ),
         ]
         for label, a, b, r in rows:
             print(f"{label:58s} {a:12.1f} {b:12.2f} {r:>8s}")
-        print(f"{'bytes per image on disk (library vs reference JSON)':58s} {ours_b:12,.0f} "
-              f"{ref_b:12,.0f} {ref_b / ours_b:7.1f}x")
-        print(f"{'  pycocotools compressed-RLE JSON, bytes per image':58s} {'':12s} "
-              f"{coco_b:12,.0f} {coco_b / ours_b:7.2f}x")
-        print(f"{'  library, uncompressed records, bytes per image':58s} {ours_nb:12,.0f} "
-              f"{'':12s} {coco_b / ours_nb:7.2f}x")
+        print(
+            f"{'bytes per image on disk (library vs reference JSON)':58s} {ours_b:12,.0f} "
+            f"{ref_b:12,.0f} {ref_b / ours_b:7.1f}x"
+        )
+        print(
+            f"{'  pycocotools compressed-RLE JSON, bytes per image':58s} {'':12s} "
+            f"{coco_b:12,.0f} {coco_b / ours_b:7.2f}x"
+        )
+        print(
+            f"{'  library, uncompressed records, bytes per image':58s} {ours_nb:12,.0f} "
+            f"{'':12s} {coco_b / ours_nb:7.2f}x"
+        )
         print(f"{'  reference, one referent file':58s} {'':12s} {ref_file_b:12,.0f}")
         print(f"{'raw record read (SQLite + CRC32), us':58s} {1e6 / read_1:12.1f}")
-        print(f"{f'open {args.big}-image library ({big_bytes / 2**30:.2f} GiB), ms':58s} "
-              f"{open_s * 1e3:12.2f}   (fresh process; {warm_open * 1e3:.2f} ms warm)")
+        print(
+            f"{f'open {args.big}-image library ({big_bytes / 2**30:.2f} GiB), ms':58s} "
+            f"{open_s * 1e3:12.2f}   (fresh process; {warm_open * 1e3:.2f} ms warm)"
+        )
         print(f"{'  Python memory allocated by open (peak), KiB':58s} {open_peak / 1024:12.1f}")
         print(f"{'  RSS growth during open, KiB':58s} {open_rss:12.0f}")
         print(f"{'  first random record read after open, ms':58s} {first_read * 1e3:12.2f}")
-        print(f"{'  first decode in a process (loads numba kernels), ms':58s} "
-              f"{first_decode * 1e3:12.2f}")
-        print(f"\n{masks:.0f} masks per image (median); reference per-sample timings: {n2} "
-              f"samples; library: {n1}. Ratios are library / reference for speed and "
-              "reference / library for bytes.")
+        print(
+            f"{'  first decode in a process (loads numba kernels), ms':58s} "
+            f"{first_decode * 1e3:12.2f}"
+        )
+        print(
+            f"\n{masks:.0f} masks per image (median); reference per-sample timings: {n2} "
+            f"samples; library: {n1}. Ratios are library / reference for speed and "
+            "reference / library for bytes."
+        )
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -49,8 +49,7 @@ def make_scene(photo_name: str, seed: int):
     rng = np.random.default_rng(seed)
     # "multiscale": ~300 nested superpixels per photo, the workload of the recorded results
     # (the default method became "hierarchy", which gives 35-90 masks on these photos)
-    props = classical_proposals(photo(photo_name), max_masks=300,
-                                method="multiscale").resize(SIZE)
+    props = classical_proposals(photo(photo_name), max_masks=300, method="multiscale").resize(SIZE)
     dense = props.to_dense()
     area = dense.sum((1, 2)) / dense[0].size
     gt = np.zeros(SIZE, np.uint8)
@@ -122,8 +121,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer photos and repetitions")
     args = ap.parse_args()
-    photos = ("coffee", "astronaut") if args.quick else ("coffee", "astronaut", "chelsea",
-                                                         "rocket", "motorcycle")
+    photos = (
+        ("coffee", "astronaut")
+        if args.quick
+        else ("coffee", "astronaut", "chelsea", "rocket", "motorcycle")
+    )
     reps = 15 if args.quick else 40
     rows = []
     for seed, name in enumerate(photos):
@@ -146,39 +148,61 @@ def main() -> None:
         n_cls = len(np.unique(teacher))
 
         def miou(lab):
-            ious = [((lab == c) & (gt == c)).sum() / ((lab == c) | (gt == c)).sum()
-                    for c in np.unique(gt)]
+            ious = [
+                ((lab == c) & (gt == c)).sum() / ((lab == c) | (gt == c)).sum()
+                for c in np.unique(gt)
+            ]
             return float(np.mean(ious))
 
         iom = sr.refine_semantic(teacher, props, strategy="iom", skip_classes=(0,))
-        rows.append((name, len(props), n_cls, res.match_rate, miou(teacher), miou(res.labels),
-                     t, miou(iom.labels)))
-    print(f"Semantic refinement of one {SIZE[0]}x{SIZE[1]} label map, CPI-U, per class, "
-          "background skipped; median, one core (ms)")
-    hdr = (f"{'photo':<11}{'N':>4}{'cls':>4}{'match':>6}{'mIoU cpi-u':>11}{'iom':>5} | "
-           f"{'binary':>7}"
-           f"{'semantic':>9}{'x bin':>6} | {'binary*':>7}{'semantic*':>10}{'x bin':>6}"
-           f"{'torch*':>8}{'loop*':>7}{'x loop':>7}{'dense':>8}{'x dense':>8}")
+        rows.append(
+            (
+                name,
+                len(props),
+                n_cls,
+                res.match_rate,
+                miou(teacher),
+                miou(res.labels),
+                t,
+                miou(iom.labels),
+            )
+        )
+    print(
+        f"Semantic refinement of one {SIZE[0]}x{SIZE[1]} label map, CPI-U, per class, "
+        "background skipped; median, one core (ms)"
+    )
+    hdr = (
+        f"{'photo':<11}{'N':>4}{'cls':>4}{'match':>6}{'mIoU cpi-u':>11}{'iom':>5} | "
+        f"{'binary':>7}"
+        f"{'semantic':>9}{'x bin':>6} | {'binary*':>7}{'semantic*':>10}{'x bin':>6}"
+        f"{'torch*':>8}{'loop*':>7}{'x loop':>7}{'dense':>8}{'x dense':>8}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for name, n, n_cls, mr, mb, ma, t, mi in rows:
-        print(f"{name:<11}{n:>4}{n_cls:>4}{mr:>6.2f}{mb:>5.2f}->{ma:<4.2f}{mi:>6.2f} | "
-              f"{t['binary'] * 1e3:>7.3f}{t['semantic'] * 1e3:>9.3f}"
-              f"{t['semantic'] / t['binary']:>6.2f} | {t['binary_b'] * 1e3:>7.3f}"
-              f"{t['semantic_b'] * 1e3:>10.3f}{t['semantic_b'] / t['binary_b']:>6.2f}"
-              f"{t['torch_b'] * 1e3:>8.2f}{t['loop_b'] * 1e3:>7.2f}"
-              f"{t['loop_b'] / t['semantic_b']:>7.1f}{t['dense'] * 1e3:>8.0f}"
-              f"{t['dense'] / t['semantic_b']:>8.0f}")
+        print(
+            f"{name:<11}{n:>4}{n_cls:>4}{mr:>6.2f}{mb:>5.2f}->{ma:<4.2f}{mi:>6.2f} | "
+            f"{t['binary'] * 1e3:>7.3f}{t['semantic'] * 1e3:>9.3f}"
+            f"{t['semantic'] / t['binary']:>6.2f} | {t['binary_b'] * 1e3:>7.3f}"
+            f"{t['semantic_b'] * 1e3:>10.3f}{t['semantic_b'] / t['binary_b']:>6.2f}"
+            f"{t['torch_b'] * 1e3:>8.2f}{t['loop_b'] * 1e3:>7.2f}"
+            f"{t['loop_b'] / t['semantic_b']:>7.1f}{t['dense'] * 1e3:>8.0f}"
+            f"{t['dense'] / t['semantic_b']:>8.0f}"
+        )
     med = {k: float(np.median([r[6][k] for r in rows])) for k in rows[0][6]}
-    print(f"median over photos: semantic / binary = {med['semantic'] / med['binary']:.2f} "
-          f"(Proposals argument), {med['semantic_b'] / med['binary_b']:.2f} (ProposalBatch "
-          f"collated in advance); per-class loop / semantic = "
-          f"{med['loop_b'] / med['semantic_b']:.1f}; dense loop / semantic = "
-          f"{med['dense'] / med['semantic_b']:.0f}")
-    print("* = ProposalBatch collated in advance; x = ratio of the two routes to its left "
-          "(x loop, x dense: how many times slower the loop is than semantic*); match = share "
-          "of class regions CPI-U refined; mIoU of the teacher's map -> after CPI-U, and after "
-          "IOM, against the ground truth")
+    print(
+        f"median over photos: semantic / binary = {med['semantic'] / med['binary']:.2f} "
+        f"(Proposals argument), {med['semantic_b'] / med['binary_b']:.2f} (ProposalBatch "
+        f"collated in advance); per-class loop / semantic = "
+        f"{med['loop_b'] / med['semantic_b']:.1f}; dense loop / semantic = "
+        f"{med['dense'] / med['semantic_b']:.0f}"
+    )
+    print(
+        "* = ProposalBatch collated in advance; x = ratio of the two routes to its left "
+        "(x loop, x dense: how many times slower the loop is than semantic*); match = share "
+        "of class regions CPI-U refined; mIoU of the teacher's map -> after CPI-U, and after "
+        "IOM, against the ground truth"
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,9 @@ from samrefine.library.generate import Generator  # noqa: E402
 def image(key: int) -> np.ndarray:
     rng = np.random.default_rng(key)
     yy, xx = np.mgrid[:96, :128]
-    chans = [(np.sin(xx / (5 + c) + rng.random() * 6) * np.cos(yy / (7 + c)) + 1) * 127
-             for c in range(3)]
+    chans = [
+        (np.sin(xx / (5 + c) + rng.random() * 6) * np.cos(yy / (7 + c)) + 1) * 127 for c in range(3)
+    ]
     return np.stack(chans, -1).astype(np.uint8)
 
 
@@ -71,16 +72,28 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=4096)
     ap.add_argument("--lookups", type=int, default=4000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--max-open", type=int, nargs="*", default=[32, 128, 256],
-                    help="MAX_OPEN_SHARDS values to measure")
+    ap.add_argument(
+        "--max-open",
+        type=int,
+        nargs="*",
+        default=[32, 128, 256],
+        help="MAX_OPEN_SHARDS values to measure",
+    )
     args = ap.parse_args(argv)
     gen = Generator("levels", masks, params={"levels": 4})
     ids = list(range(args.images))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         for i in range(args.shards):
-            build_library(os.path.join(tmp, "lib.srlib"), ids, gen, load=image,
-                          shard=(i, args.shards), progress=False, commit_every=64)
+            build_library(
+                os.path.join(tmp, "lib.srlib"),
+                ids,
+                gen,
+                load=image,
+                shard=(i, args.shards),
+                progress=False,
+                commit_every=64,
+            )
         shards = sorted(os.path.join(tmp, f) for f in os.listdir(tmp) if "-shard-" in f)
         merged = merge_libraries(shards, os.path.join(tmp, "merged.srlib"), progress=False)
         one = ProposalLibrary.open(merged)
@@ -88,9 +101,11 @@ def main(argv=None) -> int:
         keys = np.random.default_rng(0).choice(ids, args.lookups).tolist()
         assert all(one[k] == many[k] for k in keys[:50])  # same answers
         many.close()
-        print(f"{args.images} images, {args.shards} shards (built in "
-              f"{time.perf_counter() - t0:.0f} s), {args.lookups} random lookups x "
-              f"{args.repeats}; lookup + decode, us per image (CPU time), medians")
+        print(
+            f"{args.images} images, {args.shards} shards (built in "
+            f"{time.perf_counter() - t0:.0f} s), {args.lookups} random lookups x "
+            f"{args.repeats}; lookup + decode, us per image (CPU time), medians"
+        )
         merged_runs = [per_lookup_us(one, keys) for _ in range(args.repeats)]
         m = statistics.median(merged_runs)
         print(f"{'merged library':44s} {m:8.1f} us")
@@ -103,8 +118,10 @@ def main(argv=None) -> int:
             runs = [per_lookup_us(many, keys) for _ in range(args.repeats)]
             fds = open_library_fds(tmp) - 1  # minus the merged file
             s = statistics.median(runs)
-            print(f"{f'sharded, MAX_OPEN_SHARDS={bound}':44s} {s:8.1f} us  {s / m:5.2f}x merged;"
-                  f" {fds} shard files open; first lookup {first_ms:.0f} ms")
+            print(
+                f"{f'sharded, MAX_OPEN_SHARDS={bound}':44s} {s:8.1f} us  {s / m:5.2f}x merged;"
+                f" {fds} shard files open; first lookup {first_ms:.0f} ms"
+            )
             many.close()
         one.close()
     return 0

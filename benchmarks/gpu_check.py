@@ -28,16 +28,41 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 #: (name, command, time limit in seconds, headline extractor)
 CHECKS: list[tuple[str, list[str], int, str]] = [
-    ("CUDA tests (pytest -m cuda)",
-     [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", "-rs",
-      "tests"], 120, "pytest"),
-    ("matching, batch of 16, 480x480",
-     [sys.executable, "benchmarks/bench_match.py", "--cuda-only"], 75, "match"),
-    ("EMA (Swin-B) and loss (6x2x480x480)",
-     [sys.executable, "benchmarks/bench_train_pieces.py", "--device", "cuda", "--model", "swin"],
-     90, "pieces"),
-    ("SemiRES step, LAVT Swin-B 480 px, bf16, 8+8",
-     [sys.executable, "benchmarks/bench_gpu_step.py"], 150, "step"),
+    (
+        "CUDA tests (pytest -m cuda)",
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "cuda",
+            "-rs",
+            "tests",
+        ],
+        120,
+        "pytest",
+    ),
+    (
+        "matching, batch of 16, 480x480",
+        [sys.executable, "benchmarks/bench_match.py", "--cuda-only"],
+        75,
+        "match",
+    ),
+    (
+        "EMA (Swin-B) and loss (6x2x480x480)",
+        [sys.executable, "benchmarks/bench_train_pieces.py", "--device", "cuda", "--model", "swin"],
+        90,
+        "pieces",
+    ),
+    (
+        "SemiRES step, LAVT Swin-B 480 px, bf16, 8+8",
+        [sys.executable, "benchmarks/bench_gpu_step.py"],
+        150,
+        "step",
+    ),
 ]
 
 
@@ -58,31 +83,44 @@ def headline(kind: str, out: str) -> str:
         step = re.search(r"^SemiRES step .*?([\d.]+)$", out, re.M)
         share = re.search(r"semires_targets / step: ([\d.]+%); peak GPU memory (.*)$", out, re.M)
         if step and share:
-            return (f"step {float(step.group(1)):.1f} ms; semires_targets {share.group(1)} of "
-                    f"it; peak {share.group(2)}")
+            return (
+                f"step {float(step.group(1)):.1f} ms; semires_targets {share.group(1)} of "
+                f"it; peak {share.group(2)}"
+            )
         return "no result"
     return ""
 
 
 def main() -> int:
     if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); nothing to "
-              "run. Run this on a machine with a GPU.")
+        print(
+            "gpu_check: no CUDA device here (torch.cuda.is_available() is False); nothing to "
+            "run. Run this on a machine with a GPU."
+        )
         return 0
-    device = (f"{torch.cuda.get_device_name(0)} ({torch.cuda.device_count()} visible), "
-              f"torch {torch.__version__}, CUDA {torch.version.cuda}")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    device = (
+        f"{torch.cuda.get_device_name(0)} ({torch.cuda.device_count()} visible), "
+        f"torch {torch.__version__}, CUDA {torch.version.cuda}"
+    )
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ),
+    )
     results = []
     start_all = time.perf_counter()
     for name, cmd, limit, kind in CHECKS:
         print(f"\n===== {name}: {' '.join(cmd[1:])} (limit {limit} s)", flush=True)
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                                  timeout=limit)
-            out, status = proc.stdout + proc.stderr, "ok" if proc.returncode == 0 else (
-                f"FAILED (exit {proc.returncode})")
+            proc = subprocess.run(
+                cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit
+            )
+            out, status = (
+                proc.stdout + proc.stderr,
+                "ok" if proc.returncode == 0 else (f"FAILED (exit {proc.returncode})"),
+            )
         except subprocess.TimeoutExpired as e:
             out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
             status = f"TIMEOUT ({limit} s)"

@@ -52,21 +52,56 @@ def main() -> int:
     noisy = corrupt_mask(gt, rng, strength=0.8)
 
     # Fig. 5 of the paper, twice: the library contains the object, or it does not
-    save(sr.overlay_refinement(image, noisy, library, None, ("iom", "cpi"), gt=gt,
-                               panel=PANEL, title="astronaut: head"), "iom_cpi_found.png")
-    save(sr.overlay_refinement(image, noisy, held_out, None, ("iom", "cpi"), gt=gt,
-                               panel=PANEL, title="head, not in library"),
-         "iom_cpi_heldout.png")
+    save(
+        sr.overlay_refinement(
+            image, noisy, library, None, ("iom", "cpi"), gt=gt, panel=PANEL, title="astronaut: head"
+        ),
+        "iom_cpi_found.png",
+    )
+    save(
+        sr.overlay_refinement(
+            image,
+            noisy,
+            held_out,
+            None,
+            ("iom", "cpi"),
+            gt=gt,
+            panel=PANEL,
+            title="head, not in library",
+        ),
+        "iom_cpi_heldout.png",
+    )
     # Fig. 3: under-segmentation (full library), over-segmentation (object held out)
     under = ndimage.binary_erosion(gt, iterations=6)
     over = ndimage.binary_dilation(gt, iterations=8)
-    save(sr.overlay_refinement(image, under, library, None, ("cpi-u", "cpi-o"), gt=gt,
-                               panel=PANEL, title="under-segmented"), "cpi_under.png")
-    save(sr.overlay_refinement(image, over, held_out, None, ("cpi-u", "cpi-o"), gt=gt,
-                               panel=PANEL, title="over-segmented"), "cpi_over.png")
+    save(
+        sr.overlay_refinement(
+            image,
+            under,
+            library,
+            None,
+            ("cpi-u", "cpi-o"),
+            gt=gt,
+            panel=PANEL,
+            title="under-segmented",
+        ),
+        "cpi_under.png",
+    )
+    save(
+        sr.overlay_refinement(
+            image,
+            over,
+            held_out,
+            None,
+            ("cpi-u", "cpi-o"),
+            gt=gt,
+            panel=PANEL,
+            title="over-segmented",
+        ),
+        "cpi_over.png",
+    )
     # the proposal library of the image
-    save(sr.proposal_grid(image, library, None, max_masks=23, cols=8, panel=112),
-         "proposals.png")
+    save(sr.proposal_grid(image, library, None, max_masks=23, cols=8, panel=112), "proposals.png")
     # PWA on a simulated teacher probability: the noisy mask, blurred
     prob = np.clip(ndimage.gaussian_filter(noisy.astype(np.float64), 6) * 1.1 - 0.05, 0, 1)
     save(sr.pwa_map(prob, None, image=image, panel=PANEL), "pwa.png")

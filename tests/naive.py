@@ -16,9 +16,9 @@ def scores(pseudo: np.ndarray, props: np.ndarray):
         i = int(np.logical_and(p, s).sum())
         u = int(np.logical_or(p, s).sum())
         inter.append(i)
-        iou.append(i / u if u > 0 else 0.0)                    # Eq. 6; 0/0 -> 0
-        s1.append(i / (p.sum() + EPS))                          # Eq. 7
-        s2.append(i / s.sum() if s.sum() > 0 else 0.0)          # Eq. 8; 0/0 -> 0
+        iou.append(i / u if u > 0 else 0.0)  # Eq. 6; 0/0 -> 0
+        s1.append(i / (p.sum() + EPS))  # Eq. 7
+        s2.append(i / s.sum() if s.sum() > 0 else 0.0)  # Eq. 8; 0/0 -> 0
     return (np.array(inter, np.int64), np.array(iou), np.array(s1), np.array(s2))
 
 

@@ -25,8 +25,18 @@ def regions_of(labels, per, ignore_index, skip):
     return out
 
 
-def refine_semantic(labels, props, strategy="cpi-u", per="class", ignore_index=255, skip=(),
-                    give_up="ignore", iom_thresh=0.5, under=0.7, over=None):
+def refine_semantic(
+    labels,
+    props,
+    strategy="cpi-u",
+    per="class",
+    ignore_index=255,
+    skip=(),
+    give_up="ignore",
+    iom_thresh=0.5,
+    under=0.7,
+    over=None,
+):
     """labels (H, W) int, props (N, H, W) bool -> (labels, matched map, regions, pairs).
 
     regions: list of dicts (cls, component, area, matched, score, chosen, selected);
@@ -45,8 +55,17 @@ def refine_semantic(labels, props, strategy="cpi-u", per="class", ignore_index=2
             r, matched, sel = naive.cpi(m, props, under, over)
             chosen = -1
         score = max(iou[k] for k in sel) if matched else 0.0
-        rows.append(dict(cls=c, component=comp, area=int(m.sum()), matched=matched,
-                         score=score, chosen=chosen, selected=sorted(sel)))
+        rows.append(
+            dict(
+                cls=c,
+                component=comp,
+                area=int(m.sum()),
+                matched=matched,
+                score=score,
+                chosen=chosen,
+                selected=sorted(sel),
+            )
+        )
         refined.append(r)
         for k in range(len(props)):
             if inter[k] > 0:
@@ -54,8 +73,10 @@ def refine_semantic(labels, props, strategy="cpi-u", per="class", ignore_index=2
     out = labels.copy()
     matched_map = np.zeros(labels.shape, bool)
     claimed = np.zeros(labels.shape, bool)
-    prio = sorted((ri for ri, row in enumerate(rows) if row["matched"]),
-                  key=lambda ri: (-rows[ri]["score"], ri))
+    prio = sorted(
+        (ri for ri, row in enumerate(rows) if row["matched"]),
+        key=lambda ri: (-rows[ri]["score"], ri),
+    )
     for ri in prio:  # highest priority first; a pixel goes to the first region claiming it
         pix = refined[ri] & ~claimed
         out[pix] = rows[ri]["cls"]

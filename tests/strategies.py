@@ -11,8 +11,11 @@ def mask_stacks(draw, max_n=6, max_side=17, min_n=0):
     h = draw(st.integers(1, max_side))
     w = draw(st.integers(1, max_side))
     n = draw(st.integers(min_n, max_n))
-    kinds = draw(st.lists(st.sampled_from(["random", "empty", "full", "pixel", "blob"]),
-                          min_size=n, max_size=n))
+    kinds = draw(
+        st.lists(
+            st.sampled_from(["random", "empty", "full", "pixel", "blob"]), min_size=n, max_size=n
+        )
+    )
     out = np.zeros((n, h, w), bool)
     for k, kind in enumerate(kinds):
         if kind == "random":

@@ -23,8 +23,9 @@ H, W = 4, 6
 
 # the dense reference, loaded by path: a bare ``import naive`` / ``conftest`` can resolve to
 # another test folder's module when the whole suite is collected
-_spec = importlib.util.spec_from_file_location("naive_reference",
-                                               Path(__file__).with_name("naive.py"))
+_spec = importlib.util.spec_from_file_location(
+    "naive_reference", Path(__file__).with_name("naive.py")
+)
 naive = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(naive)
 
@@ -66,12 +67,15 @@ def hand_case():
 
 
 #                 positive, negative, tie, no-correction
-EXPECTED = {"iom": (1, 1, 1, 3), "cpi-u": (1, 1, 2, 2), "cpi-o": (1, 0, 0, 5),
-            "cpi": (2, 1, 2, 1)}
+EXPECTED = {"iom": (1, 1, 1, 3), "cpi-u": (1, 1, 2, 2), "cpi-o": (1, 0, 0, 5), "cpi": (2, 1, 2, 1)}
 # per-sample IoU after, from the comments above (A..F)
-IOU_AFTER = {"iom": [1, 4 / 9, 0, 1, .5, .5], "cpi-u": [1, 4 / 12, 0, 1, .5, .5],
-             "cpi-o": [4 / 6, 4 / 6, 0, 1, 1, .5], "cpi": [1, 4 / 12, 0, 1, 1, .5]}
-IOU_BEFORE = [4 / 6, 4 / 6, 0, 1, .5, .5]
+IOU_AFTER = {
+    "iom": [1, 4 / 9, 0, 1, 0.5, 0.5],
+    "cpi-u": [1, 4 / 12, 0, 1, 0.5, 0.5],
+    "cpi-o": [4 / 6, 4 / 6, 0, 1, 1, 0.5],
+    "cpi": [1, 4 / 12, 0, 1, 1, 0.5],
+}
+IOU_BEFORE = [4 / 6, 4 / 6, 0, 1, 0.5, 0.5]
 
 
 def counts(stats):
@@ -161,16 +165,25 @@ def test_json_round_trip(tmp_path):
     s = d["strategies"]["cpi-o"]
     assert (s["positive"], s["negative"], s["tie"], s["no_correction"]) == EXPECTED["cpi-o"]
     assert d["per_sample"]["category"]["iom"] == [
-        "positive", "negative", "tie", "no_correction", "no_correction", "no_correction"]
+        "positive",
+        "negative",
+        "tie",
+        "no_correction",
+        "no_correction",
+        "no_correction",
+    ]
     assert "tie" in d["definitions"] and d["recommendation"]["n_samples"] == 6
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"strategies": ["iom", "bogus"]}, "unknown strategy 'bogus'"),
-    ({"iom_thresh": 1.5}, "iom_thresh must be a number in"),
-    ({"sweep": [0.2, 2.0]}, "sweep thresholds must lie in"),
-    ({"batch_size": 0}, "batch_size must be a positive int"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"strategies": ["iom", "bogus"]}, "unknown strategy 'bogus'"),
+        ({"iom_thresh": 1.5}, "iom_thresh must be a number in"),
+        ({"sweep": [0.2, 2.0]}, "sweep thresholds must lie in"),
+        ({"batch_size": 0}, "batch_size must be a positive int"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     pseudo, props, gt = hand_case()
     with pytest.raises(ValueError, match=match):
@@ -201,8 +214,14 @@ def write_hand_npz(path, with_image=False):
     dense = [p.to_dense() for p in props]
     off = np.cumsum([0] + [len(d) for d in dense])
     extra = {"image": np.zeros((6, H, W, 3), np.uint8)} if with_image else {}
-    np.savez(path, pseudo=pseudo.astype(np.uint8), gt=gt, proposals=np.concatenate(dense),
-             proposal_offsets=off, **extra)
+    np.savez(
+        path,
+        pseudo=pseudo.astype(np.uint8),
+        gt=gt,
+        proposals=np.concatenate(dense),
+        proposal_offsets=off,
+        **extra,
+    )
     return props
 
 
@@ -210,8 +229,20 @@ def test_cli_audit_npz(tmp_path, capsys):
     data = tmp_path / "d.npz"
     write_hand_npz(data, with_image=True)
     out = tmp_path / "out"
-    rc = main(["audit", str(data), "--sweep", "none", "--out", str(out), "--no-progress",
-               "--show", "2", "--per-sample"])
+    rc = main(
+        [
+            "audit",
+            str(data),
+            "--sweep",
+            "none",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--show",
+            "2",
+            "--per-sample",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "positive" in printed and "cpi-u" in printed
@@ -227,12 +258,26 @@ def test_cli_audit_json_proposals(tmp_path):
     data = tmp_path / "d.npz"
     pseudo, props, gt = hand_case()
     np.savez(data, pseudo=pseudo, gt=gt)
-    rles = [[{"size": r["size"], "counts": r["counts"].decode()} for r in p.to_rle()]
-            for p in props]
+    rles = [
+        [{"size": r["size"], "counts": r["counts"].decode()} for r in p.to_rle()] for p in props
+    ]
     (tmp_path / "p.json").write_text(json.dumps(rles))
     out = tmp_path / "out"
-    rc = main(["audit", str(data), "--proposals", str(tmp_path / "p.json"), "--strategies",
-               "cpi", "--sweep", "0.7", "--out", str(out), "--no-progress"])
+    rc = main(
+        [
+            "audit",
+            str(data),
+            "--proposals",
+            str(tmp_path / "p.json"),
+            "--strategies",
+            "cpi",
+            "--sweep",
+            "0.7",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     s = json.loads((out / "audit.json").read_text())["strategies"]["cpi"]
     assert (s["positive"], s["negative"], s["tie"], s["no_correction"]) == EXPECTED["cpi"]
@@ -249,8 +294,23 @@ def test_cli_audit_errors(tmp_path, capsys):
 
 def test_cli_audit_demo(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["audit", "--demo", "--samples", "6", "--size", "64", "--sweep", "0.5,0.7",
-               "--out", str(out), "--no-progress", "--show", "1"])
+    rc = main(
+        [
+            "audit",
+            "--demo",
+            "--samples",
+            "6",
+            "--size",
+            "64",
+            "--sweep",
+            "0.5,0.7",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--show",
+            "1",
+        ]
+    )
     assert rc == 0
     d = json.loads((out / "audit.json").read_text())
     assert d["n_samples"] == 6
@@ -300,9 +360,17 @@ def test_categories_match_the_naive_reference(stack, data):
                 o = None if name == "cpi-u" else 0.7
                 r, matched = naive.cpi(p, stack, under=u, over=o)[:2]
             before, after = exact_iou(p, g), exact_iou(r, g)
-            want.append("no_correction" if not matched else "positive" if after > before
-                        else "negative" if after < before else "tie")
+            want.append(
+                "no_correction"
+                if not matched
+                else "positive"
+                if after > before
+                else "negative"
+                if after < before
+                else "tie"
+            )
         assert [names[c] for c in rep.category[name]] == want, name
         st = rep.strategies[name]
         assert [st.positive, st.negative, st.tie, st.no_correction] == [
-            want.count(c) for c in ("positive", "negative", "tie", "no_correction")]
+            want.count(c) for c in ("positive", "negative", "tie", "no_correction")
+        ]

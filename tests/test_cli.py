@@ -42,9 +42,23 @@ def test_tiny_sam_build_end_to_end(tmp_path, capsys):
     factory = tmp_path / "factory.py"
     factory.write_text("from test_library_generate import tiny_sam\n")
     out = tmp_path / "tiny.srlib"
-    argv = ["build", str(out), "--images", str(images), "--ids", str(tmp_path / "ids.txt"),
-            "--file-pattern", "{image_id}.png", "--generator", "sam", "--device", "cpu",
-            "--model-factory", f"{factory}:tiny_sam", "--no-progress"]
+    argv = [
+        "build",
+        str(out),
+        "--images",
+        str(images),
+        "--ids",
+        str(tmp_path / "ids.txt"),
+        "--file-pattern",
+        "{image_id}.png",
+        "--generator",
+        "sam",
+        "--device",
+        "cpu",
+        "--model-factory",
+        f"{factory}:tiny_sam",
+        "--no-progress",
+    ]
     argv += [f"--param={k}={v}" for k, v in TINY_PARAMS.items()]
     assert main(argv) == 0
     assert "2 images added" in capsys.readouterr().out
@@ -72,15 +86,29 @@ def test_tiny_sam_build_end_to_end(tmp_path, capsys):
 
 
 def test_refs_build_failures_shards_and_merge(tmp_path, capsys):
-    refs = [{"ref_id": 10 + i, "image_id": iid, "split": split, "sentences": []}
-            for i, (iid, split) in enumerate([(1, "train"), (1, "train"), (2, "train"),
-                                              (4, "train"), (5, "val")])]
+    refs = [
+        {"ref_id": 10 + i, "image_id": iid, "split": split, "sentences": []}
+        for i, (iid, split) in enumerate(
+            [(1, "train"), (1, "train"), (2, "train"), (4, "train"), (5, "val")]
+        )
+    ]
     refs_path = tmp_path / "refs(unc).p"
     refs_path.write_bytes(pickle.dumps(refs))
     pattern = "COCO_train2014_{image_id:012d}.jpg"
     images = _photos(tmp_path / "img", [1, 2], pattern=pattern)
-    base = ["--images", str(images), "--refs", str(refs_path), "--generator", "classical",
-            "--param", "max_masks=30", "--no-progress", "--retries", "0"]
+    base = [
+        "--images",
+        str(images),
+        "--refs",
+        str(refs_path),
+        "--generator",
+        "classical",
+        "--param",
+        "max_masks=30",
+        "--no-progress",
+        "--retries",
+        "0",
+    ]
     # image 4 is missing: reported, not fatal; the library stays resumable; exit status 1
     assert main(["build", str(tmp_path / "a.srlib")] + base) == 1
     err = capsys.readouterr().err
@@ -92,8 +120,12 @@ def test_refs_build_failures_shards_and_merge(tmp_path, capsys):
     assert single.image_ids().tolist() == [1, 2, 4]  # train split only (5 is val)
     for i in range(2):
         assert main(["build", str(tmp_path / "s.srlib"), "--shard", f"{i}/2"] + base) == 0
-    assert main(["merge", str(tmp_path / "m.srlib"), str(tmp_path / "s-shard-*.srlib"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["merge", str(tmp_path / "m.srlib"), str(tmp_path / "s-shard-*.srlib"), "--no-progress"]
+        )
+        == 0
+    )
     merged = ProposalLibrary.open(tmp_path / "m.srlib")
     assert merged.info["content_sha256"] == single.info["content_sha256"]
     assert main(["info", str(tmp_path / "s-shard-*.srlib")]) == 0
@@ -107,18 +139,47 @@ def test_import_and_export_semires(tmp_path):
     (tmp_path / "refs.p").write_bytes(pickle.dumps(refs))
     _write_semires(tmp_path / "sam_rle_mask", refs)
     out = tmp_path / "r.srlib"
-    assert main(["import", str(out), str(tmp_path / "sam_rle_mask"), "--format", "semires",
-                 "--refs", str(tmp_path / "refs.p"), "--model", "vit_h", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "import",
+                str(out),
+                str(tmp_path / "sam_rle_mask"),
+                "--format",
+                "semires",
+                "--refs",
+                str(tmp_path / "refs.p"),
+                "--model",
+                "vit_h",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     lib = ProposalLibrary.open(out)
     assert lib.info["model"] == "vit_h"
     for key, dense in IMAGES.items():
         assert np.array_equal(lib[key].to_dense(), dense)
-    assert main(["export", str(out), str(tmp_path / "back"), "--format", "semires",
-                 "--refs", str(tmp_path / "refs.p"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(out),
+                str(tmp_path / "back"),
+                "--format",
+                "semires",
+                "--refs",
+                str(tmp_path / "refs.p"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for r in refs[:6]:
         name = f"{r['ref_id']}.json"
         assert json.loads((tmp_path / "back" / name).read_text()) == json.loads(
-            (tmp_path / "sam_rle_mask" / name).read_text())
+            (tmp_path / "sam_rle_mask" / name).read_text()
+        )
 
 
 def test_failures_give_one_line_reasons(tmp_path, capsys):
@@ -128,11 +189,35 @@ def test_failures_give_one_line_reasons(tmp_path, capsys):
     assert "missing.srlib does not exist" in err
     assert main(["build", str(tmp_path / "x.srlib"), "--images", str(tmp_path)]) == 2
     assert "--ids FILE, --refs" in capsys.readouterr().err
-    assert main(["build", str(tmp_path / "x.srlib"), "--images", str(tmp_path), "--ids",
-                 str(tmp_path / "nope.txt")]) == 2
+    assert (
+        main(
+            [
+                "build",
+                str(tmp_path / "x.srlib"),
+                "--images",
+                str(tmp_path),
+                "--ids",
+                str(tmp_path / "nope.txt"),
+            ]
+        )
+        == 2
+    )
     assert "nope.txt" in capsys.readouterr().err
-    assert main(["build", str(tmp_path / "x.srlib"), "--images", str(tmp_path), "--instances",
-                 str(tmp_path / "i.json"), "--generator", "nope"]) == 2
+    assert (
+        main(
+            [
+                "build",
+                str(tmp_path / "x.srlib"),
+                "--images",
+                str(tmp_path),
+                "--instances",
+                str(tmp_path / "i.json"),
+                "--generator",
+                "nope",
+            ]
+        )
+        == 2
+    )
     assert main(["merge", str(tmp_path / "m.srlib"), str(tmp_path / "none-*.srlib")]) == 2
     assert "no library file matches" in capsys.readouterr().err
     # a damaged library: verify exits 1 and names the file

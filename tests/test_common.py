@@ -29,8 +29,9 @@ def test_every_evaluation_iou_uses_the_empty_masks_convention(monkeypatch):
     assert mask_iou(empty, empty) == 1.0
     assert iou_from_counts(np.array([0, 2]), np.array([0, 4])).tolist() == [1.0, 0.5]
     # the audit counts an empty pseudo-label against an empty ground truth as perfect
-    report = samrefine.audit(empty[None], [samrefine.Proposals.empty((4, 5))], empty[None],
-                             strategies=("cpi-u",))
+    report = samrefine.audit(
+        empty[None], [samrefine.Proposals.empty((4, 5))], empty[None], strategies=("cpi-u",)
+    )
     assert report.iou_before.tolist() == [1.0]
     assert report.strategies["cpi-u"].miou_before == 1.0
 
@@ -45,8 +46,7 @@ def test_binary_labels_accepts_hard_labels_and_thresholded_probabilities(kind):
         assert got.dtype == np.bool_
         np.testing.assert_array_equal(got, hard.astype(bool))
     prob = np.array([[0.2, 0.5], [0.51, 1.0]], np.float32)
-    np.testing.assert_array_equal(host(binary_labels(wrap(prob), prob_thresh=0.5)),
-                                  prob > 0.5)
+    np.testing.assert_array_equal(host(binary_labels(wrap(prob), prob_thresh=0.5)), prob > 0.5)
     with pytest.raises(ValueError, match=r"gt \(sample 2\) must hold only 0 and 1 \(or be bool\)$"):
         binary_labels(wrap(prob), "gt", where=" (sample 2)", probabilities=False)
     with pytest.raises(ValueError, match="pass prob_thresh=0.5"):
@@ -62,10 +62,12 @@ def test_binary_labels_accepts_hard_labels_and_thresholded_probabilities(kind):
 
 
 def test_import_samrefine_and_numpy_matching_do_not_import_torch():
-    code = ("import sys, numpy as np, samrefine as sr; "
-            "p = sr.Proposals.from_dense(np.ones((2, 8, 8), bool)); "
-            "sr.refine(np.ones((8, 8), bool), p, 'cpi-u'); sr.audit; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, numpy as np, samrefine as sr; "
+        "p = sr.Proposals.from_dense(np.ones((2, 8, 8), bool)); "
+        "sr.refine(np.ones((8, 8), bool), p, 'cpi-u'); sr.audit; "
+        "print('torch' in sys.modules)"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.check_output([sys.executable, "-c", code], env=env, text=True)
     assert out.strip() == "False"

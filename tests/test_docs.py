@@ -57,8 +57,11 @@ def parse_blocks(text: str) -> list[Block]:
         while k >= 0 and not lines[k].strip():
             k -= 1
         marker = NOT_RUN.match(lines[k].strip()) if k >= 0 else None
-        out.append(Block(lang, "\n".join(lines[i + 1:j]) + "\n", i + 1,
-                         marker.group(1) if marker else None))
+        out.append(
+            Block(
+                lang, "\n".join(lines[i + 1 : j]) + "\n", i + 1, marker.group(1) if marker else None
+            )
+        )
         i = j + 1
     return out
 
@@ -79,33 +82,48 @@ def runnable(block: Block) -> bool:
 
 
 PAGES = sorted(DOCS.glob("*.md"))
-RUN_PAGES = [p for p in PAGES if any(runnable(b) and not b.skip
-                                     for b in parse_blocks(p.read_text(encoding="utf-8")))]
+RUN_PAGES = [
+    p
+    for p in PAGES
+    if any(runnable(b) and not b.skip for b in parse_blocks(p.read_text(encoding="utf-8")))
+]
 
 
 def test_parser_on_a_known_text():
-    text = ("intro\n\n```python\nx = 1\n```\n\n<!-- not-run: needs a GPU -->\n\n```python\n"
-            "y = 2\n```\n```bash\npip install samrefine\n$ samrefine audit --demo  # note\n```\n"
-            "````markdown\n```python\nnested\n```\n````\n")
+    text = (
+        "intro\n\n```python\nx = 1\n```\n\n<!-- not-run: needs a GPU -->\n\n```python\n"
+        "y = 2\n```\n```bash\npip install samrefine\n$ samrefine audit --demo  # note\n```\n"
+        "````markdown\n```python\nnested\n```\n````\n"
+    )
     blocks = parse_blocks(text)
     assert [(b.lang, b.line, b.skip) for b in blocks] == [
-        ("python", 3, None), ("python", 9, "needs a GPU"), ("bash", 12, None),
-        ("markdown", 16, None)]
+        ("python", 3, None),
+        ("python", 9, "needs a GPU"),
+        ("bash", 12, None),
+        ("markdown", 16, None),
+    ]
     assert samrefine_commands(blocks[2].code) == ["samrefine audit --demo"]
     assert blocks[3].code == "```python\nnested\n```\n"
 
 
 def test_there_are_pages_to_run():
     names = {p.name for p in RUN_PAGES}
-    assert {"index.md", "quickstart.md", "concepts.md", "guide-your-loop.md",
-            "audit.md"} <= names
+    assert {"index.md", "quickstart.md", "concepts.md", "guide-your-loop.md", "audit.md"} <= names
 
 
 def test_not_run_markers_are_rare_and_explained():
-    skipped = [(p.name, b.line, b.skip) for p in PAGES
-               for b in parse_blocks(p.read_text(encoding="utf-8")) if b.skip]
-    ran = [b for p in PAGES for b in parse_blocks(p.read_text(encoding="utf-8"))
-           if runnable(b) and not b.skip]
+    skipped = [
+        (p.name, b.line, b.skip)
+        for p in PAGES
+        for b in parse_blocks(p.read_text(encoding="utf-8"))
+        if b.skip
+    ]
+    ran = [
+        b
+        for p in PAGES
+        for b in parse_blocks(p.read_text(encoding="utf-8"))
+        if runnable(b) and not b.skip
+    ]
     assert all(len(reason) >= 10 for _, _, reason in skipped), skipped
     assert len(skipped) <= max(2, len(ran) // 4), f"too many not-run blocks: {skipped}"
 
@@ -148,9 +166,24 @@ def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("material")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     res = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
-         "-d", str(tmp_path / "site")], check=False, cwd=ROOT, capture_output=True, text=True,
-        env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(ROOT / "mkdocs.yml"),
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert (tmp_path / "site" / "api" / "index.html").is_file()
     api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")

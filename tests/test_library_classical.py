@@ -29,7 +29,7 @@ def textured_background(h: int, w: int, seed: int = 0) -> np.ndarray:
 def disc_scene(h=120, w=130, centre=(55, 70), radius=22, colour=(235, 140, 30), seed=0):
     img = textured_background(h, w, seed)
     yy, xx = np.mgrid[:h, :w]
-    disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+    disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
     rng = np.random.default_rng(seed + 1)
     img[disc] = np.array(colour, float) + rng.normal(0, 4, (disc.sum(), 3))
     return np.clip(img, 0, 255).astype(np.uint8), disc
@@ -52,7 +52,7 @@ def test_disc_on_texture_is_found_and_never_merged_with_background(seed):
     props = classical_proposals(img)
     dense = props.to_dense()
     ious = np.array([iou(m, disc) for m in dense])
-    cover = (dense & disc).sum((1, 2)) / disc.sum()      # CPI's s1 with the disc as P
+    cover = (dense & disc).sum((1, 2)) / disc.sum()  # CPI's s1 with the disc as P
     assert ious.max() > 0.9
     assert (ious[cover > 0.7] >= 0.8).all(), "a proposal merges the disc with its background"
     # so CPI-U's union with the disc as the pseudo-label stays on the disc
@@ -88,11 +88,13 @@ def test_object_and_its_parts_come_out_nested():
     props = classical_proposals(img)
     dense = props.to_dense()
     whole = left | right
-    best = {name: int(np.argmax([iou(m, ref) for m in dense]))
-            for name, ref in (("left", left), ("right", right), ("whole", whole))}
+    best = {
+        name: int(np.argmax([iou(m, ref) for m in dense]))
+        for name, ref in (("left", left), ("right", right), ("whole", whole))
+    }
     for name, ref in (("left", left), ("right", right), ("whole", whole)):
         assert iou(dense[best[name]], ref) > 0.9, name
-    for part in ("left", "right"):   # nested: each part's mask lies inside the whole's mask
+    for part in ("left", "right"):  # nested: each part's mask lies inside the whole's mask
         p, w = dense[best[part]], dense[best["whole"]]
         assert (p & w).sum() / p.sum() > 0.97
     # and nothing merges the square with the background
@@ -129,7 +131,7 @@ def test_meta_limits_and_determinism():
     inter = (dense[:, None] & dense[None]).sum((2, 3))
     union = (dense[:, None] | dense[None]).sum((2, 3))
     np.fill_diagonal(inter, 0)
-    assert (inter / union <= 0.9).all()          # deduplicated at dedup_iou
+    assert (inter / union <= 0.9).all()  # deduplicated at dedup_iou
 
 
 def test_flat_image_has_no_regions():
@@ -145,31 +147,35 @@ def test_odd_sizes_give_valid_proposals(hw):
         props = classical_proposals(img)
         assert props.size == hw and (props.area < hw[0] * hw[1]).all()
         assert set(props.meta) == {"predicted_iou", "contrast", "persistence"}
-    if hw[1] >= 5:   # two flat halves of different colours: exactly those two regions
+    if hw[1] >= 5:  # two flat halves of different colours: exactly those two regions
         img = np.full((*hw, 3), 90, np.uint8)
-        img[:, hw[1] // 2:] = 200
+        img[:, hw[1] // 2 :] = 200
         dense = classical_proposals(img).to_dense()
         left = np.zeros(hw, bool)
         left[:, : hw[1] // 2] = True
-        assert len(dense) == 2 and {m.tobytes() for m in dense} == {left.tobytes(),
-                                                                    (~left).tobytes()}
+        assert len(dense) == 2 and {m.tobytes() for m in dense} == {
+            left.tobytes(),
+            (~left).tobytes(),
+        }
 
 
 def test_legacy_multiscale_parameters_select_the_old_method():
     img, _ = disc_scene(h=60, w=70, centre=(30, 35), radius=12)
     old = classical_proposals(img, scales=(64, 256), slic_segments=())
     assert "scale" in old.meta and set(old.meta["scale"]) <= {0, 1}
-    assert old == classical_proposals(img, method="multiscale", scales=(64, 256),
-                                      slic_segments=())
+    assert old == classical_proposals(img, method="multiscale", scales=(64, 256), slic_segments=())
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"method": "sam"}, "method must be"),
-    ({"method": "hierarchy", "smooth_radius": 2}, "only apply to method='multiscale'"),
-    ({"min_persistence": 0.5}, "min_persistence >= 1"),
-    ({"dedup_iou": 0.0}, "dedup_iou"),
-    ({"max_masks": -1}, "max_masks"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"method": "sam"}, "method must be"),
+        ({"method": "hierarchy", "smooth_radius": 2}, "only apply to method='multiscale'"),
+        ({"min_persistence": 0.5}, "min_persistence >= 1"),
+        ({"dedup_iou": 0.0}, "dedup_iou"),
+        ({"max_masks": -1}, "max_masks"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, match):
     img, _ = disc_scene(h=40, w=40, centre=(20, 20), radius=8)
     with pytest.raises(ValueError, match=match):

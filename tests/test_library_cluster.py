@@ -35,10 +35,18 @@ from samrefine.library.writer import shard_from_env
 
 def _build_shards(tmp_path, stem: str, ids, count: int, only=None) -> list[str]:
     for i in range(count) if only is None else only:
-        build_library(tmp_path / f"{stem}.srlib", ids, fake_generator(), load=synthetic_image,
-                      shard=(i, count), progress=False)
-    return [shard_path(tmp_path / f"{stem}.srlib", i, count)
-            for i in (range(count) if only is None else only)]
+        build_library(
+            tmp_path / f"{stem}.srlib",
+            ids,
+            fake_generator(),
+            load=synthetic_image,
+            shard=(i, count),
+            progress=False,
+        )
+    return [
+        shard_path(tmp_path / f"{stem}.srlib", i, count)
+        for i in (range(count) if only is None else only)
+    ]
 
 
 def test_merge_refuses_an_incomplete_shard_set(tmp_path):
@@ -81,8 +89,7 @@ def test_a_second_writer_is_refused_before_it_writes(tmp_path):
         except LibraryError as e:
             print("refused:", e)
     """)
-    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "refused:" in got.stdout and "being written" in got.stdout, got.stderr[-2000:]
     w.append(2, props_of(2))
     w.finish()
@@ -122,8 +129,9 @@ def test_a_closed_reader_does_not_block_the_writer_from_finishing(tmp_path):
     w = ProposalLibrary.create(path, generator="test")
     w.append(1, props_of(1))
     w.commit()
-    reader = subprocess.Popen([sys.executable, "-c", READER.format(src=SRC, path=path)],
-                              stdout=subprocess.PIPE, text=True)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER.format(src=SRC, path=path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert reader.stdout.readline().strip() == "closed"
         w.append(2, props_of(2))
@@ -136,17 +144,34 @@ def test_a_closed_reader_does_not_block_the_writer_from_finishing(tmp_path):
     assert ProposalLibrary.open(path).finished
 
 
-@pytest.mark.parametrize("env, want", [
-    ({"RANK": "1", "WORLD_SIZE": "4"}, (1, 4)),
-    ({"SLURM_PROCID": "2", "SLURM_NTASKS": "3", "SLURM_STEP_ID": "0"}, (2, 3)),
-    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}, None),  # a batch script, not an srun task
-    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_STEP_ID": "0"}, None),
-    ({"RANK": "0", "WORLD_SIZE": "2", "SLURM_PROCID": "1", "SLURM_NTASKS": "2",
-      "SLURM_STEP_ID": "0"}, (0, 2)),
-    ({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_COUNT": "4"},
-     (2, 4)),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "env, want",
+    [
+        ({"RANK": "1", "WORLD_SIZE": "4"}, (1, 4)),
+        ({"SLURM_PROCID": "2", "SLURM_NTASKS": "3", "SLURM_STEP_ID": "0"}, (2, 3)),
+        ({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}, None),  # a batch script, not an srun task
+        ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_STEP_ID": "0"}, None),
+        (
+            {
+                "RANK": "0",
+                "WORLD_SIZE": "2",
+                "SLURM_PROCID": "1",
+                "SLURM_NTASKS": "2",
+                "SLURM_STEP_ID": "0",
+            },
+            (0, 2),
+        ),
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "7",
+                "SLURM_ARRAY_TASK_MIN": "5",
+                "SLURM_ARRAY_TASK_COUNT": "4",
+            },
+            (2, 4),
+        ),
+        ({}, None),
+    ],
+)
 def test_shard_from_launcher_environment(env, want):
     assert shard_from_env(env) == want
 
@@ -157,20 +182,32 @@ def test_srun_tasks_each_build_their_shard(tmp_path):
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_library_store import fake_generator, synthetic_image
         from samrefine.library import build_library
-        r = build_library({str(tmp_path / 'lib.srlib')!r}, range(40, 50), fake_generator(),
+        r = build_library({str(tmp_path / "lib.srlib")!r}, range(40, 50), fake_generator(),
                           load=synthetic_image, progress=False)
         print(r.path, r.added)
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              env={**env, "SLURM_PROCID": str(r), "SLURM_NTASKS": "2",
-                                   "SLURM_STEP_ID": "0", "PYTHONPATH": SRC})
-             for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={
+                **env,
+                "SLURM_PROCID": str(r),
+                "SLURM_NTASKS": "2",
+                "SLURM_STEP_ID": "0",
+                "PYTHONPATH": SRC,
+            },
+        )
+        for r in range(2)
+    ]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert sorted(o.split()[1] for o in outs) == ["5", "5"]
-    merged = merge_libraries(str(tmp_path / "lib-shard-*.srlib"), tmp_path / "m.srlib",
-                             progress=False)
+    merged = merge_libraries(
+        str(tmp_path / "lib-shard-*.srlib"), tmp_path / "m.srlib", progress=False
+    )
     assert ProposalLibrary.open(merged).image_ids().tolist() == list(range(40, 50))
 
 
@@ -190,8 +227,7 @@ def _open_shard_fds(tmp_path) -> int:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_many_shards_route_each_lookup_to_one_file_with_bounded_descriptors(tmp_path,
-                                                                              monkeypatch):
+def test_many_shards_route_each_lookup_to_one_file_with_bounded_descriptors(tmp_path, monkeypatch):
     from samrefine.library import reader
 
     monkeypatch.setattr(reader, "MAX_OPEN_SHARDS", 4)

@@ -82,7 +82,7 @@ def _cell_area(path: str, table: str) -> range:
     off, size = _page(path, table)
     data = open(path, "rb").read()
     head = off + (100 if off == 0 else 0)
-    start = struct.unpack(">H", data[head + 5:head + 7])[0] or 65536
+    start = struct.unpack(">H", data[head + 5 : head + 7])[0] or 65536
     return range(off + start, off + size)
 
 
@@ -147,7 +147,7 @@ def test_damaged_meta_raises_library_corrupt_error_and_verify_exits_1(tmp_path):
     raw = bytearray(data)
     changed = 0
     for offset in range(pos - 40, pos + 20):
-        if raw[offset:offset + 1] == b"5":  # the value 5, or a digit of a digest near it
+        if raw[offset : offset + 1] == b"5":  # the value 5, or a digit of a digest near it
             raw2 = bytearray(raw)
             raw2[offset] = ord("6")
             open(bad, "wb").write(raw2)
@@ -208,11 +208,23 @@ def test_decompression_bomb_is_refused_in_bounded_time_and_memory(tmp_path):
     path = tmp_path / "bomb.bin"
     path.write_bytes(record)
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-    base = subprocess.run([sys.executable, "-c", "import resource, samrefine.library; print("
-                           "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": src})
-    got = subprocess.run([sys.executable, "-c", BOMB_CHILD.format(src=src, path=str(path))],
-                         capture_output=True, text=True, timeout=120)
+    base = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import resource, samrefine.library; print("
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": src},
+    )
+    got = subprocess.run(
+        [sys.executable, "-c", BOMB_CHILD.format(src=src, path=str(path))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert got.returncode == 0, got.stderr[-2000:]
     lines = got.stdout.split("\n")
     assert lines[0].startswith("refused"), got.stdout
@@ -241,7 +253,7 @@ def test_header_counts_are_checked_before_allocating():
     ln = bad[start]
     nd_at = start + 1 + ln + 2
     bad[nd_at] = 1
-    bad[nd_at + 1:nd_at + 1] = struct.pack("<I", 2**32 - 1)
+    bad[nd_at + 1 : nd_at + 1] = struct.pack("<I", 2**32 - 1)
     with pytest.raises(LibraryCorruptError, match="metadata"):
         decode_record(bytes(bad))
 

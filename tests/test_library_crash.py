@@ -128,5 +128,8 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     for i in range(0, N_IMAGES, 7):
         assert a[i] == b[i]
     assert verify_library(path).ok
-    print(f"\ncrash test: {kills} SIGKILLs in {rounds} rounds, {finish_kills} of them during "
-          f"finish(); {time.perf_counter() - t_start:.1f} s", file=sys.stderr)
+    print(
+        f"\ncrash test: {kills} SIGKILLs in {rounds} rounds, {finish_kills} of them during "
+        f"finish(); {time.perf_counter() - t_start:.1f} s",
+        file=sys.stderr,
+    )

@@ -58,16 +58,23 @@ def test_delta_coding_hand_example():
 def test_metadata_round_trip_with_dtypes():
     rng = np.random.default_rng(1)
     dense = rng.random((4, 9, 7)) > 0.5
-    meta = {"predicted_iou": rng.random(4), "stability_score": rng.random(4),
-            "point_coords": rng.random((4, 2)) * 7, "crop_box": np.tile([0, 0, 7, 9], (4, 1)),
-            "custom_flag": np.array([True, False, True, True]), "level": np.arange(4) - 2}
+    meta = {
+        "predicted_iou": rng.random(4),
+        "stability_score": rng.random(4),
+        "point_coords": rng.random((4, 2)) * 7,
+        "crop_box": np.tile([0, 0, 7, 9], (4, 1)),
+        "custom_flag": np.array([True, False, True, True]),
+        "level": np.arange(4) - 2,
+    }
     props = Proposals.from_dense(dense, meta=meta)
     back = decode_record(encode_record(props))
     assert back.meta["predicted_iou"].dtype == np.float32
-    np.testing.assert_array_equal(back.meta["predicted_iou"],
-                                  meta["predicted_iou"].astype(np.float32))
-    np.testing.assert_array_equal(back.meta["point_coords"],
-                                  meta["point_coords"].astype(np.float32))
+    np.testing.assert_array_equal(
+        back.meta["predicted_iou"], meta["predicted_iou"].astype(np.float32)
+    )
+    np.testing.assert_array_equal(
+        back.meta["point_coords"], meta["point_coords"].astype(np.float32)
+    )
     np.testing.assert_array_equal(back.meta["crop_box"], meta["crop_box"])
     np.testing.assert_array_equal(back.meta["custom_flag"], [1, 0, 1, 1])
     np.testing.assert_array_equal(back.meta["level"], [-2, -1, 0, 1])

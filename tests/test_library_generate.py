@@ -32,15 +32,32 @@ def tiny_sam(img_size: int = 64, seed: int = 0):
     torch.manual_seed(seed)
     patch, dim = 16, 32
     encoder = ImageEncoderViT(
-        depth=1, embed_dim=32, img_size=img_size, mlp_ratio=2,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=2, patch_size=patch,
-        qkv_bias=True, use_rel_pos=True, global_attn_indexes=(0,), window_size=2, out_chans=dim)
-    prompt = PromptEncoder(embed_dim=dim, image_embedding_size=(img_size // patch,) * 2,
-                           input_image_size=(img_size, img_size), mask_in_chans=4)
+        depth=1,
+        embed_dim=32,
+        img_size=img_size,
+        mlp_ratio=2,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=2,
+        patch_size=patch,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=(0,),
+        window_size=2,
+        out_chans=dim,
+    )
+    prompt = PromptEncoder(
+        embed_dim=dim,
+        image_embedding_size=(img_size // patch,) * 2,
+        input_image_size=(img_size, img_size),
+        mask_in_chans=4,
+    )
     decoder = MaskDecoder(
         num_multimask_outputs=3,
         transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=32, num_heads=2),
-        transformer_dim=dim, iou_head_depth=1, iou_head_hidden_dim=16)
+        transformer_dim=dim,
+        iou_head_depth=1,
+        iou_head_hidden_dim=16,
+    )
     return Sam(image_encoder=encoder, prompt_encoder=prompt, mask_decoder=decoder).eval()
 
 
@@ -62,23 +79,29 @@ def test_registry():
     with pytest.raises(KeyError, match="unknown generator 'nope'; registered: classical"):
         get_generator("nope")
     try:
+
         @register_generator("test-halves")
         def halves(axis=1):
             def run(image):
                 h, w = image.shape[:2]
                 m = np.zeros((2, h, w), bool)
                 if axis == 1:
-                    m[0, :, : w // 2] = m[1, :, w // 2:] = True
+                    m[0, :, : w // 2] = m[1, :, w // 2 :] = True
                 else:
-                    m[0, : h // 2] = m[1, h // 2:] = True
+                    m[0, : h // 2] = m[1, h // 2 :] = True
                 return m
+
             return run
 
         with pytest.raises(ValueError, match="already registered"):
             register_generator("test-halves", halves)
         gen = get_generator("test-halves", axis=0)
-        assert gen.provenance == {"generator": "test-halves", "model": None,
-                                  "checkpoint_sha256": None, "params": {"axis": 0}}
+        assert gen.provenance == {
+            "generator": "test-halves",
+            "model": None,
+            "checkpoint_sha256": None,
+            "params": {"axis": 0},
+        }
         props = gen(np.zeros((4, 6, 3), np.uint8))
         expect = np.zeros((2, 4, 6), bool)
         expect[0, :2] = expect[1, 2:] = True
@@ -116,8 +139,7 @@ def test_tiny_sam_generator_matches_segment_anything():
     assert len(direct) == len(props)
     dense = np.stack([r["segmentation"] for r in direct])
     assert np.array_equal(props.to_dense(), dense)
-    np.testing.assert_allclose(props.meta["predicted_iou"],
-                               [r["predicted_iou"] for r in direct])
+    np.testing.assert_allclose(props.meta["predicted_iou"], [r["predicted_iou"] for r in direct])
     with pytest.raises(ValueError, match="unknown SamAutomaticMaskGenerator parameter"):
         get_generator("sam", model=tiny_sam(), points_per_sid=3)
     with pytest.raises(ValueError, match="needs checkpoint"):
@@ -125,15 +147,22 @@ def test_tiny_sam_generator_matches_segment_anything():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("SAMREFINE_SLOW_TESTS"),
-                    reason="a random SAM 2 (Hiera-T, 1024 px) takes ~10 s on CPU; set "
-                           "SAMREFINE_SLOW_TESTS=1")
+@pytest.mark.skipif(
+    not os.environ.get("SAMREFINE_SLOW_TESTS"),
+    reason="a random SAM 2 (Hiera-T, 1024 px) takes ~10 s on CPU; set SAMREFINE_SLOW_TESTS=1",
+)
 def test_sam2_generator_with_a_random_model():
     from sam2.build_sam import build_sam2
 
     model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu")
-    gen = get_generator("sam2", model=model, device="cpu", points_per_side=2,
-                        pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    gen = get_generator(
+        "sam2",
+        model=model,
+        device="cpu",
+        points_per_side=2,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+    )
     props = gen(small_photo("chelsea", (32, 48)))
     assert props.size == (32, 48) and len(props) > 0 and "predicted_iou" in props.meta
 
@@ -157,8 +186,7 @@ def test_build_retries_reports_failures_and_resumes(tmp_path):
         return img
 
     gen = Generator("flaky", flaky, params={"v": 1})
-    res = build_library(tmp_path / "f.srlib", range(8), gen, load=load, retries=1,
-                        progress=False)
+    res = build_library(tmp_path / "f.srlib", range(8), gen, load=load, retries=1, progress=False)
     assert not res.finished and set(res.failures) == {3} and "boom" in res.failures[3]
     assert calls[5] == 2 and calls[3] == 2  # one retry each
     lib = ProposalLibrary.open(tmp_path / "f.srlib")

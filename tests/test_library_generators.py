@@ -10,12 +10,19 @@ from samrefine.library import get_generator
 from samrefine.library.generate import Generator
 
 
-@pytest.mark.parametrize("params, what", [
-    ({"max_masks": -5}, "max_masks"), ({"max_masks": "abc"}, "max_masks"),
-    ({"max_masks": 2.5}, "max_masks"), ({"scales": [64, -1]}, "scales"),
-    ({"dedup_iou": 1.5}, "dedup_iou"), ({"min_area_frac": float("nan")}, "min_area_frac"),
-    ({"smooth_radius": -1}, "smooth_radius"), ({"scales": [], "slic_segments": []}, "scales"),
-])
+@pytest.mark.parametrize(
+    "params, what",
+    [
+        ({"max_masks": -5}, "max_masks"),
+        ({"max_masks": "abc"}, "max_masks"),
+        ({"max_masks": 2.5}, "max_masks"),
+        ({"scales": [64, -1]}, "scales"),
+        ({"dedup_iou": 1.5}, "dedup_iou"),
+        ({"min_area_frac": float("nan")}, "min_area_frac"),
+        ({"smooth_radius": -1}, "smooth_radius"),
+        ({"scales": [], "slic_segments": []}, "scales"),
+    ],
+)
 def test_classical_params_refused_before_any_image(params, what):
     with pytest.raises(ValueError, match=what):
         get_generator("classical", **params)
@@ -23,11 +30,13 @@ def test_classical_params_refused_before_any_image(params, what):
 
 def two_boxes(*, side: int = 2):
     """A factory importable by name: two square masks of ``side`` pixels."""
+
     def run(image):
         m = np.zeros((2, *image.shape[:2]), bool)
         m[0, :side, :side] = True
         m[1, -side:, -side:] = True
         return m
+
     return run
 
 
@@ -51,15 +60,26 @@ def test_build_stops_when_the_first_images_all_fail(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     with pytest.raises(RuntimeError, match="first 5 images all failed.*FileNotFoundError"):
-        build_library(tmp_path / "x.srlib", range(100), Generator("g", two_boxes()),
-                      images=images, file_pattern="{image_id}.jpg", fail_fast=5,
-                      progress=False)
+        build_library(
+            tmp_path / "x.srlib",
+            range(100),
+            Generator("g", two_boxes()),
+            images=images,
+            file_pattern="{image_id}.jpg",
+            fail_fast=5,
+            progress=False,
+        )
     lib = ProposalLibrary.open(tmp_path / "x.srlib")
     assert len(lib.failures()) == 5 and len(lib) == 0
     lib.close()
     # the writer was closed: the run can be repeated (resumed) at once
-    got = build_library(tmp_path / "x.srlib", range(3), Generator("g", two_boxes()),
-                        load=lambda k: np.zeros((5, 5, 3), np.uint8), progress=False)
+    got = build_library(
+        tmp_path / "x.srlib",
+        range(3),
+        Generator("g", two_boxes()),
+        load=lambda k: np.zeros((5, 5, 3), np.uint8),
+        progress=False,
+    )
     assert got.finished and got.added == 3
 
 
@@ -92,11 +112,17 @@ def test_build_loads_the_next_images_while_the_generator_runs(tmp_path):
             overlapped.append(started[k + 1].wait(timeout=5))
         return image[None, ..., 0] > 100
 
-    got = build_library(tmp_path / "p.srlib", ids, Generator("g", gen), load=load,
-                        prefetch=2, progress=False)
+    got = build_library(
+        tmp_path / "p.srlib", ids, Generator("g", gen), load=load, prefetch=2, progress=False
+    )
     assert overlapped == [True] * 5
-    plain = build_library(tmp_path / "q.srlib", ids,
-                          Generator("g", lambda im: im[None, ..., 0] > 100),
-                          load=load, prefetch=0, progress=False)
+    plain = build_library(
+        tmp_path / "q.srlib",
+        ids,
+        Generator("g", lambda im: im[None, ..., 0] > 100),
+        load=load,
+        prefetch=0,
+        progress=False,
+    )
     a, b = ProposalLibrary.open(got.path), ProposalLibrary.open(plain.path)
     assert a.info["content_sha256"] == b.info["content_sha256"]

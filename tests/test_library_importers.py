@@ -21,13 +21,19 @@ def _sam_records(rng, n: int, h: int, w: int) -> list[dict]:
     for _ in range(n):
         m = np.zeros((h, w), bool)
         y, x = rng.integers(0, h - 3), rng.integers(0, w - 3)
-        m[y:y + rng.integers(2, h - y + 1), x:x + rng.integers(2, w - x + 1)] = True
+        m[y : y + rng.integers(2, h - y + 1), x : x + rng.integers(2, w - x + 1)] = True
         ys, xs = np.nonzero(m)
-        out.append({"segmentation": m, "area": int(m.sum()),
-                    "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs) + 1),
-                             int(np.ptp(ys) + 1)],
-                    "predicted_iou": float(rng.random()), "point_coords": [[float(x), float(y)]],
-                    "stability_score": float(rng.random()), "crop_box": [0, 0, w, h]})
+        out.append(
+            {
+                "segmentation": m,
+                "area": int(m.sum()),
+                "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs) + 1), int(np.ptp(ys) + 1)],
+                "predicted_iou": float(rng.random()),
+                "point_coords": [[float(x), float(y)]],
+                "stability_score": float(rng.random()),
+                "crop_box": [0, 0, w, h],
+            }
+        )
     return out
 
 
@@ -37,11 +43,18 @@ def _write_amg_folder(masks: list[dict], path: str) -> None:
 
     metadata = [AMG_CSV_HEADER]
     for i, mask_data in enumerate(masks):
-        cv2.imwrite(os.path.join(path, f"{i}.png"), (mask_data["segmentation"] * 255)
-                    .astype(np.uint8))
-        row = [str(i), str(mask_data["area"]), *[str(x) for x in mask_data["bbox"]],
-               *[str(x) for x in mask_data["point_coords"][0]], str(mask_data["predicted_iou"]),
-               str(mask_data["stability_score"]), *[str(x) for x in mask_data["crop_box"]]]
+        cv2.imwrite(
+            os.path.join(path, f"{i}.png"), (mask_data["segmentation"] * 255).astype(np.uint8)
+        )
+        row = [
+            str(i),
+            str(mask_data["area"]),
+            *[str(x) for x in mask_data["bbox"]],
+            *[str(x) for x in mask_data["point_coords"][0]],
+            str(mask_data["predicted_iou"]),
+            str(mask_data["stability_score"]),
+            *[str(x) for x in mask_data["crop_box"]],
+        ]
         metadata.append(",".join(row))
     with open(os.path.join(path, "metadata.csv"), "w") as f:
         f.write("\n".join(metadata))
@@ -61,10 +74,12 @@ def test_amg_binary_mask_folders(tmp_path):
     for stem, masks in recs.items():
         got = lib[stem]
         assert np.array_equal(got.to_dense(), np.stack([m["segmentation"] for m in masks]))
-        np.testing.assert_allclose(got.meta["predicted_iou"],
-                                   [m["predicted_iou"] for m in masks], rtol=1e-6)
-        np.testing.assert_allclose(got.meta["point_coords"],
-                                   [m["point_coords"][0] for m in masks], rtol=1e-6)
+        np.testing.assert_allclose(
+            got.meta["predicted_iou"], [m["predicted_iou"] for m in masks], rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            got.meta["point_coords"], [m["point_coords"][0] for m in masks], rtol=1e-6
+        )
         assert got.meta["crop_box"].tolist() == [m["crop_box"] for m in masks]
     # a folder whose PNGs do not match its CSV is refused
     (out / "2007_000032" / "1.png").write_bytes((out / "2007_000032" / "0.png").read_bytes())
@@ -80,8 +95,7 @@ def test_amg_json_files_of_the_script(tmp_path):
     coco = []
     for r in recs:  # amg.py --convert-to-rle: coco_rle records, counts as str
         rle = mask_utils.encode(np.asfortranarray(r["segmentation"]))
-        coco.append({**r, "segmentation": {"size": rle["size"],
-                                           "counts": rle["counts"].decode()}})
+        coco.append({**r, "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
     (tmp_path / "amg").mkdir()
     (tmp_path / "amg" / "ADE_train_00000001.json").write_text(json.dumps(coco))
     with ProposalLibrary.create(tmp_path / "a.srlib", generator="sam") as w:
@@ -114,8 +128,9 @@ def test_hf_pipeline_output_and_sam_model_masks():
     # SamModel + SamProcessor.post_process_masks: (P, 3, H, W) per image
     proc = SamImageProcessor()
     low_res = torch.randn(1, 2, 3, 64, 64)
-    post = proc.post_process_masks(low_res, original_sizes=[[30, 40]],
-                                   reshaped_input_sizes=[[768, 1024]])
+    post = proc.post_process_masks(
+        low_res, original_sizes=[[30, 40]], reshaped_input_sizes=[[768, 1024]]
+    )
     assert post[0].shape == (2, 3, 30, 40) and post[0].dtype == torch.bool
     iou = torch.rand(1, 2, 3)
     q = Proposals.from_hf(post[0], scores=iou[0])
@@ -137,21 +152,49 @@ def test_coco_instances_with_polygons_rle_and_uncompressed_rle(tmp_path):
     crowd = np.zeros((h, w), np.uint8, order="F")
     crowd[5:15, 3:9] = 1
     counts = mask_utils.encode(crowd)
-    unc = {"size": [h, w], "counts": [int(v) for v in
-                                      Proposals.from_dense(crowd[None].astype(bool)).counts(0)]}
-    doc = {"images": [{"id": 7, "height": h, "width": w, "file_name": "a.jpg"},
-                      {"id": 8, "height": 10, "width": 12, "file_name": "b.jpg"}],
-           "annotations": [
-               {"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 0, "area": 0,
+    unc = {
+        "size": [h, w],
+        "counts": [int(v) for v in Proposals.from_dense(crowd[None].astype(bool)).counts(0)],
+    }
+    doc = {
+        "images": [
+            {"id": 7, "height": h, "width": w, "file_name": "a.jpg"},
+            {"id": 8, "height": 10, "width": 12, "file_name": "b.jpg"},
+        ],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 3,
+                "iscrowd": 0,
+                "area": 0,
                 "bbox": [0, 0, 1, 1],
-                "segmentation": [[2.0, 2.0, 12.5, 2.0, 12.5, 9.0, 2.0, 9.0],
-                                 [20, 10, 28, 10, 24, 18]]},
-               {"id": 2, "image_id": 7, "category_id": 5, "iscrowd": 1, "area": 0,
-                "bbox": [0, 0, 1, 1], "segmentation": unc},
-               {"id": 3, "image_id": 7, "category_id": 5, "iscrowd": 0, "area": 0,
+                "segmentation": [
+                    [2.0, 2.0, 12.5, 2.0, 12.5, 9.0, 2.0, 9.0],
+                    [20, 10, 28, 10, 24, 18],
+                ],
+            },
+            {
+                "id": 2,
+                "image_id": 7,
+                "category_id": 5,
+                "iscrowd": 1,
+                "area": 0,
                 "bbox": [0, 0, 1, 1],
-                "segmentation": {"size": [h, w], "counts": counts["counts"].decode()}}],
-           "categories": [{"id": 3, "name": "a"}, {"id": 5, "name": "b"}]}
+                "segmentation": unc,
+            },
+            {
+                "id": 3,
+                "image_id": 7,
+                "category_id": 5,
+                "iscrowd": 0,
+                "area": 0,
+                "bbox": [0, 0, 1, 1],
+                "segmentation": {"size": [h, w], "counts": counts["counts"].decode()},
+            },
+        ],
+        "categories": [{"id": 3, "name": "a"}, {"id": 5, "name": "b"}],
+    }
     path = tmp_path / "instances_train2017.json"
     path.write_text(json.dumps(doc))
     with ProposalLibrary.create(tmp_path / "c.srlib", generator="coco") as wr:

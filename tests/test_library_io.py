@@ -28,7 +28,7 @@ def _dense(seed, n=5, h=19, w=23):
     out = np.zeros((n, h, w), bool)
     for k in range(n):
         y0, x0 = rng.integers(0, h - 3), rng.integers(0, w - 3)
-        out[k, y0:y0 + rng.integers(2, h - y0 + 1), x0:x0 + rng.integers(2, w - x0 + 1)] = True
+        out[k, y0 : y0 + rng.integers(2, h - y0 + 1), x0 : x0 + rng.integers(2, w - x0 + 1)] = True
         out[k] ^= rng.random((h, w)) > 0.9
     out[-1] = False if n > 2 else out[-1]  # an empty mask
     return out
@@ -39,8 +39,13 @@ IMAGES = {3: _dense(3), 11: _dense(11, n=1, h=8, w=30), 12: _dense(12, n=7, h=31
 
 def _decode_all(rles, h, w):
     """pycocotools decode of string-or-bytes RLE dicts to (N, H, W) bool."""
-    objs = [{"size": [h, w], "counts": r["counts"].encode() if isinstance(r["counts"], str)
-             else r["counts"]} for r in rles]
+    objs = [
+        {
+            "size": [h, w],
+            "counts": r["counts"].encode() if isinstance(r["counts"], str) else r["counts"],
+        }
+        for r in rles
+    ]
     return pm.decode(objs).transpose(2, 0, 1).astype(bool) if objs else np.zeros((0, h, w), bool)
 
 
@@ -72,9 +77,17 @@ def _sam_records(dense, mode):
             if flat[0]:
                 counts = [0] + counts
             seg = {"size": list(m.shape), "counts": counts}
-        out.append({"segmentation": seg, "area": int(m.sum()), "bbox": [0, 0, 1, 1],
-                    "predicted_iou": 0.5 + k / 100, "point_coords": [[k, k + 1]],
-                    "stability_score": 0.9, "crop_box": [0, 0, m.shape[1], m.shape[0]]})
+        out.append(
+            {
+                "segmentation": seg,
+                "area": int(m.sum()),
+                "bbox": [0, 0, 1, 1],
+                "predicted_iou": 0.5 + k / 100,
+                "point_coords": [[k, k + 1]],
+                "stability_score": 0.9,
+                "crop_box": [0, 0, m.shape[1], m.shape[0]],
+            }
+        )
     return out
 
 
@@ -85,8 +98,7 @@ def test_import_amg_every_output_mode(tmp_path, mode):
         report = import_amg(w, src, progress=False)
     assert report.added == 3
     lib = _check_library(tmp_path / "amg.srlib")
-    np.testing.assert_allclose(lib[12].meta["predicted_iou"], 0.5 + np.arange(7) / 100,
-                               rtol=1e-6)
+    np.testing.assert_allclose(lib[12].meta["predicted_iou"], 0.5 + np.arange(7) / 100, rtol=1e-6)
     np.testing.assert_array_equal(lib[12].meta["point_coords"][:, 1], np.arange(7) + 1)
 
 
@@ -105,8 +117,10 @@ def test_sa1b_import_export_round_trip(tmp_path):
     d.mkdir()
     for k, dense in IMAGES.items():
         h, w = dense.shape[1:]
-        doc = {"image": {"image_id": k, "height": h, "width": w, "file_name": f"sa_{k}.jpg"},
-               "annotations": _sam_records(dense, "coco_rle")}
+        doc = {
+            "image": {"image_id": k, "height": h, "width": w, "file_name": f"sa_{k}.jpg"},
+            "annotations": _sam_records(dense, "coco_rle"),
+        }
         (d / f"sa_{k}.json").write_text(json.dumps(doc))
     with ProposalLibrary.create(tmp_path / "s.srlib") as w:
         assert import_sa1b(w, d, progress=False).added == 3
@@ -134,8 +148,7 @@ def test_coco_export_import_round_trip(tmp_path):
         h, w = dense.shape[1:]
         assert np.array_equal(_decode_all([a["segmentation"] for a in mine], h, w), dense)
         truth = pm.encode(np.asfortranarray(dense.transpose(1, 2, 0).astype(np.uint8)))
-        assert [a["segmentation"]["counts"] for a in mine] == [t["counts"].decode()
-                                                               for t in truth]
+        assert [a["segmentation"]["counts"] for a in mine] == [t["counts"].decode() for t in truth]
         np.testing.assert_array_equal([a["bbox"] for a in mine], pm.toBbox(truth))
     with ProposalLibrary.create(tmp_path / "c2.srlib") as w:
         import_coco(w, tmp_path / "c.json", progress=False)
@@ -154,15 +167,25 @@ def _reference_rle2mask(counts, h, w):
     """The SemiRES reference decoder: paint [start - 1, start - 1 + length)."""
     flat = np.zeros(h * w, np.uint8)
     for s, ln in zip(counts[0::2], counts[1::2]):
-        flat[s - 1:s - 1 + ln] = 1
+        flat[s - 1 : s - 1 + ln] = 1
     return flat.reshape((h, w), order="F")
 
 
 def _refs():
     # image 3 has three referents, 11 one, 12 two; ref 99 belongs to an image not in the files
     pairs = [(100, 3), (101, 3), (102, 3), (110, 11), (120, 12), (121, 12), (99, 50)]
-    return [{"ref_id": r, "image_id": i, "split": "train" if r != 121 else "val",
-             "ann_id": r, "category_id": 1, "sentences": [], "sent_ids": []} for r, i in pairs]
+    return [
+        {
+            "ref_id": r,
+            "image_id": i,
+            "split": "train" if r != 121 else "val",
+            "ann_id": r,
+            "category_id": 1,
+            "sentences": [],
+            "sent_ids": [],
+        }
+        for r, i in pairs
+    ]
 
 
 def _write_semires(folder, refs, images=IMAGES):
@@ -207,8 +230,9 @@ def test_semires_conflicts_and_bad_files(tmp_path):
     other = IMAGES[3].copy()
     other[0] = ~other[0]
     h, w = other.shape[1:]
-    (tmp_path / "m" / "101.json").write_text(json.dumps(
-        [{"counts": _reference_mask2rle(m), "size": [h, w]} for m in other]))
+    (tmp_path / "m" / "101.json").write_text(
+        json.dumps([{"counts": _reference_mask2rle(m), "size": [h, w]} for m in other])
+    )
     with ProposalLibrary.create(tmp_path / "x.srlib") as wr:
         with pytest.raises(LibraryError, match="different proposals"):
             import_semires(wr, tmp_path / "m", refs, on_conflict="error", progress=False)
@@ -241,12 +265,13 @@ def test_exports_are_readable_without_samrefine_names(tmp_path):
     with ProposalLibrary.create(tmp_path / "c.srlib") as w:
         for k, dense in IMAGES.items():
             w.append(k, Proposals.from_dense(dense))
-    export_coco(ProposalLibrary.open(tmp_path / "c.srlib"), tmp_path / "r.json",
-                progress=False)
+    export_coco(ProposalLibrary.open(tmp_path / "c.srlib"), tmp_path / "r.json", progress=False)
     gt = COCO()
-    gt.dataset = {"images": [{"id": k, "height": d.shape[1], "width": d.shape[2]}
-                             for k, d in IMAGES.items()], "annotations": [],
-                  "categories": [{"id": 1, "name": "x"}]}
+    gt.dataset = {
+        "images": [{"id": k, "height": d.shape[1], "width": d.shape[2]} for k, d in IMAGES.items()],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "x"}],
+    }
     gt.createIndex()
     res = gt.loadRes(os.fspath(tmp_path / "r.json"))
     ann = res.loadAnns(res.getAnnIds(imgIds=[12]))

@@ -83,22 +83,26 @@ def test_build_with_voc_names_finds_the_files(tmp_path):
     rng = np.random.default_rng(0)
     names = ["2007_000032", "2007_000039", "2008_000002"]
     for n in names:
-        Image.fromarray((rng.random((20, 24, 3)) * 255).astype(np.uint8)).save(
-            images / f"{n}.png")
+        Image.fromarray((rng.random((20, 24, 3)) * 255).astype(np.uint8)).save(images / f"{n}.png")
     gen = lambda image: image[..., 0] > np.arange(1, 4)[:, None, None] * 60  # noqa: E731
     from samrefine.library.generate import Generator
 
     g = Generator("levels", gen)
     with pytest.raises(ValueError, match="cannot name image"):
         build_library(tmp_path / "x.srlib", names, g, images=images, progress=False)
-    got = build_library(tmp_path / "voc.srlib", [parse_image_key(n) for n in names], g,
-                        images=images, file_pattern="{image_id}.png", progress=False)
+    got = build_library(
+        tmp_path / "voc.srlib",
+        [parse_image_key(n) for n in names],
+        g,
+        images=images,
+        file_pattern="{image_id}.png",
+        progress=False,
+    )
     assert got.finished and got.added == 3 and not got.failures
     lib = ProposalLibrary.open(got.path)
     assert lib.image_ids().tolist() == names
     want = np.asarray(Image.open(images / "2007_000039.png").convert("RGB"))[..., 0]
-    assert np.array_equal(lib["2007_000039"].to_dense(),
-                          want > np.arange(1, 4)[:, None, None] * 60)
+    assert np.array_equal(lib["2007_000039"].to_dense(), want > np.arange(1, 4)[:, None, None] * 60)
 
 
 def test_name_keyed_shards_merge_and_export_import_keep_names(tmp_path):
@@ -109,13 +113,13 @@ def test_name_keyed_shards_merge_and_export_import_keep_names(tmp_path):
     load = lambda key: np.full((8, 9, 3), 50 + 10 * NAMES.index(key), np.uint8)  # noqa: E731
     for i in range(2):
         build_library(tmp_path / "s.srlib", NAMES, g, load=load, shard=(i, 2), progress=False)
-    merged = merge_libraries(str(tmp_path / "s-shard-*.srlib"), tmp_path / "m.srlib",
-                             progress=False)
+    merged = merge_libraries(
+        str(tmp_path / "s-shard-*.srlib"), tmp_path / "m.srlib", progress=False
+    )
     lib = ProposalLibrary.open(merged)
     assert lib.image_ids().tolist() == sorted(NAMES)
     single = build_library(tmp_path / "one.srlib", NAMES, g, load=load, progress=False)
-    assert lib.info["content_sha256"] == ProposalLibrary.open(single.path).info[
-        "content_sha256"]
+    assert lib.info["content_sha256"] == ProposalLibrary.open(single.path).info["content_sha256"]
     assert export_sa1b(lib, tmp_path / "sa1b", progress=False) == len(NAMES)
     assert os.path.exists(tmp_path / "sa1b" / "aachen" / "aachen_000000_000019.json")
     with ProposalLibrary.create(tmp_path / "back.srlib", generator="x") as w:
@@ -165,7 +169,7 @@ def test_version_1_library_still_opens_and_verifies(tmp_path):
     d = np.zeros((3, 5 + 11 % 7, 7), bool)
     i = 11 % 7
     d[0, :2, :3] = True
-    d[1, i % 5:, 4:] = True
+    d[1, i % 5 :, 4:] = True
     d[2, 1, 1 + i % 3] = True
     assert np.array_equal(lib[11].to_dense(), d)
     assert verify_library(path).ok

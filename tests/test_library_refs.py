@@ -9,11 +9,28 @@ import pytest
 
 from samrefine.library import LibraryError, UnsafePickleError, load_refs, read_refs_pickle
 
-REFS = [{"ref_id": 0, "ann_id": 5, "image_id": 9, "split": "train", "category_id": 1,
-         "sent_ids": [0, 1], "sentences": [{"sent": "the man on the left", "raw": "Man", "tokens":
-                                             ["the", "man"], "sent_id": 0}]},
-        {"ref_id": 1, "ann_id": 6, "image_id": 9, "split": "val", "category_id": 1,
-         "sent_ids": [2], "sentences": [{"sent": "café sign", "sent_id": 2}]}]
+REFS = [
+    {
+        "ref_id": 0,
+        "ann_id": 5,
+        "image_id": 9,
+        "split": "train",
+        "category_id": 1,
+        "sent_ids": [0, 1],
+        "sentences": [
+            {"sent": "the man on the left", "raw": "Man", "tokens": ["the", "man"], "sent_id": 0}
+        ],
+    },
+    {
+        "ref_id": 1,
+        "ann_id": 6,
+        "image_id": 9,
+        "split": "val",
+        "category_id": 1,
+        "sent_ids": [2],
+        "sentences": [{"sent": "café sign", "sent_id": 2}],
+    },
+]
 
 
 class _Evil:
@@ -27,9 +44,22 @@ class _Evil:
 @pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
 def test_plain_refs_load_in_every_protocol(tmp_path, protocol):
     path = tmp_path / "refs(unc).p"
-    path.write_bytes(pickle.dumps(REFS + [{"ref_id": 2, "image_id": 3, "split": "train",
-                                           "boxes": (1.5, 2), "ids": {1, 2}, "b": b"\x00"}],
-                                  protocol=protocol))
+    path.write_bytes(
+        pickle.dumps(
+            REFS
+            + [
+                {
+                    "ref_id": 2,
+                    "image_id": 3,
+                    "split": "train",
+                    "boxes": (1.5, 2),
+                    "ids": {1, 2},
+                    "b": b"\x00",
+                }
+            ],
+            protocol=protocol,
+        )
+    )
     refs = load_refs(path, split=None)
     assert refs[:2] == REFS and refs[2]["ids"] == {1, 2} and refs[2]["b"] == b"\x00"
     assert [r["ref_id"] for r in load_refs(path)] == [0, 2]

@@ -32,8 +32,13 @@ def synthetic_image(image_id: int) -> np.ndarray:
     rng = np.random.default_rng(image_id)
     h, w = 24 + image_id % 7, 30 + image_id % 5
     yy, xx = np.mgrid[:h, :w]
-    img = np.stack([(np.sin(xx / (3 + c) + rng.random() * 6) * np.cos(yy / (4 + c)) + 1) * 127
-                    for c in range(3)], -1)
+    img = np.stack(
+        [
+            (np.sin(xx / (3 + c) + rng.random() * 6) * np.cos(yy / (4 + c)) + 1) * 127
+            for c in range(3)
+        ],
+        -1,
+    )
     return img.astype(np.uint8)
 
 
@@ -72,8 +77,9 @@ def test_round_trip_and_index(tmp_path):
     for i in ids:
         got = lib[i]
         assert got == props_of(i)
-        np.testing.assert_array_equal(got.meta["predicted_iou"],
-                                      props_of(i).meta["predicted_iou"].astype(np.float32))
+        np.testing.assert_array_equal(
+            got.meta["predicted_iou"], props_of(i).meta["predicted_iou"].astype(np.float32)
+        )
         assert lib.image_size(i) == synthetic_image(i).shape[:2]
     with pytest.raises(KeyError, match="image id 2 "):
         lib[2]
@@ -171,16 +177,16 @@ def test_shard_set_reads_as_one_and_merges(tmp_path):
     gen = fake_generator()
     ids = list(range(10, 22))
     for i in range(3):
-        build_library(tmp_path / "s.srlib", ids, gen, load=synthetic_image, shard=(i, 3),
-                      progress=False)
+        build_library(
+            tmp_path / "s.srlib", ids, gen, load=synthetic_image, shard=(i, 3), progress=False
+        )
     shards = [shard_path(tmp_path / "s.srlib", i, 3) for i in range(3)]
     assert all(os.path.exists(p) for p in shards)
     lib = ProposalLibrary.open(str(tmp_path / "s-shard-*.srlib"))
     assert len(lib) == 12 and lib.image_ids().tolist() == ids
     assert lib[15] == Proposals.from_dense(threshold_masks(synthetic_image(15)))
     merged = merge_libraries(shards, tmp_path / "m.srlib", progress=False)
-    single = build_library(tmp_path / "one.srlib", ids, gen, load=synthetic_image,
-                           progress=False)
+    single = build_library(tmp_path / "one.srlib", ids, gen, load=synthetic_image, progress=False)
     assert single.finished
     a, b = ProposalLibrary.open(merged), ProposalLibrary.open(single.path)
     assert a.info["content_sha256"] == b.info["content_sha256"]
@@ -211,15 +217,24 @@ CHILD = textwrap.dedent("""
 def test_two_process_sharded_build_equals_single(tmp_path):
     out = str(tmp_path / "lib.srlib")
     code = CHILD.format(tests=os.path.dirname(__file__), out=out)
-    procs = [subprocess.Popen([sys.executable, "-c", code],
-                              env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2",
-                                   "PYTHONPATH": SRC})
-             for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "PYTHONPATH": SRC},
+        )
+        for r in range(2)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    merged = merge_libraries(str(tmp_path / "lib-shard-*.srlib"), tmp_path / "merged.srlib",
-                             progress=False)
-    single = build_library(tmp_path / "single.srlib", range(40, 60), fake_generator(),
-                           load=synthetic_image, progress=False)
+    merged = merge_libraries(
+        str(tmp_path / "lib-shard-*.srlib"), tmp_path / "merged.srlib", progress=False
+    )
+    single = build_library(
+        tmp_path / "single.srlib",
+        range(40, 60),
+        fake_generator(),
+        load=synthetic_image,
+        progress=False,
+    )
     a, b = ProposalLibrary.open(merged), ProposalLibrary.open(single.path)
     assert a.image_ids().tolist() == list(range(40, 60))
     assert a.info["content_sha256"] == b.info["content_sha256"]
@@ -325,8 +340,9 @@ def test_dataloader_workers(tmp_path, context):
     ids = list(range(8))
     lib = ProposalLibrary.open(make_library(tmp_path / "w.srlib", ids))
     lib[0]  # the parent has a connection: forked workers must not reuse it
-    loader = torch.utils.data.DataLoader(_Dataset(lib, ids), batch_size=None, num_workers=2,
-                                         multiprocessing_context=context)
+    loader = torch.utils.data.DataLoader(
+        _Dataset(lib, ids), batch_size=None, num_workers=2, multiprocessing_context=context
+    )
     pids = set()
     for key, pid, dense in loader:
         pids.add(int(pid))

@@ -48,8 +48,13 @@ def _run(pseudo, props, strategy, backend, **kw):
     if backend == "numba":
         return sr.refine(pseudo, plist, strategy, **kw), lambda a: np.asarray(a)
     dev = "cuda" if backend == "cuda" else "cpu"
-    ref = sr.refine(torch.from_numpy(pseudo).to(dev), sr.ProposalBatch(plist).to(dev), strategy,
-                    backend="torch", **kw)
+    ref = sr.refine(
+        torch.from_numpy(pseudo).to(dev),
+        sr.ProposalBatch(plist).to(dev),
+        strategy,
+        backend="torch",
+        **kw,
+    )
     return ref, lambda a: a.cpu().numpy()
 
 
@@ -73,8 +78,11 @@ def test_iom_matches_reference(backend, case, thresh):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@given(case=cases(), under=st.sampled_from([None, 0.0, 0.5, 0.7]),
-       over=st.sampled_from([None, 0.0, 0.5, 0.7]))
+@given(
+    case=cases(),
+    under=st.sampled_from([None, 0.0, 0.5, 0.7]),
+    over=st.sampled_from([None, 0.0, 0.5, 0.7]),
+)
 def test_cpi_matches_reference(backend, case, under, over):
     if under is None and over is None:
         return
@@ -101,16 +109,19 @@ def test_backends_bit_identical(case):
         np.testing.assert_array_equal(a.chosen, host(b.chosen))
         np.testing.assert_array_equal(a.selected_mask, host(b.selected_mask))
         for f in ("intersection", "iou", "s1", "s2"):
-            assert np.array_equal(getattr(a.scores, f), host(getattr(b.scores, f)),
-                                  equal_nan=True)  # bit for bit, not approximately
+            assert np.array_equal(
+                getattr(a.scores, f), host(getattr(b.scores, f)), equal_nan=True
+            )  # bit for bit, not approximately
 
 
 @given(case=cases(), t1=st.floats(0, 1), t2=st.floats(0, 1))
 def test_raising_a_threshold_never_selects_more(case, t1, t2):
     lo, hi = sorted((t1, t2))
     pseudo, props = case
-    for kw_lo, kw_hi in (({"under": lo, "over": None}, {"under": hi, "over": None}),
-                         ({"under": None, "over": lo}, {"under": None, "over": hi})):
+    for kw_lo, kw_hi in (
+        ({"under": lo, "over": None}, {"under": hi, "over": None}),
+        ({"under": None, "over": lo}, {"under": None, "over": hi}),
+    ):
         a, _ = _run(pseudo, props, "cpi", "numba", **kw_lo)
         b, _ = _run(pseudo, props, "cpi", "numba", **kw_hi)
         assert not (b.selected_mask & ~a.selected_mask).any()
@@ -121,11 +132,11 @@ def test_raising_a_threshold_never_selects_more(case, t1, t2):
 
 def test_iom_ties_go_to_lowest_index():
     p = np.zeros((4, 4), bool)
-    p[:2] = True                                      # 8 pixels
+    p[:2] = True  # 8 pixels
     a = np.zeros((4, 4), bool)
-    a[:2, :3] = True                                  # IoU 6/8
+    a[:2, :3] = True  # IoU 6/8
     b = np.zeros((4, 4), bool)
-    b[:2, 1:] = True                                  # IoU 6/8, same score
+    b[:2, 1:] = True  # IoU 6/8, same score
     ref = sr.iom(p, Proposals.from_dense(np.stack([np.zeros_like(p), a, b])))
     assert ref.chosen.tolist() == [1] and ref.matched.tolist() == [True]
     np.testing.assert_array_equal(ref.masks, a)
@@ -133,8 +144,11 @@ def test_iom_ties_go_to_lowest_index():
 
 def test_shapes_dtypes_and_kinds_follow_the_input(rng):
     props = Proposals.from_dense(rng.random((5, 6, 7)) < 0.5)
-    for arr in (rng.random((6, 7)) < 0.5, (rng.random((6, 7)) < 0.5).astype(np.int64),
-                (rng.random((6, 7)) < 0.5).astype(np.float32)):
+    for arr in (
+        rng.random((6, 7)) < 0.5,
+        (rng.random((6, 7)) < 0.5).astype(np.int64),
+        (rng.random((6, 7)) < 0.5).astype(np.float32),
+    ):
         out = sr.cpi(arr, props, 0.1, None)
         assert isinstance(out.masks, np.ndarray) and out.masks.shape == (6, 7)
         assert out.masks.dtype == arr.dtype
@@ -194,8 +208,7 @@ def test_cuda_matches_numba_bit_for_bit(rng):
     pseudo = rng.random((16, h, w)) < 0.4
     for strategy in ("iom", "cpi", "cpi-u"):
         a = sr.refine(pseudo, props, strategy)
-        b = sr.refine(torch.from_numpy(pseudo).cuda(), sr.ProposalBatch(props).to("cuda"),
-                      strategy)
+        b = sr.refine(torch.from_numpy(pseudo).cuda(), sr.ProposalBatch(props).to("cuda"), strategy)
         assert b.masks.is_cuda
         np.testing.assert_array_equal(a.masks, b.masks.cpu().numpy())
         assert np.array_equal(a.scores.iou, b.scores.iou.cpu().numpy())
@@ -226,13 +239,16 @@ def test_resolver_defaults_and_disabling():
     assert resolve_strategy("none").thresholds == {}
 
 
-@pytest.mark.parametrize("name, kw, reads", [
-    ("cpi-u", {"over": 0.7}, "under"),
-    ("cpi-o", {"under": 0.7}, "over"),
-    ("iom", {"under": 0.7}, "iom_thresh"),
-    ("cpi", {"iom_thresh": 0.5}, "under, over"),
-    ("none", {"under": 0.7}, "no thresholds"),
-])
+@pytest.mark.parametrize(
+    "name, kw, reads",
+    [
+        ("cpi-u", {"over": 0.7}, "under"),
+        ("cpi-o", {"under": 0.7}, "over"),
+        ("iom", {"under": 0.7}, "iom_thresh"),
+        ("cpi", {"iom_thresh": 0.5}, "under, over"),
+        ("none", {"under": 0.7}, "no thresholds"),
+    ],
+)
 def test_a_threshold_the_strategy_does_not_read_is_an_error(name, kw, reads, rng):
     with pytest.raises(ValueError, match=rf"does not read {next(iter(kw))} \(it reads: {reads}\)"):
         resolve_strategy(name, **kw)
@@ -268,17 +284,21 @@ def test_refine_takes_a_resolved_strategy(rng):
         sr.refine(pseudo, props, r, under=0.5)
 
 
-@pytest.mark.parametrize("mode, kw", [(KernelMode.IOM, {"iom_thresh": 0.2, "under": None,
-                                                         "over": None}),
-                                      (KernelMode.CPI, {"iom_thresh": 0.0, "under": 0.3,
-                                                        "over": 0.6})])
+@pytest.mark.parametrize(
+    "mode, kw",
+    [
+        (KernelMode.IOM, {"iom_thresh": 0.2, "under": None, "over": None}),
+        (KernelMode.CPI, {"iom_thresh": 0.0, "under": 0.3, "over": 0.6}),
+    ],
+)
 def test_both_kernels_return_one_result_type(rng, mode, kw):
     props = [Proposals.from_dense(rng.random((k, 9, 7)) < 0.4) for k in (5, 0, 3)]
     batch = sr.ProposalBatch(props)
     x = (rng.random((3, 9, 7)) < 0.5).astype(np.uint8)
     a = kernels.refine_batch(x, batch.segments(), mode, eps=1e-9, backend="numba", **kw)
-    b = kernels.refine_batch(torch.from_numpy(x), batch.segments("cpu"), mode, eps=1e-9,
-                             backend="torch", **kw)
+    b = kernels.refine_batch(
+        torch.from_numpy(x), batch.segments("cpu"), mode, eps=1e-9, backend="torch", **kw
+    )
     assert type(a) is type(b) is kernels.KernelResult
     for name, va, vb in zip(a._fields, a, b):
         vb = vb.numpy()

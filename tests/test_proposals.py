@@ -55,11 +55,20 @@ def test_from_sam_every_output_mode(rng):
     masks = rng.random((4, h, w)) < 0.4
     coco = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
     # SAM's uncompressed_rle is plain COCO counts as a list
-    unc = [{"size": [h, w], "counts": Proposals.from_dense(m[None]).counts(0).tolist()}
-           for m in masks]
-    extra = [{"predicted_iou": 0.9 - k / 10, "stability_score": 0.95,
-              "point_coords": [[k, 2 * k]], "crop_box": [0, 0, w, h], "area": 0, "bbox": [0] * 4}
-             for k in range(4)]
+    unc = [
+        {"size": [h, w], "counts": Proposals.from_dense(m[None]).counts(0).tolist()} for m in masks
+    ]
+    extra = [
+        {
+            "predicted_iou": 0.9 - k / 10,
+            "stability_score": 0.95,
+            "point_coords": [[k, 2 * k]],
+            "crop_box": [0, 0, w, h],
+            "area": 0,
+            "bbox": [0] * 4,
+        }
+        for k in range(4)
+    ]
     for segs in (list(masks), coco, unc):
         recs = [dict(e, segmentation=s) for e, s in zip(extra, segs)]
         p = Proposals.from_sam(recs)
@@ -79,7 +88,7 @@ def test_constructor_validates_runs():
     with pytest.raises(RLEError, match="outside"):
         Proposals([5], [3], [0, 1], (2, 3))
     with pytest.raises(RLEError, match="canonical"):
-        Proposals([0, 2], [2, 1], [0, 2], (2, 3))   # touching runs
+        Proposals([0, 2], [2, 1], [0, 2], (2, 3))  # touching runs
     with pytest.raises(RLEError, match="positive"):
         Proposals([0], [0], [0, 1], (2, 3))
     with pytest.raises(ValueError, match="offsets"):
@@ -90,8 +99,9 @@ def test_subset_and_torch_input(rng):
     masks = rng.random((5, 6, 8)) < 0.5
     p = Proposals.from_dense(torch.from_numpy(masks))
     np.testing.assert_array_equal(p[[4, 1]].to_dense(), masks[[4, 1]])
-    np.testing.assert_array_equal(p[np.array([True, False, True, False, False])].to_dense(),
-                                  masks[[0, 2]])
+    np.testing.assert_array_equal(
+        p[np.array([True, False, True, False, False])].to_dense(), masks[[0, 2]]
+    )
     assert len(p[:0]) == 0
 
 
@@ -121,9 +131,9 @@ def test_segments_are_the_column_runs_of_each_mask(masks):
     n, h, w = masks.shape
     for k in range(n):
         got = np.zeros((h, w), bool)
-        cols = x[off[k]:off[k + 1]]
+        cols = x[off[k] : off[k + 1]]
         assert np.all(np.diff(cols) >= 0)  # sorted by column
-        for c, a, b in zip(cols, y0[off[k]:off[k + 1]], y1[off[k]:off[k + 1]]):
+        for c, a, b in zip(cols, y0[off[k] : off[k + 1]], y1[off[k] : off[k + 1]]):
             assert 0 <= a < b <= h and not got[a:b, c].any()
             got[a:b, c] = True
         np.testing.assert_array_equal(got, masks[k])

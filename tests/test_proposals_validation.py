@@ -18,8 +18,9 @@ def test_soft_dense_masks_are_refused_not_emptied():
     assert np.array_equal(got.to_dense(), soft > 0.5)
     assert got.area.tolist() == [6, 0]
     # exact 0/1 floats are still masks
-    assert np.array_equal(Proposals.from_dense((soft > 0.5).astype(np.float64)).to_dense(),
-                          soft > 0.5)
+    assert np.array_equal(
+        Proposals.from_dense((soft > 0.5).astype(np.float64)).to_dense(), soft > 0.5
+    )
     with pytest.raises(ValueError, match="NaN"):
         Proposals.from_dense(np.full((1, 2, 2), np.nan), threshold=0.5)
 

@@ -19,8 +19,13 @@ def torch_resize(dense: np.ndarray, size, mode: str) -> np.ndarray:
 
 def pil_resize(dense: np.ndarray, size) -> np.ndarray:
     h2, w2 = size
-    return np.stack([np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(
-        (w2, h2), Image.NEAREST)) > 0 for m in dense]).reshape(len(dense), h2, w2)
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w2, h2), Image.NEAREST))
+            > 0
+            for m in dense
+        ]
+    ).reshape(len(dense), h2, w2)
 
 
 sizes = st.tuples(st.integers(1, 40), st.integers(1, 40))
@@ -37,25 +42,35 @@ def test_nearest_modes_equal_torch(stack, size):
 @given(stack=mask_stacks(max_n=4, max_side=23, min_n=1), size=sizes)
 def test_pil_mode_equals_pillow(stack, size):
     props = Proposals.from_dense(stack)
-    np.testing.assert_array_equal(props.resize(size, mode="pil").to_dense(),
-                                  pil_resize(stack, size))
+    np.testing.assert_array_equal(
+        props.resize(size, mode="pil").to_dense(), pil_resize(stack, size)
+    )
 
 
-@pytest.mark.parametrize("in_hw,out_hw", [((333, 500), (512, 512)), ((480, 640), (321, 321)),
-                                          ((1000, 7), (97, 1023)), ((17, 513), (2047, 3))])
+@pytest.mark.parametrize(
+    "in_hw,out_hw",
+    [
+        ((333, 500), (512, 512)),
+        ((480, 640), (321, 321)),
+        ((1000, 7), (97, 1023)),
+        ((17, 513), (2047, 3)),
+    ],
+)
 def test_modes_at_training_sizes(in_hw, out_hw):
     rng = np.random.default_rng(0)
     dense = np.zeros((3, *in_hw), bool)
     for k in range(3):
         y0, x0 = rng.integers(0, in_hw[0]), rng.integers(0, in_hw[1])
-        dense[k, y0:y0 + in_hw[0] // 3 + 1, x0:x0 + in_hw[1] // 4 + 1] = True
+        dense[k, y0 : y0 + in_hw[0] // 3 + 1, x0 : x0 + in_hw[1] // 4 + 1] = True
     dense[2] ^= rng.random(in_hw) < 0.1
     props = Proposals.from_dense(dense)
     for mode in ("nearest", "nearest-exact"):
-        np.testing.assert_array_equal(props.resize(out_hw, mode=mode).to_dense(),
-                                      torch_resize(dense, out_hw, mode))
-    np.testing.assert_array_equal(props.resize(out_hw, mode="pil").to_dense(),
-                                  pil_resize(dense, out_hw))
+        np.testing.assert_array_equal(
+            props.resize(out_hw, mode=mode).to_dense(), torch_resize(dense, out_hw, mode)
+        )
+    np.testing.assert_array_equal(
+        props.resize(out_hw, mode="pil").to_dense(), pil_resize(dense, out_hw)
+    )
 
 
 def test_modes_differ_and_unknown_mode_is_refused():
@@ -69,8 +84,9 @@ def test_modes_differ_and_unknown_mode_is_refused():
     want_exact = np.zeros((4, 4), bool)
     want_exact[0, 0] = True
     np.testing.assert_array_equal(props.resize((4, 4)).to_dense()[0], want_nearest)
-    np.testing.assert_array_equal(props.resize((4, 4), mode="nearest-exact").to_dense()[0],
-                                  want_exact)
+    np.testing.assert_array_equal(
+        props.resize((4, 4), mode="nearest-exact").to_dense()[0], want_exact
+    )
     with pytest.raises(ValueError, match="mode must be one of"):
         props.resize((2, 2), mode="bilinear")
 

@@ -23,8 +23,8 @@ def test_encode_matches_pycocotools(masks):
     for k in range(n):
         counts = rle.string_to_counts(coco[k]["counts"])
         ss, ll = rle.counts_to_runs(counts, h, w)
-        np.testing.assert_array_equal(ss, s[off[k]:off[k + 1]])
-        np.testing.assert_array_equal(ll, ln[off[k]:off[k + 1]])
+        np.testing.assert_array_equal(ss, s[off[k] : off[k + 1]])
+        np.testing.assert_array_equal(ll, ln[off[k] : off[k + 1]])
         # back to COCO counts and the compressed string, byte for byte
         back = rle.runs_to_counts(ss, ll, h * w)
         assert rle.counts_to_string(back) == coco[k]["counts"]
@@ -46,8 +46,9 @@ def test_uncompressed_counts_with_zero_runs_are_canonicalised():
     assert s.tolist() == [1] and ln.tolist() == [5]
 
 
-@pytest.mark.parametrize("counts, msg", [([3, -1, 4], "negative"), ([2, 2], "sum to 4"),
-                                         ([10], "sum to 10")])
+@pytest.mark.parametrize(
+    "counts, msg", [([3, -1, 4], "negative"), ([2, 2], "sum to 4"), ([10], "sum to 10")]
+)
 def test_bad_counts_raise(counts, msg):
     with pytest.raises(RLEError, match=msg):
         rle.counts_to_runs(counts, 2, 3)
@@ -65,14 +66,27 @@ def test_resize_equals_torch_nearest(masks, h2, w2):
     np.testing.assert_array_equal(p.resize((h2, w2)).to_dense(), torch_nearest(masks, (h2, w2)))
 
 
-@pytest.mark.parametrize("src, dst", [((427, 640), (480, 480)), ((480, 640), (480, 480)),
-                                      ((333, 500), (480, 480)), ((240, 240), (480, 480)),
-                                      ((612, 612), (480, 480)), ((480, 480), (97, 1031))])
+@pytest.mark.parametrize(
+    "src, dst",
+    [
+        ((427, 640), (480, 480)),
+        ((480, 640), (480, 480)),
+        ((333, 500), (480, 480)),
+        ((240, 240), (480, 480)),
+        ((612, 612), (480, 480)),
+        ((480, 480), (97, 1031)),
+    ],
+)
 def test_resize_equals_torch_nearest_coco_sizes(src, dst, rng):
     h, w = src
     yy, xx = np.mgrid[:h, :w]
-    masks = np.stack([((yy - rng.integers(h)) ** 2 + (xx - rng.integers(w)) ** 2)
-                      < rng.integers(5, 200) ** 2 for _ in range(6)] + [rng.random((h, w)) < .5])
+    masks = np.stack(
+        [
+            ((yy - rng.integers(h)) ** 2 + (xx - rng.integers(w)) ** 2) < rng.integers(5, 200) ** 2
+            for _ in range(6)
+        ]
+        + [rng.random((h, w)) < 0.5]
+    )
     got = Proposals.from_dense(masks).resize(dst).to_dense()
     np.testing.assert_array_equal(got, torch_nearest(masks, dst))
 
@@ -84,15 +98,19 @@ def test_hflip(masks):
     assert p.hflip().hflip() == p
 
 
-@given(mask_stacks(min_n=1, max_side=12), st.integers(-5, 15), st.integers(-5, 15),
-       st.integers(1, 20), st.integers(1, 20))
+@given(
+    mask_stacks(min_n=1, max_side=12),
+    st.integers(-5, 15),
+    st.integers(-5, 15),
+    st.integers(1, 20),
+    st.integers(1, 20),
+)
 def test_crop_equals_pad_then_slice(masks, x, y, w, h):
     n, H, W = masks.shape
     pad = np.zeros((n, H + 80, W + 80), bool)
-    pad[:, 30:30 + H, 30:30 + W] = masks
-    expect = pad[:, 30 + y:30 + y + h, 30 + x:30 + x + w]
-    np.testing.assert_array_equal(Proposals.from_dense(masks).crop((x, y, w, h)).to_dense(),
-                                  expect)
+    pad[:, 30 : 30 + H, 30 : 30 + W] = masks
+    expect = pad[:, 30 + y : 30 + y + h, 30 + x : 30 + x + w]
+    np.testing.assert_array_equal(Proposals.from_dense(masks).crop((x, y, w, h)).to_dense(), expect)
 
 
 def test_encode_labels_one_mask_per_label(rng):

@@ -61,18 +61,25 @@ def cases(draw, max_b=2):
     return np.stack(labels), props
 
 
-SETTINGS = st.fixed_dictionaries({
-    "strategy": st.sampled_from(["iom", "cpi", "cpi-u", "cpi-o", "none"]),
-    "per": st.sampled_from(["class", "component"]),
-    "give_up": st.sampled_from(["ignore", "keep"]),
-    "skip": st.sampled_from([(), (0,), (1, 3)]),
-    "t": st.sampled_from([0.0, 0.3, 0.5, 0.7]),
-})
+SETTINGS = st.fixed_dictionaries(
+    {
+        "strategy": st.sampled_from(["iom", "cpi", "cpi-u", "cpi-o", "none"]),
+        "per": st.sampled_from(["class", "component"]),
+        "give_up": st.sampled_from(["ignore", "keep"]),
+        "skip": st.sampled_from([(), (0,), (1, 3)]),
+        "t": st.sampled_from([0.0, 0.3, 0.5, 0.7]),
+    }
+)
 
 
 def _kw(s):
-    kw = dict(strategy=s["strategy"], per=s["per"], give_up=s["give_up"],
-              skip_classes=s["skip"], ignore_index=IGNORE)
+    kw = dict(
+        strategy=s["strategy"],
+        per=s["per"],
+        give_up=s["give_up"],
+        skip_classes=s["skip"],
+        ignore_index=IGNORE,
+    )
     if s["strategy"] == "iom":
         kw["iom_thresh"] = s["t"]
     elif s["strategy"] == "cpi":
@@ -87,8 +94,16 @@ def _kw(s):
 def _ref_kw(s):
     t = s["t"]
     d = {"cpi": (t, t), "cpi-u": (t, None), "cpi-o": (None, t)}.get(s["strategy"], (0.7, None))
-    return dict(strategy=s["strategy"], per=s["per"], ignore_index=IGNORE, skip=s["skip"],
-                give_up=s["give_up"], iom_thresh=t, under=d[0], over=d[1])
+    return dict(
+        strategy=s["strategy"],
+        per=s["per"],
+        ignore_index=IGNORE,
+        skip=s["skip"],
+        give_up=s["give_up"],
+        iom_thresh=t,
+        under=d[0],
+        over=d[1],
+    )
 
 
 def _host(x):
@@ -100,7 +115,8 @@ def _check_against_reference(out, labels, props, s):
     reg, pairs = out.regions, out.pairs
     for b in range(len(labels)):
         want_lab, want_m, rows, want_pairs = naive_semantic.refine_semantic(
-            labels[b], props[b], **_ref_kw(s))
+            labels[b], props[b], **_ref_kw(s)
+        )
         np.testing.assert_array_equal(got_lab[b], want_lab)
         np.testing.assert_array_equal(got_m[b], want_m)
         r0, r1 = out.region_offsets[b], out.region_offsets[b + 1]
@@ -120,11 +136,18 @@ def _check_against_reference(out, labels, props, s):
             continue
         pr = _host(pairs.region)
         keep = (pr >= r0) & (pr < r1)
-        got_pairs = list(zip((pr[keep] - r0).tolist(), _host(pairs.proposal)[keep].tolist(),
-                             _host(pairs.intersection)[keep].tolist(),
-                             _host(pairs.iou)[keep].tolist(), _host(pairs.s1)[keep].tolist(),
-                             _host(pairs.s2)[keep].tolist(),
-                             _host(pairs.selected)[keep].tolist(), strict=True))
+        got_pairs = list(
+            zip(
+                (pr[keep] - r0).tolist(),
+                _host(pairs.proposal)[keep].tolist(),
+                _host(pairs.intersection)[keep].tolist(),
+                _host(pairs.iou)[keep].tolist(),
+                _host(pairs.s1)[keep].tolist(),
+                _host(pairs.s2)[keep].tolist(),
+                _host(pairs.selected)[keep].tolist(),
+                strict=True,
+            )
+        )
         assert got_pairs == want_pairs
 
 
@@ -211,10 +234,7 @@ def test_claims_overwrite_ignore_and_skipped_classes():
 
 
 def test_components_are_8_connected():
-    lab = np.array([[1, 0, 0],
-                    [0, 1, 0],
-                    [0, 0, 0],
-                    [1, 1, 0]], np.uint8)
+    lab = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0]], np.uint8)
     out = sr.refine_semantic(lab, Proposals.empty((4, 3)), per="component", skip_classes=(0,))
     # the diagonal pair is one component, the bottom pair another
     assert out.regions.component.tolist() == [0, 1]
@@ -272,7 +292,6 @@ def test_bad_input_is_refused_with_a_fix():
     assert out.labels[0, 0] == -1 and len(out.regions) == 1
 
 
-
 def test_thresholds_follow_the_strategy_registry_as_refine_does():
     # the rules of samrefine.resolve_strategy, shared with refine: a threshold the strategy does
     # not read raises, cpi may switch one test off, a ResolvedStrategy carries its thresholds
@@ -301,6 +320,8 @@ def test_import_samrefine_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, samrefine; samrefine.refine_semantic; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, samrefine; samrefine.refine_semantic; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

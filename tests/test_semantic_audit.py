@@ -51,8 +51,9 @@ def test_iou_and_counts_match_a_plain_loop(data):
     np.testing.assert_allclose(rep.teacher.iou, _plain_iou(zip(labs, gts, strict=True), k))
     for s in ("iom", "cpi-u"):
         outs = [sr.refine_semantic(labs[i], props[i], strategy=s) for i in range(n)]
-        np.testing.assert_allclose(rep.strategies[s].iou,
-                                   _plain_iou(zip([o.labels for o in outs], gts, strict=True), k))
+        np.testing.assert_allclose(
+            rep.strategies[s].iou, _plain_iou(zip([o.labels for o in outs], gts, strict=True), k)
+        )
         # correction counts: one unit per (image, refined class)
         cnt = np.zeros(4, int)
         for i, o in enumerate(outs):
@@ -89,8 +90,13 @@ def _worked_example_npz(path):
     """The module docstring's worked example as the command line reads it (one image)."""
     t = np.array([[[1, 1, 1, 1, 2, 2]]], np.uint8)
     g = np.array([[[0, 1, 1, 1, 1, 2]]], np.uint8)
-    np.savez(path, pseudo=t, gt=g, proposals=np.array([[[0, 1, 1, 1, 1, 0]]], bool),
-             proposal_offsets=np.array([0, 1]))
+    np.savez(
+        path,
+        pseudo=t,
+        gt=g,
+        proposals=np.array([[[0, 1, 1, 1, 1, 0]]], bool),
+        proposal_offsets=np.array([0, 1]),
+    )
 
 
 def test_cli_audit_semantic_reads_class_maps(tmp_path, capsys):
@@ -101,8 +107,19 @@ def test_cli_audit_semantic_reads_class_maps(tmp_path, capsys):
     data = tmp_path / "d.npz"
     _worked_example_npz(data)
     out = tmp_path / "out"
-    rc = main(["audit", str(data), "--semantic", "--num-classes", "3", "--strategies", "cpi-u",
-               "--out", str(out)])
+    rc = main(
+        [
+            "audit",
+            str(data),
+            "--semantic",
+            "--num-classes",
+            "3",
+            "--strategies",
+            "cpi-u",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert "cpi-u" in capsys.readouterr().out
     d = json.loads((out / "audit.json").read_text())
@@ -114,8 +131,24 @@ def test_cli_audit_semantic_reads_class_maps(tmp_path, capsys):
     assert after["coverage"] == 5 / 6
     # class 1 not refined: class 2 alone (s1 = 1/2) does not match, the map is unchanged
     out2 = tmp_path / "out2"
-    assert main(["audit", str(data), "--semantic", "--num-classes", "3", "--strategies",
-                 "cpi-u", "--skip-classes", "1", "--out", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                str(data),
+                "--semantic",
+                "--num-classes",
+                "3",
+                "--strategies",
+                "cpi-u",
+                "--skip-classes",
+                "1",
+                "--out",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     after = json.loads((out2 / "audit.json").read_text())["strategies"]["cpi-u"]
     np.testing.assert_allclose(after["iou"], [0 / 1, 3 / 5, 1 / 2])
     assert (after["positive"], after["no_correction"], after["region_match_rate"]) == (0, 1, 0)
@@ -131,8 +164,10 @@ def test_cli_audit_semantic_refuses_flags_that_do_not_apply(tmp_path, capsys):
     assert "--num-classes" in capsys.readouterr().err
     assert main(["audit", str(data), "--num-classes", "3", "--out", o]) == 2
     assert "--semantic" in capsys.readouterr().err
-    assert main(["audit", str(data), "--semantic", "--num-classes", "3", "--show", "2",
-                 "--out", o]) == 2
+    assert (
+        main(["audit", str(data), "--semantic", "--num-classes", "3", "--show", "2", "--out", o])
+        == 2
+    )
     assert "--show" in capsys.readouterr().err
     assert main(["audit", str(data), "--semantic", "--num-classes", "2", "--out", o]) == 2
     assert "outside 0..1" in capsys.readouterr().err  # class 2 in the maps

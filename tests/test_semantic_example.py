@@ -23,8 +23,7 @@ def test_arms_train_and_repeat_exactly():
     m = _module()
     rng = np.random.default_rng(0)
     data = (m.make_split(4, rng), m.make_split(6, rng), m.make_split(4, rng))
-    args = Namespace(iters=4, warmup=1, batch=2, lr=0.02, conf=0.0, lambda_u=1.0,
-                     strategy="iom")
+    args = Namespace(iters=4, warmup=1, batch=2, lr=0.02, conf=0.0, lambda_u=1.0, strategy="iom")
     for arm in ("supervised", "fixmatch", "samrefine"):
         a = m.train(arm, 0, data, args)
         assert 0.0 <= a <= 1.0

@@ -33,16 +33,18 @@ def test_two_classes_equal_pwabce(class_weight, per_pixel_ignore, seed):
     for reduction in ("mean", "none"):
         ce = PWACELoss(class_weight=class_weight, reduction=reduction)(logits, y255, prob, matched)
         bce = PWABCELoss(class_weight=class_weight, reduction=reduction)(
-            logits, y, prob[:, 1], matched, ignore=ignore)
+            logits, y, prob[:, 1], matched, ignore=ignore
+        )
         torch.testing.assert_close(ce, bce, rtol=1e-12, atol=1e-12)
     # a supervised batch (no prob, no matched) too
-    torch.testing.assert_close(PWACELoss()(logits, y255),
-                               PWABCELoss()(logits, y, ignore=ignore), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        PWACELoss()(logits, y255), PWABCELoss()(logits, y, ignore=ignore), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_psi_on_two_classes_is_the_binary_psi():
     p = torch.linspace(0, 1, 101, dtype=torch.float64)
-    prob2 = torch.stack([1 - p, p], 1)[..., None, None]          # (101, 2, 1, 1)
+    prob2 = torch.stack([1 - p, p], 1)[..., None, None]  # (101, 2, 1, 1)
     got = class_pwa_weight(prob2)[:, 0, 0]
     want = torch.tensor([psi(float(v)) for v in p], dtype=torch.float64)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
@@ -62,23 +64,29 @@ def test_psi_uses_the_top_two_classes_only():
     assert abs(float(class_pwa_weight(t)) - psi(0.5)) < 1e-12
     # logits and probabilities give the same weight
     z = torch.randn(2, 5, 3, 3, dtype=torch.float64)
-    torch.testing.assert_close(class_pwa_weight(z, from_logits=True),
-                               class_pwa_weight(torch.softmax(z, 1)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        class_pwa_weight(z, from_logits=True),
+        class_pwa_weight(torch.softmax(z, 1)),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_hand_computed_loss_with_ignore():
-    logits = torch.tensor([[[[2.0, 0.0, 1.0]], [[0.0, 1.0, 1.0]], [[-1.0, 0.5, 3.0]]]],
-                          dtype=torch.float64)                      # (1, 3, 1, 3)
+    logits = torch.tensor(
+        [[[[2.0, 0.0, 1.0]], [[0.0, 1.0, 1.0]], [[-1.0, 0.5, 3.0]]]], dtype=torch.float64
+    )  # (1, 3, 1, 3)
     target = torch.tensor([[[0, 2, 255]]])
-    prob = torch.tensor([[[[0.6, 0.2, 0.3]], [[0.3, 0.7, 0.3]], [[0.1, 0.1, 0.4]]]],
-                        dtype=torch.float64)
+    prob = torch.tensor(
+        [[[[0.6, 0.2, 0.3]], [[0.3, 0.7, 0.3]], [[0.1, 0.1, 0.4]]]], dtype=torch.float64
+    )
     matched = torch.tensor([[[True, False, False]]])
-    z = logits[0, :, 0].numpy()                                     # (3 classes, 3 pixels)
+    z = logits[0, :, 0].numpy()  # (3 classes, 3 pixels)
     lse = np.log(np.exp(z).sum(0))
     ce0 = lse[0] - z[0, 0]
     ce1 = lse[1] - z[2, 1]
     w1 = psi(0.7 / (0.7 + 0.2))
-    want = (ce0 + w1 * ce1) / 2                                     # pixel 2 ignored
+    want = (ce0 + w1 * ce1) / 2  # pixel 2 ignored
     got = PWACELoss()(logits, target, prob, matched)
     assert abs(float(got) - want) < 1e-12
     none = PWACELoss(reduction="none")(logits, target, prob, matched)
@@ -123,7 +131,7 @@ def _scene():
     logits = torch.full((1, 3, 1, 6), -2.0)
     logits[0, 1, 0, :4] = 2.0
     logits[0, 2, 0, 4:] = 2.0
-    logits[0, 1, 0, 3] = 0.1                # pixel 3: barely class 1 (low confidence)
+    logits[0, 1, 0, 3] = 0.1  # pixel 3: barely class 1 (low confidence)
     logits[0, 2, 0, 3] = 0.0
     props = Proposals.from_dense(np.array([[[0, 1, 1, 1, 1, 0]]], bool))
     return lab, logits, props
@@ -141,8 +149,9 @@ def test_semires_targets_with_many_classes_refines_the_argmax():
     torch.testing.assert_close(t.weight, torch.where(t.matched, torch.ones_like(psi_px), psi_px))
     # the loss reads everything from the targets
     student = torch.randn(1, 3, 1, 6)
-    torch.testing.assert_close(PWACELoss()(student, t),
-                               PWACELoss()(student, t.target, t.prob, t.matched))
+    torch.testing.assert_close(
+        PWACELoss()(student, t), PWACELoss()(student, t.target, t.prob, t.matched)
+    )
     assert 0 < t.summary()["matched_fraction"] < 1
 
 

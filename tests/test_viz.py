@@ -53,11 +53,11 @@ def test_overlay_png_size_and_content(tmp_path):
     # the pseudo-label panel (second) has the red outline; refined panels the green one
     x = GAP + 1 * (96 + GAP)
     y = GAP + TITLE_HEIGHT
-    assert has_colour(png[y:y + 96, x:x + 96], RED)
+    assert has_colour(png[y : y + 96, x : x + 96], RED)
     x_iom_refined = GAP + 3 * (96 + GAP)
-    assert has_colour(png[y:y + 96, x_iom_refined:x_iom_refined + 96], GREEN)
+    assert has_colour(png[y : y + 96, x_iom_refined : x_iom_refined + 96], GREEN)
     x_gt = GAP + 6 * (96 + GAP)
-    assert has_colour(png[y:y + 96, x_gt:x_gt + 96], YELLOW)
+    assert has_colour(png[y : y + 96, x_gt : x_gt + 96], YELLOW)
 
 
 def test_overlay_unmatched_and_grey_background(tmp_path):
@@ -105,7 +105,7 @@ def test_pwa_map_and_audit_bars(tmp_path):
     # .2) / sqrt(.2 pi): p = .5 -> 0.0384 -> 7.5; p = .1 -> 1.3 - exp(-.8) / .79267 -> 143.8
     x = GAP + 3 * (64 + GAP)
     y = GAP + TITLE_HEIGHT
-    weight = arr[y:y + 64, x:x + 64, 0].astype(int)
+    weight = arr[y : y + 64, x : x + 64, 0].astype(int)
     assert abs(weight[31, 5] - 7.5) <= 1 and abs(weight[5, 5] - 143.8) <= 1
     with pytest.raises(ValueError, match="probabilities"):
         sr.pwa_map(prob * 3)
@@ -133,30 +133,92 @@ def test_cli_viz_overlay_grid_and_library(tmp_path, capsys):
     data = tmp_path / "d.npz"
     np.savez(data, pseudo=pseudo[None], gt=gt[None], image=image[None], image_ids=[7])
     out = tmp_path / "out"
-    assert main(["viz", "overlay", str(data), "--library", str(lib), "--index", "0",
-                 "--panel", "64", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "viz",
+                "overlay",
+                str(data),
+                "--library",
+                str(lib),
+                "--index",
+                "0",
+                "--panel",
+                "64",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with Image.open(out / "overlay_00000.png") as im:
         assert im.size == row_size(7, 64, 64)
-    assert main(["viz", "grid", "--library", str(lib), "--image-id", "7", "--panel", "32",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "viz",
+                "grid",
+                "--library",
+                str(lib),
+                "--image-id",
+                "7",
+                "--panel",
+                "32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with Image.open(out / "proposals.png") as im:
         assert im.size == row_size(5, 32, 32)
     # audit through the library
-    assert main(["audit", str(data), "--library", str(lib), "--strategies", "iom",
-                 "--sweep", "none", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                str(data),
+                "--library",
+                str(lib),
+                "--strategies",
+                "iom",
+                "--sweep",
+                "none",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "audit.json").read_text())["strategies"]["iom"]
     # pseudo (768 px) inside gt (1024 px): IoU(pseudo, gt) = .75 > .5 is the best IoU, so IOM
     # picks gt itself: a positive correction
     assert (s["positive"], s["negative"], s["tie"], s["no_correction"]) == (1, 0, 0, 0)
-    assert main(["viz", "grid", "--library", str(lib), "--image-id", "8", "--out",
-                 str(out)]) == 2
+    assert main(["viz", "grid", "--library", str(lib), "--image-id", "8", "--out", str(out)]) == 2
     assert "samrefine viz: error" in capsys.readouterr().err
 
 
 def test_cli_viz_demo(tmp_path):
     out = tmp_path / "v"
-    assert main(["viz", "grid", "--demo", "--size", "64", "--max-masks", "7", "--panel", "32",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "viz",
+                "grid",
+                "--demo",
+                "--size",
+                "64",
+                "--max-masks",
+                "7",
+                "--panel",
+                "32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with Image.open(out / "proposals.png") as im:
         assert im.size == row_size(8, 32, 32)
         assert np.asarray(im).std() > 20

@@ -34,8 +34,17 @@ import samrefine as sr
 
 N_CLASSES = 6  # background + 5 object classes
 SIZE = 48
-COLOURS = np.array([[0.2, 0.2, 0.2], [0.9, 0.2, 0.2], [0.2, 0.8, 0.2], [0.2, 0.3, 0.9],
-                    [0.85, 0.8, 0.2], [0.7, 0.3, 0.8]], np.float32)
+COLOURS = np.array(
+    [
+        [0.2, 0.2, 0.2],
+        [0.9, 0.2, 0.2],
+        [0.2, 0.8, 0.2],
+        [0.2, 0.3, 0.9],
+        [0.85, 0.8, 0.2],
+        [0.7, 0.3, 0.8],
+    ],
+    np.float32,
+)
 
 
 def make_image(rng: np.random.Generator):
@@ -91,10 +100,19 @@ def make_split(n: int, rng: np.random.Generator):
 
 def make_model() -> torch.nn.Module:
     def block(i, o, d):
-        return [torch.nn.Conv2d(i, o, 3, padding=d, dilation=d), torch.nn.BatchNorm2d(o),
-                torch.nn.ReLU()]
-    return torch.nn.Sequential(*block(3, 32, 1), *block(32, 32, 2), *block(32, 32, 4),
-                               *block(32, 32, 1), torch.nn.Conv2d(32, N_CLASSES, 1))
+        return [
+            torch.nn.Conv2d(i, o, 3, padding=d, dilation=d),
+            torch.nn.BatchNorm2d(o),
+            torch.nn.ReLU(),
+        ]
+
+    return torch.nn.Sequential(
+        *block(3, 32, 1),
+        *block(32, 32, 2),
+        *block(32, 32, 4),
+        *block(32, 32, 1),
+        torch.nn.Conv2d(32, N_CLASSES, 1),
+    )
 
 
 def strong(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -105,7 +123,7 @@ def strong(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     x = x + 0.08 * torch.randn(x.shape, generator=g)
     cy, cx = torch.randint(0, SIZE - 12, (2,), generator=g).tolist()
     x = x.clone()
-    x[:, :, cy:cy + 12, cx:cx + 12] = 0.5  # cut-out
+    x[:, :, cy : cy + 12, cx : cx + 12] = 0.5  # cut-out
     return x
 
 
@@ -146,8 +164,13 @@ def train(arm: str, seed: int, data, args) -> float:
                 pseudo = pseudo.masked_fill(conf < args.conf, 255)
                 loss_u = F.cross_entropy(s_logits, pseudo, ignore_index=255)
             else:
-                t = sr.semires_targets(t_logits, sr.ProposalBatch([pu[i] for i in iu.tolist()]),
-                                       args.strategy, skip_classes=(0,), conf_thresh=args.conf)
+                t = sr.semires_targets(
+                    t_logits,
+                    sr.ProposalBatch([pu[i] for i in iu.tolist()]),
+                    args.strategy,
+                    skip_classes=(0,),
+                    conf_thresh=args.conf,
+                )
                 loss_u = pwa_ce(s_logits, t)
             loss = loss + args.lambda_u * loss_u
         opt.zero_grad()
@@ -174,14 +197,20 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         rng = np.random.default_rng(1000 + seed)
-        data = (make_split(args.labelled, rng), make_split(args.unlabelled, rng),
-                make_split(args.val, rng))
+        data = (
+            make_split(args.labelled, rng),
+            make_split(args.unlabelled, rng),
+            make_split(args.val, rng),
+        )
         t0 = time.perf_counter()
-        res = {arm: train(arm, seed, data, args) for arm in ("supervised", "fixmatch",
-                                                              "samrefine")}
+        res = {arm: train(arm, seed, data, args) for arm in ("supervised", "fixmatch", "samrefine")}
         rows.append(res)
-        print(f"seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in res.items())
-              + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"seed {seed}: "
+            + "  ".join(f"{k} {v:.4f}" for k, v in res.items())
+            + f"  ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     std = {k: float(np.std([r[k] for r in rows])) for k in rows[0]}
     print("mean mIoU: " + "  ".join(f"{k} {mean[k]:.4f} (sd {std[k]:.4f})" for k in mean))

@@ -40,8 +40,13 @@ def check_unit_interval(name: str, v: object) -> float:
     return f
 
 
-def binary_labels(x: Any, name: str = "pseudo", prob_thresh: float | None = None,
-                  where: str = "", probabilities: bool = True) -> Any:
+def binary_labels(
+    x: Any,
+    name: str = "pseudo",
+    prob_thresh: float | None = None,
+    where: str = "",
+    probabilities: bool = True,
+) -> Any:
     """Validate hard labels or threshold probabilities; a bool array or tensor of ``x``'s kind.
 
     Parameters
@@ -71,25 +76,32 @@ def binary_labels(x: Any, name: str = "pseudo", prob_thresh: float | None = None
     torch_in = is_torch(x)
     is_bool = str(dtype) in ("bool", "torch.bool")
     is_float = x.is_floating_point() if torch_in else dtype.kind == "f"
-    is_int = (not is_float and not is_bool and not x.is_complex()) if torch_in else \
-        dtype.kind in "iu"
+    is_int = (
+        (not is_float and not is_bool and not x.is_complex()) if torch_in else dtype.kind in "iu"
+    )
     if not (is_bool or is_float or is_int):
-        raise TypeError(f"{name}{where} must be bool, integer {{0, 1}} or float, got dtype "
-                        f"{dtype}")
+        raise TypeError(f"{name}{where} must be bool, integer {{0, 1}} or float, got dtype {dtype}")
     if prob_thresh is not None:
         t = check_unit_interval("prob_thresh", prob_thresh)
         if not is_float:
-            raise TypeError(f"prob_thresh is for float probabilities; {name}{where} has dtype "
-                            f"{dtype}. Pass hard labels without prob_thresh")
+            raise TypeError(
+                f"prob_thresh is for float probabilities; {name}{where} has dtype "
+                f"{dtype}. Pass hard labels without prob_thresh"
+            )
         if bool(((x < 0) | (x > 1) | (x != x)).any()):  # x != x: NaN
-            raise ValueError(f"{name}{where} probabilities must lie in [0, 1] with no NaN; "
-                             "apply sigmoid or softmax to logits first")
+            raise ValueError(
+                f"{name}{where} probabilities must lie in [0, 1] with no NaN; "
+                "apply sigmoid or softmax to logits first"
+            )
         return x > t
     if is_bool:
         return x
     if bool(((x != 0) & (x != 1)).any()):
-        hint = " (it looks like probabilities: pass prob_thresh=0.5)" if (
-            is_float and probabilities) else ""
+        hint = (
+            " (it looks like probabilities: pass prob_thresh=0.5)"
+            if (is_float and probabilities)
+            else ""
+        )
         raise ValueError(f"{name}{where} must hold only 0 and 1 (or be bool){hint}")
     return x != 0
 

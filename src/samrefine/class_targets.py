@@ -49,7 +49,6 @@ from samrefine.semantic_loss import class_pwa_weight
 __all__ = ["SemanticTargets", "semantic_targets"]
 
 
-
 @dataclass(frozen=True)
 class SemanticTargets:
     """Targets, weights and statistics for one unlabelled semantic batch (module table).
@@ -141,19 +140,25 @@ def semantic_targets(
         ``0..C-1``, a bad ``conf_thresh``, or anything :func:`refine_semantic` refuses.
     """
     if not isinstance(teacher_out, torch.Tensor) or not teacher_out.is_floating_point():
-        raise TypeError("teacher_out must be a floating-point torch.Tensor (B, C, H, W), got "
-                        f"{getattr(teacher_out, 'dtype', type(teacher_out).__name__)}")
+        raise TypeError(
+            "teacher_out must be a floating-point torch.Tensor (B, C, H, W), got "
+            f"{getattr(teacher_out, 'dtype', type(teacher_out).__name__)}"
+        )
     if teacher_out.ndim != 4 or teacher_out.shape[1] < 2:
-        raise ValueError(f"teacher_out must be (B, C, H, W) with C >= 2, got "
-                         f"{tuple(teacher_out.shape)}")
+        raise ValueError(
+            f"teacher_out must be (B, C, H, W) with C >= 2, got {tuple(teacher_out.shape)}"
+        )
     n_cls = int(teacher_out.shape[1])
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
     if 0 <= ignore_index < n_cls:
-        raise ValueError(f"ignore_index={ignore_index} is a class id (C = {n_cls}); use a value "
-                         "outside 0..C-1, e.g. 255")
-    if conf_thresh is not None and not (isinstance(conf_thresh, (int, float))
-                                        and 0.0 <= conf_thresh <= 1.0):
+        raise ValueError(
+            f"ignore_index={ignore_index} is a class id (C = {n_cls}); use a value "
+            "outside 0..C-1, e.g. 255"
+        )
+    if conf_thresh is not None and not (
+        isinstance(conf_thresh, (int, float)) and 0.0 <= conf_thresh <= 1.0
+    ):
         raise ValueError(f"conf_thresh must be in [0, 1] or None, got {conf_thresh!r}")
     _check_params(gamma, mu, var)
     x = teacher_out.detach()
@@ -161,30 +166,50 @@ def semantic_targets(
         bad = torch.isnan(x) if from_logits else (torch.isnan(x) | (x < 0) | (x > 1))
         if bool(bad.any()):
             what = "NaN" if from_logits else "NaN or values outside [0, 1]"
-            raise ValueError(f"teacher_out holds {what} ({int(bad.sum())} value(s)); check the "
-                             "teacher, or pass from_logits=True if these are logits")
+            raise ValueError(
+                f"teacher_out holds {what} ({int(bad.sum())} value(s)); check the "
+                "teacher, or pass from_logits=True if these are logits"
+            )
     cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x = x.to(cdtype)
     prob = torch.softmax(x, dim=1) if from_logits else x
-    pseudo = torch.argmax(x, dim=1)                                 # first max: lower class
-    ref = refine_semantic(pseudo, proposals, strategy=strategy, per=per,
-                          ignore_index=ignore_index, skip_classes=skip_classes, give_up=give_up,
-                          num_classes=n_cls, iom_thresh=iom_thresh, under=under, over=over,
-                          backend=backend)
+    pseudo = torch.argmax(x, dim=1)  # first max: lower class
+    ref = refine_semantic(
+        pseudo,
+        proposals,
+        strategy=strategy,
+        per=per,
+        ignore_index=ignore_index,
+        skip_classes=skip_classes,
+        give_up=give_up,
+        num_classes=n_cls,
+        iom_thresh=iom_thresh,
+        under=under,
+        over=over,
+        backend=backend,
+    )
     target, matched = ref.labels, ref.matched
     if conf_thresh is not None:
         low = (prob.amax(dim=1) < conf_thresh) & ~matched
         target = target.masked_fill(low, ignore_index)
-    psi = class_pwa_weight(prob, gamma, mu, var)      # what PWACELoss computes from prob
+    psi = class_pwa_weight(prob, gamma, mu, var)  # what PWACELoss computes from prob
     weight = torch.where(matched, torch.ones_like(psi), psi)
     unmatched = (~matched).sum()
     stats = {
-        "region_match_rate": ref.regions.matched.double().mean() if len(ref.regions)
+        "region_match_rate": ref.regions.matched.double().mean()
+        if len(ref.regions)
         else torch.zeros((), dtype=torch.float64, device=x.device),
         "matched_fraction": matched.double().mean(),
         "changed_fraction": (target != pseudo).double().mean(),
         "ignored_fraction": (target == ignore_index).double().mean(),
         "unmatched_weight": (psi * ~matched).sum().double() / unmatched.clamp_min(1).double(),
     }
-    return SemanticTargets(target=target, weight=weight, matched=matched, prob=prob,
-                           pseudo=pseudo, refinement=ref, stats=stats)
+    return SemanticTargets(
+        target=target,
+        weight=weight,
+        matched=matched,
+        prob=prob,
+        pseudo=pseudo,
+        refinement=ref,
+        stats=stats,
+    )

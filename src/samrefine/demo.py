@@ -223,9 +223,7 @@ def run_demo(
         ("held_out", True, "each object's own mask held out (only parts, neighbours, groups)"),
     ):
         d = demo_data(photo_name, samples, size, seed, strength, hold_out_gt=hold_out)
-        report = audit(
-            d["pseudo"], d["proposals"], d["gt"], strategies, sweep=None, progress=False
-        )
+        report = audit(d["pseudo"], d["proposals"], d["gt"], strategies, sweep=None, progress=False)
         print_fn(f"\n{title}:")
         print_fn(
             f"  {'strategy':<8} {'better':>7} {'worse':>6} {'no corr.':>9} {'IoU before':>11} "

@@ -43,8 +43,16 @@ from .kernels import KernelMode
 from .proposals import ProposalBatch, Proposals
 
 __all__ = [
-    "STRATEGIES", "KernelMode", "Refinement", "ResolvedStrategy", "Scores", "Strategy", "cpi",
-    "iom", "refine", "resolve_strategy",
+    "STRATEGIES",
+    "KernelMode",
+    "Refinement",
+    "ResolvedStrategy",
+    "Scores",
+    "Strategy",
+    "cpi",
+    "iom",
+    "refine",
+    "resolve_strategy",
 ]
 
 #: What the entry points accept as proposals: one image's, a list of them, or a batch.
@@ -111,32 +119,66 @@ class ResolvedStrategy:
         return {k: getattr(self, k) for k in STRATEGIES[self.name].thresholds}
 
 
-def _strategy(name: str, mode: KernelMode, defaults: dict[str, float], description: str,
-              may_disable: bool = False) -> Strategy:
-    return Strategy(name, mode, tuple(defaults), MappingProxyType(defaults), may_disable,
-                    description)
+def _strategy(
+    name: str,
+    mode: KernelMode,
+    defaults: dict[str, float],
+    description: str,
+    may_disable: bool = False,
+) -> Strategy:
+    return Strategy(
+        name, mode, tuple(defaults), MappingProxyType(defaults), may_disable, description
+    )
 
 
 #: Registry of matching strategies: name -> :class:`Strategy` (read-only).
-STRATEGIES: Mapping[str, Strategy] = MappingProxyType({s.name: s for s in (
-    _strategy("iom", KernelMode.IOM, {"iom_thresh": _config.IOM_THRESH},
-              "IoU-based optimal matching: the best proposal with IoU > iom_thresh (Eq. 6)"),
-    _strategy("cpi", KernelMode.CPI, {"under": _config.CPI_UNDER, "over": _config.CPI_OVER},
-              "composite parts integration: union of proposals with s1 > under or s2 > over "
-              "(Eqs. 7-8)", may_disable=True),
-    _strategy("cpi-u", KernelMode.CPI, {"under": _config.CPI_UNDER},
-              "CPI, under-segmentation test only: union of proposals with s1 > under"),
-    _strategy("cpi-o", KernelMode.CPI, {"over": _config.CPI_OVER},
-              "CPI, over-segmentation test only: union of proposals with s2 > over"),
-    _strategy("none", KernelMode.NONE, {}, "no matching: the pseudo-label, always unmatched"),
-)})
+STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
+            _strategy(
+                "iom",
+                KernelMode.IOM,
+                {"iom_thresh": _config.IOM_THRESH},
+                "IoU-based optimal matching: the best proposal with IoU > iom_thresh (Eq. 6)",
+            ),
+            _strategy(
+                "cpi",
+                KernelMode.CPI,
+                {"under": _config.CPI_UNDER, "over": _config.CPI_OVER},
+                "composite parts integration: union of proposals with s1 > under or s2 > over "
+                "(Eqs. 7-8)",
+                may_disable=True,
+            ),
+            _strategy(
+                "cpi-u",
+                KernelMode.CPI,
+                {"under": _config.CPI_UNDER},
+                "CPI, under-segmentation test only: union of proposals with s1 > under",
+            ),
+            _strategy(
+                "cpi-o",
+                KernelMode.CPI,
+                {"over": _config.CPI_OVER},
+                "CPI, over-segmentation test only: union of proposals with s2 > over",
+            ),
+            _strategy(
+                "none", KernelMode.NONE, {}, "no matching: the pseudo-label, always unmatched"
+            ),
+        )
+    }
+)
 
 _THRESHOLDS = ("iom_thresh", "under", "over")
 
 
-def resolve_strategy(name: str, *, iom_thresh: float | None = UNSET,
-                     under: float | None = UNSET,
-                     over: float | None = UNSET) -> ResolvedStrategy:
+def resolve_strategy(
+    name: str,
+    *,
+    iom_thresh: float | None = UNSET,
+    under: float | None = UNSET,
+    over: float | None = UNSET,
+) -> ResolvedStrategy:
     """Decide a strategy's thresholds: the one place strategy semantics are applied.
 
     Parameters
@@ -185,8 +227,7 @@ def resolve_strategy(name: str, *, iom_thresh: float | None = UNSET,
                     hint = "; use strategy 'cpi' to test both s1 > under and s2 > over"
                 elif key == "iom_thresh" or spec.mode == KernelMode.IOM:
                     hint = "; iom_thresh is IOM's threshold, under/over are CPI's"
-                raise ValueError(f"strategy {name!r} does not read {key} (it reads: {reads})"
-                                 f"{hint}")
+                raise ValueError(f"strategy {name!r} does not read {key} (it reads: {reads}){hint}")
             continue
         if v is UNSET:
             values[key] = spec.defaults[key]
@@ -196,10 +237,13 @@ def resolve_strategy(name: str, *, iom_thresh: float | None = UNSET,
         else:
             values[key] = check_unit_interval(key, v)
     if spec.may_disable and all(values[k] is None for k in spec.thresholds):
-        raise ValueError(f"strategy {name!r} needs at least one of "
-                         f"{'/'.join(spec.thresholds)} (None switches a test off)")
-    return ResolvedStrategy(spec.name, spec.mode, values["iom_thresh"], values["under"],
-                            values["over"])
+        raise ValueError(
+            f"strategy {name!r} needs at least one of "
+            f"{'/'.join(spec.thresholds)} (None switches a test off)"
+        )
+    return ResolvedStrategy(
+        spec.name, spec.mode, values["iom_thresh"], values["under"], values["over"]
+    )
 
 
 # ---------------------------------------------------------------------------- results
@@ -266,7 +310,7 @@ class Refinement:
         sel = self.selected_mask
         sel = sel.cpu().numpy() if is_torch(sel) else np.asarray(sel)
         off = self.mask_offsets
-        return [np.flatnonzero(sel[off[b]:off[b + 1]]) for b in range(self.batch_size)]
+        return [np.flatnonzero(sel[off[b] : off[b + 1]]) for b in range(self.batch_size)]
 
 
 # ---------------------------------------------------------------------------- validation
@@ -296,37 +340,48 @@ def _as_batch(proposals: Any, n_img: int, hw: tuple[int, int]) -> ProposalBatch:
     elif isinstance(proposals, Sequence) and not isinstance(proposals, ProposalBatch):
         proposals = ProposalBatch(list(proposals))
     if not isinstance(proposals, ProposalBatch):
-        raise TypeError(f"proposals must be Proposals, a list of them or a ProposalBatch, got "
-                        f"{type(proposals).__name__}")
+        raise TypeError(
+            f"proposals must be Proposals, a list of them or a ProposalBatch, got "
+            f"{type(proposals).__name__}"
+        )
     if len(proposals) != n_img:
         raise ValueError(f"pseudo has {n_img} images but proposals have {len(proposals)}")
     if tuple(proposals.size) != tuple(hw):
-        raise ValueError(f"pseudo-labels are {hw[0]}x{hw[1]} but proposals are "
-                         f"{proposals.size[0]}x{proposals.size[1]}; resize the proposals with "
-                         f"Proposals.resize(({hw[0]}, {hw[1]}))")
+        raise ValueError(
+            f"pseudo-labels are {hw[0]}x{hw[1]} but proposals are "
+            f"{proposals.size[0]}x{proposals.size[1]}; resize the proposals with "
+            f"Proposals.resize(({hw[0]}, {hw[1]}))"
+        )
     return proposals
 
 
 # ---------------------------------------------------------------------------- entry points
 
 
-def as_resolved(strategy: str | ResolvedStrategy, iom_thresh: Any = UNSET, under: Any = UNSET,
-                over: Any = UNSET) -> ResolvedStrategy:
+def as_resolved(
+    strategy: str | ResolvedStrategy, iom_thresh: Any = UNSET, under: Any = UNSET, over: Any = UNSET
+) -> ResolvedStrategy:
     """``strategy`` as a :class:`ResolvedStrategy`: resolved from a name and the thresholds
     given (:func:`resolve_strategy`), or taken as it is, in which case no threshold may be given
     beside it. Shared by :func:`refine` and :func:`samrefine.refine_semantic`."""
     if isinstance(strategy, ResolvedStrategy):
         if any(v is not UNSET for v in (iom_thresh, under, over)):
-            raise ValueError("pass thresholds to resolve_strategy, not beside a "
-                             "ResolvedStrategy")
+            raise ValueError("pass thresholds to resolve_strategy, not beside a ResolvedStrategy")
         return strategy
     return resolve_strategy(strategy, iom_thresh=iom_thresh, under=under, over=over)
 
 
-def refine(pseudo: Any, proposals: ProposalsLike, strategy: str | ResolvedStrategy = "cpi-u", *,
-           iom_thresh: float | None = UNSET, under: float | None = UNSET,
-           over: float | None = UNSET, prob_thresh: float | None = None,
-           backend: str | None = None) -> Refinement:
+def refine(
+    pseudo: Any,
+    proposals: ProposalsLike,
+    strategy: str | ResolvedStrategy = "cpi-u",
+    *,
+    iom_thresh: float | None = UNSET,
+    under: float | None = UNSET,
+    over: float | None = UNSET,
+    prob_thresh: float | None = None,
+    backend: str | None = None,
+) -> Refinement:
     """Refine pseudo-labels with proposals by a named strategy.
 
     Parameters
@@ -377,8 +432,9 @@ def refine(pseudo: Any, proposals: ProposalsLike, strategy: str | ResolvedStrate
 
     # numba reads host segments; torch those on the pseudo-label's device (CPU for numpy)
     seg_device = None if be == "numba" else (x.device if torch_in else "cpu")
-    res = kernels.refine_batch(x, batch.segments(seg_device), mode, t_iom, u, o,
-                               _config.CPI_EPS, be)
+    res = kernels.refine_batch(
+        x, batch.segments(seg_device), mode, t_iom, u, o, _config.CPI_EPS, be
+    )
     if torch_in and be == "numba":
         import torch
 
@@ -390,13 +446,20 @@ def refine(pseudo: Any, proposals: ProposalsLike, strategy: str | ResolvedStrate
         masks = masks.to(out_dtype) if torch_in else masks.astype(out_dtype)
     if squeeze:
         masks = masks[0]
-    return Refinement(masks=masks, matched=res.matched, selected_mask=res.selected,
-                      chosen=res.chosen, scores=Scores(res.inter, res.iou, res.s1, res.s2),
-                      mask_offsets=batch.host_mask_offsets, strategy=strategy)
+    return Refinement(
+        masks=masks,
+        matched=res.matched,
+        selected_mask=res.selected,
+        chosen=res.chosen,
+        scores=Scores(res.inter, res.iou, res.s1, res.s2),
+        mask_offsets=batch.host_mask_offsets,
+        strategy=strategy,
+    )
 
 
-def _unmatched(x: Any, squeeze: bool, out_dtype: Any, batch: ProposalBatch, torch_in: bool,
-               strategy: str) -> Refinement:
+def _unmatched(
+    x: Any, squeeze: bool, out_dtype: Any, batch: ProposalBatch, torch_in: bool, strategy: str
+) -> Refinement:
     masks: Any
     matched: Any
     sel: Any
@@ -424,31 +487,45 @@ def _unmatched(x: Any, squeeze: bool, out_dtype: Any, batch: ProposalBatch, torc
         inter = np.full(m, -1, np.int64)
     if squeeze:
         masks = masks[0]
-    return Refinement(masks, matched, sel, chosen, Scores(inter, nan, nan, nan),
-                      batch.host_mask_offsets, strategy)
+    return Refinement(
+        masks, matched, sel, chosen, Scores(inter, nan, nan, nan), batch.host_mask_offsets, strategy
+    )
 
 
-def iom(pseudo: Any, proposals: ProposalsLike, thresh: float = _config.IOM_THRESH, *,
-        prob_thresh: float | None = None,
-        backend: str | None = None) -> Refinement:
+def iom(
+    pseudo: Any,
+    proposals: ProposalsLike,
+    thresh: float = _config.IOM_THRESH,
+    *,
+    prob_thresh: float | None = None,
+    backend: str | None = None,
+) -> Refinement:
     """IoU-based Optimal Matching (paper Eq. 6, Algorithm 1 lines 4-9).
 
     Replaces each pseudo-label by its highest-IoU proposal when that IoU is ``> thresh``
     (ties go to the lowest index); otherwise the sample is unmatched and keeps ``pseudo``.
     See :func:`refine` for the arguments and :class:`Refinement` for the result.
     """
-    return refine(pseudo, proposals, "iom", iom_thresh=thresh, prob_thresh=prob_thresh,
-                  backend=backend)
+    return refine(
+        pseudo, proposals, "iom", iom_thresh=thresh, prob_thresh=prob_thresh, backend=backend
+    )
 
 
-def cpi(pseudo: Any, proposals: ProposalsLike, under: float | None = _config.CPI_UNDER,
-        over: float | None = _config.CPI_OVER, *, prob_thresh: float | None = None,
-        backend: str | None = None) -> Refinement:
+def cpi(
+    pseudo: Any,
+    proposals: ProposalsLike,
+    under: float | None = _config.CPI_UNDER,
+    over: float | None = _config.CPI_OVER,
+    *,
+    prob_thresh: float | None = None,
+    backend: str | None = None,
+) -> Refinement:
     """Composite Parts Integration (paper Eqs. 7-8, Algorithm 1 lines 10-15).
 
     The refined mask is the union of every proposal with ``s1 > under`` or ``s2 > over``;
     ``over=None`` is CPI-U, ``under=None`` is CPI-O. No selection leaves the sample unmatched.
     See :func:`refine` for the arguments and :class:`Refinement` for the result.
     """
-    return refine(pseudo, proposals, "cpi", under=under, over=over, prob_thresh=prob_thresh,
-                  backend=backend)
+    return refine(
+        pseudo, proposals, "cpi", under=under, over=over, prob_thresh=prob_thresh, backend=backend
+    )

@@ -74,8 +74,10 @@ def _index_array(values, dtype, name: str) -> np.ndarray:
             raise ValueError(f"{name} must be integers, got dtype {arr.dtype}")
     info = np.iinfo(dtype)
     if arr.size and (arr.min() < info.min or arr.max() > info.max):
-        raise ValueError(f"{name} hold values in [{arr.min()}, {arr.max()}], outside the "
-                         f"{np.dtype(dtype).name} range [{info.min}, {info.max}]")
+        raise ValueError(
+            f"{name} hold values in [{arr.min()}, {arr.max()}], outside the "
+            f"{np.dtype(dtype).name} range [{info.min}, {info.max}]"
+        )
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
@@ -110,9 +112,16 @@ class Proposals:
     #: Fields fixed at construction (what the cached segments and areas are computed from).
     _GEOMETRY = frozenset({"lengths", "offsets", "size", "starts"})
 
-    def __init__(self, starts: ArrayLike, lengths: ArrayLike, offsets: ArrayLike,
-                 size: Sequence[int], meta: Mapping[str, ArrayLike] | None = None, *,
-                 validate: bool = True) -> None:
+    def __init__(
+        self,
+        starts: ArrayLike,
+        lengths: ArrayLike,
+        offsets: ArrayLike,
+        size: Sequence[int],
+        meta: Mapping[str, ArrayLike] | None = None,
+        *,
+        validate: bool = True,
+    ) -> None:
         setattr_ = object.__setattr__
         setattr_(self, "size", _check_size(size))
         setattr_(self, "starts", _index_array(starts, np.int32, "run starts"))
@@ -126,25 +135,32 @@ class Proposals:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # pickle (DataLoader workers, DDP) and copy: the runs, size and meta, not the caches
-        return (_unpickle_proposals, (self.starts, self.lengths, self.offsets, self.size,
-                                      self.meta))
+        return (
+            _unpickle_proposals,
+            (self.starts, self.lengths, self.offsets, self.size, self.meta),
+        )
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self._GEOMETRY or name in ("_segments", "_area"):
-            raise AttributeError(f"Proposals.{name} is fixed at construction (the proposals are "
-                                 "immutable); build new ones, e.g. with resize/crop/hflip or "
-                                 "Proposals(starts, lengths, offsets, size)")
+            raise AttributeError(
+                f"Proposals.{name} is fixed at construction (the proposals are "
+                "immutable); build new ones, e.g. with resize/crop/hflip or "
+                "Proposals(starts, lengths, offsets, size)"
+            )
         object.__setattr__(self, name, value)
 
     def _validate(self) -> None:
         s, ln, off = self.starts, self.lengths, self.offsets
         h, w = self.size
         if s.ndim != 1 or ln.shape != s.shape:
-            raise ValueError(f"starts and lengths must be 1-D of equal length, got {s.shape} "
-                             f"and {ln.shape}")
+            raise ValueError(
+                f"starts and lengths must be 1-D of equal length, got {s.shape} and {ln.shape}"
+            )
         if off.ndim != 1 or off.size < 1 or off[0] != 0 or off[-1] != s.size:
-            raise ValueError(f"offsets must be 1-D, start at 0 and end at the number of runs "
-                             f"({s.size}); got {off[:3]}...{off[-3:]}")
+            raise ValueError(
+                f"offsets must be 1-D, start at 0 and end at the number of runs "
+                f"({s.size}); got {off[:3]}...{off[-3:]}"
+            )
         if np.any(np.diff(off) < 0):
             raise ValueError("offsets must be non-decreasing")
         if np.any(ln <= 0):
@@ -156,24 +172,36 @@ class Proposals:
             first = np.zeros(s.size, bool)
             first[off[:-1][off[:-1] < s.size]] = True
             if np.any(gap[~first[1:]] <= 0):
-                raise RLEError("runs of a mask must be sorted and separated by background "
-                               "(canonical form)")
+                raise RLEError(
+                    "runs of a mask must be sorted and separated by background (canonical form)"
+                )
         for k, v in self.meta.items():
             if v.shape[:1] != (len(self),):
-                raise ValueError(f"meta[{k!r}] has first dimension {v.shape[:1]}, expected "
-                                 f"({len(self)},)")
+                raise ValueError(
+                    f"meta[{k!r}] has first dimension {v.shape[:1]}, expected ({len(self)},)"
+                )
 
     # ---------------------------------------------------------------- constructors
 
     @classmethod
     def empty(cls, size: Sequence[int]) -> Proposals:
         """No masks, for an image of ``size = (H, W)``."""
-        return cls(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64), size,
-                   validate=False)
+        return cls(
+            np.zeros(0, np.int32),
+            np.zeros(0, np.int32),
+            np.zeros(1, np.int64),
+            size,
+            validate=False,
+        )
 
     @classmethod
-    def from_dense(cls, masks: Any, meta: Mapping[str, ArrayLike] | None = None, *,
-                   threshold: float | None = None) -> Proposals:
+    def from_dense(
+        cls,
+        masks: Any,
+        meta: Mapping[str, ArrayLike] | None = None,
+        *,
+        threshold: float | None = None,
+    ) -> Proposals:
         """From dense masks ``(N, H, W)`` (bool or {0, 1}; numpy or torch; any memory order).
 
         Parameters
@@ -189,8 +217,10 @@ class Proposals:
         """
         masks = to_numpy(masks)
         if masks.ndim != 3:
-            raise ValueError(f"dense masks must be (N, H, W), got shape {masks.shape}; "
-                             "for one mask use masks[None]")
+            raise ValueError(
+                f"dense masks must be (N, H, W), got shape {masks.shape}; "
+                "for one mask use masks[None]"
+            )
         if threshold is not None:
             if masks.dtype.kind == "f" and np.isnan(masks).any():
                 raise ValueError("dense masks hold NaN")
@@ -200,9 +230,11 @@ class Proposals:
                 raise ValueError("dense masks hold NaN")
             if masks.size and not np.all((masks == 0) | (masks == 1)):
                 lo, hi = masks.min(), masks.max()
-                raise ValueError(f"dense masks must hold only 0 and 1 (or be bool); got values "
-                                 f"in [{lo}, {hi}]; for soft masks pass threshold= (e.g. 0.5 "
-                                 "for probabilities, 0.0 for logits)")
+                raise ValueError(
+                    f"dense masks must hold only 0 and 1 (or be bool); got values "
+                    f"in [{lo}, {hi}]; for soft masks pass threshold= (e.g. 0.5 "
+                    "for probabilities, 0.0 for logits)"
+                )
             masks = masks.astype(np.uint8, copy=False)
         s, ln, off = _rle.encode_dense(masks)
         out = cls(s, ln, off, masks.shape[1:], meta, validate=False)
@@ -210,8 +242,12 @@ class Proposals:
         return out
 
     @classmethod
-    def from_rle(cls, rles: Sequence[Mapping[str, Any]], size: Sequence[int] | None = None,
-                 meta: Mapping[str, ArrayLike] | None = None) -> Proposals:
+    def from_rle(
+        cls,
+        rles: Sequence[Mapping[str, Any]],
+        size: Sequence[int] | None = None,
+        meta: Mapping[str, ArrayLike] | None = None,
+    ) -> Proposals:
         """From pycocotools RLE dicts ``{"size": [H, W], "counts": bytes | str | list}``.
 
         All masks must share one size. ``size`` is required when ``rles`` is empty. Counts are
@@ -227,8 +263,9 @@ class Proposals:
         all_s, all_l, off = [], [], [0]
         for i, r in enumerate(rles):
             if not isinstance(r, Mapping) or "counts" not in r or "size" not in r:
-                raise RLEError(f"RLE {i} must be a dict with 'size' and 'counts', got "
-                               f"{type(r).__name__}")
+                raise RLEError(
+                    f"RLE {i} must be a dict with 'size' and 'counts', got {type(r).__name__}"
+                )
             h, w = _check_size(r["size"])
             sizes.add((h, w))
             c = r["counts"]
@@ -244,14 +281,21 @@ class Proposals:
             raise ValueError(f"all masks of one image must share a size, got {sorted(sizes)}")
         if size is not None and _check_size(size) not in sizes:
             raise ValueError(f"size={tuple(size)} but the RLEs are {sizes.pop()}")
-        out = cls(np.concatenate(all_s), np.concatenate(all_l), np.asarray(off, np.int64),
-                  sizes.pop(), meta, validate=False)
+        out = cls(
+            np.concatenate(all_s),
+            np.concatenate(all_l),
+            np.asarray(off, np.int64),
+            sizes.pop(),
+            meta,
+            validate=False,
+        )
         out._check_meta()
         return out
 
     @classmethod
-    def from_sam(cls, records: Sequence[Mapping[str, Any]],
-                 size: Sequence[int] | None = None) -> Proposals:
+    def from_sam(
+        cls, records: Sequence[Mapping[str, Any]], size: Sequence[int] | None = None
+    ) -> Proposals:
         """From ``SamAutomaticMaskGenerator.generate`` output, in any ``output_mode``.
 
         ``binary_mask`` records carry an ``(H, W)`` bool array, ``uncompressed_rle`` a dict with
@@ -303,8 +347,10 @@ class Proposals:
         """
         if isinstance(output, Mapping):
             if "masks" not in output and "rle_mask" not in output:
-                raise ValueError("a mask-generation pipeline output is a dict with 'masks' and "
-                                 f"'scores'; got keys {sorted(output)}")
+                raise ValueError(
+                    "a mask-generation pipeline output is a dict with 'masks' and "
+                    f"'scores'; got keys {sorted(output)}"
+                )
             if scores is None:
                 scores = output.get("scores")
             masks = output.get("masks")
@@ -319,29 +365,35 @@ class Proposals:
         else:
             arr = to_numpy(output)
             if isinstance(output, (list, tuple)) and arr.ndim == 5:
-                raise ValueError("post_process_masks returns one (P, 3, H, W) tensor per image; "
-                                 "pass one image's masks, e.g. masks[0]")
+                raise ValueError(
+                    "post_process_masks returns one (P, 3, H, W) tensor per image; "
+                    "pass one image's masks, e.g. masks[0]"
+                )
             if arr.ndim == 4:
                 arr = arr.reshape(-1, *arr.shape[2:])
             if arr.ndim != 3:
-                raise ValueError(f"SamModel masks must be (P, 3, H, W) or (P, H, W), got shape "
-                                 f"{arr.shape}")
+                raise ValueError(
+                    f"SamModel masks must be (P, 3, H, W) or (P, H, W), got shape {arr.shape}"
+                )
             out = cls.from_dense(arr) if arr.shape[0] else cls.empty(arr.shape[1:])
         if size is not None and _check_size(size) != out.size:
             raise ValueError(f"size={tuple(size)} but the masks are {out.size}")
         if scores is not None:
             sc = to_numpy(scores).astype(np.float64).reshape(-1)
             if sc.size != len(out):
-                raise ValueError(f"{sc.size} scores for {len(out)} masks; pass the scores of "
-                                 "the same image (iou_scores[i])")
+                raise ValueError(
+                    f"{sc.size} scores for {len(out)} masks; pass the scores of "
+                    "the same image (iou_scores[i])"
+                )
             out.meta["predicted_iou"] = sc
         return out
 
     def _check_meta(self) -> None:
         for k, v in self.meta.items():
             if v.shape[:1] != (len(self),):
-                raise ValueError(f"meta[{k!r}] has first dimension {v.shape[:1]}, expected "
-                                 f"({len(self)},)")
+                raise ValueError(
+                    f"meta[{k!r}] has first dimension {v.shape[:1]}, expected ({len(self)},)"
+                )
 
     # ---------------------------------------------------------------- conversions
 
@@ -355,9 +407,12 @@ class Proposals:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Proposals):
             return NotImplemented
-        return (self.size == other.size and np.array_equal(self.offsets, other.offsets)
-                and np.array_equal(self.starts, other.starts)
-                and np.array_equal(self.lengths, other.lengths))
+        return (
+            self.size == other.size
+            and np.array_equal(self.offsets, other.offsets)
+            and np.array_equal(self.starts, other.starts)
+            and np.array_equal(self.lengths, other.lengths)
+        )
 
     __hash__ = None  # type: ignore[assignment]  # mutable-equality semantics: unhashable
 
@@ -387,8 +442,7 @@ class Proposals:
         """
         segments = self._segments
         if segments is None:
-            segments = _rle.runs_to_segments(self.starts, self.lengths, self.offsets,
-                                             self.size[0])
+            segments = _rle.runs_to_segments(self.starts, self.lengths, self.offsets, self.size[0])
             object.__setattr__(self, "_segments", segments)
         return segments
 
@@ -404,8 +458,7 @@ class Proposals:
     def counts(self, k: int) -> np.ndarray:
         """COCO counts (int64) of mask ``k``."""
         a, b = self.offsets[k], self.offsets[k + 1]
-        return _rle.runs_to_counts(self.starts[a:b], self.lengths[a:b],
-                                   self.size[0] * self.size[1])
+        return _rle.runs_to_counts(self.starts[a:b], self.lengths[a:b], self.size[0] * self.size[1])
 
     def to_rle(self, compressed: bool = True) -> list[dict]:
         """pycocotools RLE dicts: ``counts`` as bytes (compressed) or a list of ints.
@@ -427,18 +480,20 @@ class Proposals:
         idx = np.atleast_1d(idx).astype(np.int64)
         lens = self.offsets[idx + 1] - self.offsets[idx]
         off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        take = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]) \
-            if idx.size else np.zeros(0, np.int64)
+        take = (
+            np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx])
+            if idx.size
+            else np.zeros(0, np.int64)
+        )
         meta = {k: v[idx] for k, v in self.meta.items()}
-        return Proposals(self.starts[take], self.lengths[take], off, self.size, meta,
-                         validate=False)
+        return Proposals(
+            self.starts[take], self.lengths[take], off, self.size, meta, validate=False
+        )
 
     # ---------------------------------------------------------------- geometry
 
-    def _remap(self, col_src: np.ndarray, row_lo: np.ndarray,
-               out_hw: tuple[int, int]) -> Proposals:
-        s, ln, off = _rle.remap_segments(self.segments, self.size[1], col_src, row_lo,
-                                         out_hw[0])
+    def _remap(self, col_src: np.ndarray, row_lo: np.ndarray, out_hw: tuple[int, int]) -> Proposals:
+        s, ln, off = _rle.remap_segments(self.segments, self.size[1], col_src, row_lo, out_hw[0])
         return Proposals(s, ln, off, out_hw, dict(self.meta), validate=False)
 
     def resize(self, size: Sequence[int], mode: str = "nearest") -> Proposals:
@@ -511,8 +566,17 @@ class ProposalBatch:
     device : None for numpy arrays, else the torch device the tensors live on.
     """
 
-    _FIELDS = ("starts", "lengths", "run_offsets", "mask_offsets", "area", "seg_x", "seg_y0",
-               "seg_y1", "seg_offsets")
+    _FIELDS = (
+        "starts",
+        "lengths",
+        "run_offsets",
+        "mask_offsets",
+        "area",
+        "seg_x",
+        "seg_y0",
+        "seg_y1",
+        "seg_offsets",
+    )
 
     # numpy arrays on the host, int64 tensors after ``to(device)``
     starts: Any
@@ -528,9 +592,13 @@ class ProposalBatch:
     size: tuple[int, int]
     device: Any
 
-    def __init__(self, proposals: Sequence[Proposals] | None = None, *,
-                 _arrays: dict[str, Any] | None = None,
-                 size: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        proposals: Sequence[Proposals] | None = None,
+        *,
+        _arrays: dict[str, Any] | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> None:
         if _arrays is not None:
             for k in self._FIELDS:
                 setattr(self, k, _arrays[k])
@@ -541,9 +609,11 @@ class ProposalBatch:
             self.host_mask_offsets = _arrays["host_mask_offsets"]
             return
         if isinstance(proposals, Proposals):
-            raise TypeError("ProposalBatch takes a list of Proposals, one per image; got one "
-                            "Proposals (its masks would become images): use "
-                            "ProposalBatch([proposals])")
+            raise TypeError(
+                "ProposalBatch takes a list of Proposals, one per image; got one "
+                "Proposals (its masks would become images): use "
+                "ProposalBatch([proposals])"
+            )
         proposals = list(proposals or [])
         if not proposals:
             raise ValueError("ProposalBatch needs at least one Proposals")
@@ -552,8 +622,10 @@ class ProposalBatch:
                 raise TypeError(f"item {i} is a {type(p).__name__}, expected samrefine.Proposals")
         sizes = {p.size for p in proposals}
         if len(sizes) != 1:
-            raise ValueError(f"all images of a batch must have proposals of one size, got "
-                             f"{sorted(sizes)}; resize them with Proposals.resize((H, W))")
+            raise ValueError(
+                f"all images of a batch must have proposals of one size, got "
+                f"{sorted(sizes)}; resize them with Proposals.resize((H, W))"
+            )
         self.size = sizes.pop()
         self.mask_offsets = np.array([0] + [len(p) for p in proposals], np.int64).cumsum()
         if len(proposals) == 1:  # the single-image call: share the arrays, no copies
@@ -586,8 +658,10 @@ class ProposalBatch:
 
     def __repr__(self) -> str:
         h, w = self.size
-        return (f"ProposalBatch(images={len(self)}, masks={self.num_masks}, size=({h}, {w}), "
-                f"device={self.device})")
+        return (
+            f"ProposalBatch(images={len(self)}, masks={self.num_masks}, size=({h}, {w}), "
+            f"device={self.device})"
+        )
 
     @property
     def is_torch(self) -> bool:
@@ -607,9 +681,11 @@ class ProposalBatch:
         counts_b = arrays["mask_offsets"].diff()
         n_masks = int(self.mask_offsets[-1])
         arrays["seg_mask"] = torch.repeat_interleave(
-            torch.arange(n_masks, device=device), counts_m, output_size=len(self.seg_x))
+            torch.arange(n_masks, device=device), counts_m, output_size=len(self.seg_x)
+        )
         arrays["mask_image"] = torch.repeat_interleave(
-            torch.arange(len(self), device=device), counts_b, output_size=n_masks)
+            torch.arange(len(self), device=device), counts_b, output_size=n_masks
+        )
         arrays["device"] = arrays["starts"].device  # with its index: cuda -> cuda:0
         arrays["host_mask_offsets"] = self.host_mask_offsets
         return ProposalBatch(_arrays=arrays, size=self.size)
@@ -640,25 +716,44 @@ class ProposalBatch:
         """
         if device is None:
             nb = self.numpy()
-            return Segments(nb.seg_x, nb.seg_y0, nb.seg_y1, nb.seg_offsets, nb.mask_offsets,
-                            nb.area)
+            return Segments(
+                nb.seg_x, nb.seg_y0, nb.seg_y1, nb.seg_offsets, nb.mask_offsets, nb.area
+            )
         tb = self
         if not (self.is_torch and self.device == _torch_device(device)):
             tb = self.to(device)
-        return Segments(tb.seg_x, tb.seg_y0, tb.seg_y1, tb.seg_offsets, tb.mask_offsets,
-                        tb.area, tb._seg_mask, tb._mask_image)
+        return Segments(
+            tb.seg_x,
+            tb.seg_y0,
+            tb.seg_y1,
+            tb.seg_offsets,
+            tb.mask_offsets,
+            tb.area,
+            tb._seg_mask,
+            tb._mask_image,
+        )
 
     def __getitem__(self, b: int) -> Proposals:
         """The proposals of image ``b`` (on the host)."""
         nb = self.numpy()
         m0, m1 = int(nb.mask_offsets[b]), int(nb.mask_offsets[b + 1])
         r0, r1 = int(nb.run_offsets[m0]), int(nb.run_offsets[m1])
-        return Proposals(nb.starts[r0:r1], nb.lengths[r0:r1], nb.run_offsets[m0:m1 + 1] - r0,
-                         self.size, validate=False)
+        return Proposals(
+            nb.starts[r0:r1],
+            nb.lengths[r0:r1],
+            nb.run_offsets[m0 : m1 + 1] - r0,
+            self.size,
+            validate=False,
+        )
 
 
-def _unpickle_proposals(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray,
-                        size: tuple[int, int], meta: dict[str, np.ndarray]) -> Proposals:
+def _unpickle_proposals(
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    offsets: np.ndarray,
+    size: tuple[int, int],
+    meta: dict[str, np.ndarray],
+) -> Proposals:
     return Proposals(starts, lengths, offsets, size, meta, validate=False)
 
 

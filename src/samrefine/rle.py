@@ -127,11 +127,14 @@ def string_to_counts(s: bytes | str) -> np.ndarray:
         raise RLEError(f"compressed RLE counts must be bytes or str, got {type(s).__name__}")
     counts, status = _string_to_counts(np.frombuffer(bytes(s), dtype=np.uint8))
     if status == 1:
-        raise RLEError("compressed RLE counts string is truncated "
-                       "(its last code has the 'more' bit set)")
+        raise RLEError(
+            "compressed RLE counts string is truncated (its last code has the 'more' bit set)"
+        )
     if status == 2:
-        raise RLEError("compressed RLE counts string holds a character outside '0'..'o'; "
-                       "the string is corrupt or not a COCO RLE")
+        raise RLEError(
+            "compressed RLE counts string holds a character outside '0'..'o'; "
+            "the string is corrupt or not a COCO RLE"
+        )
     if status == 3:
         raise RLEError("compressed RLE counts string encodes a value larger than 2**60")
     return counts
@@ -201,8 +204,9 @@ def _counts_to_runs(counts: np.ndarray, hw: int) -> tuple[np.ndarray, np.ndarray
     return starts[:r].copy(), lengths[:r].copy(), 0
 
 
-def counts_to_runs(counts: np.ndarray | Sequence[int], h: int,
-                   w: int) -> tuple[np.ndarray, np.ndarray]:
+def counts_to_runs(
+    counts: np.ndarray | Sequence[int], h: int, w: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Convert COCO counts to canonical foreground runs, validating them.
 
     Parameters
@@ -234,8 +238,10 @@ def counts_to_runs(counts: np.ndarray | Sequence[int], h: int,
     if status == 1:
         raise RLEError(f"RLE counts hold a negative value ({int(arr.min())})")
     if status == 2:
-        raise RLEError(f"RLE counts sum to {int(arr.sum())} but the mask has h*w = {h}*{w} = "
-                       f"{h * w} pixels; the RLE does not belong to a mask of this size")
+        raise RLEError(
+            f"RLE counts sum to {int(arr.sum())} but the mask has h*w = {h}*{w} = "
+            f"{h * w} pixels; the RLE does not belong to a mask of this size"
+        )
     return starts, lengths
 
 
@@ -313,8 +319,9 @@ def encode_dense(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @nb.njit(**NJIT)
-def _decode_segments(seg_x: np.ndarray, seg_y0: np.ndarray, seg_y1: np.ndarray, seg_off: np.ndarray,
-                     out: np.ndarray) -> np.ndarray:
+def _decode_segments(
+    seg_x: np.ndarray, seg_y0: np.ndarray, seg_y1: np.ndarray, seg_off: np.ndarray, out: np.ndarray
+) -> np.ndarray:
     for k in range(seg_off.shape[0] - 1):
         for g in range(seg_off[k], seg_off[k + 1]):
             x = seg_x[g]
@@ -323,8 +330,9 @@ def _decode_segments(seg_x: np.ndarray, seg_y0: np.ndarray, seg_y1: np.ndarray, 
     return out
 
 
-def decode_dense(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, h: int,
-                 w: int) -> np.ndarray:
+def decode_dense(
+    starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, h: int, w: int
+) -> np.ndarray:
     """Decode runs to dense row-major masks ``(N, H, W)`` bool."""
     return segments_to_dense(runs_to_segments(starts, lengths, offsets, h), h, w)
 
@@ -337,8 +345,9 @@ def segments_to_dense(segments: SegmentArrays, h: int, w: int) -> np.ndarray:
 
 
 @nb.njit(**NJIT)
-def _segments_bbox(seg_x: np.ndarray, seg_y0: np.ndarray, seg_y1: np.ndarray,
-                   seg_off: np.ndarray) -> np.ndarray:
+def _segments_bbox(
+    seg_x: np.ndarray, seg_y0: np.ndarray, seg_y1: np.ndarray, seg_off: np.ndarray
+) -> np.ndarray:
     n = seg_off.shape[0] - 1
     out = np.zeros((n, 4), np.float64)
     for k in range(n):
@@ -418,8 +427,9 @@ def _row_lo_from_index(src_rows: np.ndarray, in_size: int) -> np.ndarray:
     return np.searchsorted(src_rows, np.arange(in_size + 1), side="left").astype(np.int64)
 
 
-def resize_maps(in_hw: tuple[int, int], out_hw: tuple[int, int],
-                mode: str = "nearest") -> tuple[np.ndarray, np.ndarray]:
+def resize_maps(
+    in_hw: tuple[int, int], out_hw: tuple[int, int], mode: str = "nearest"
+) -> tuple[np.ndarray, np.ndarray]:
     """``(col_src, row_lo)`` for a nearest resize from ``in_hw`` to ``out_hw`` (H, W) under
     ``mode`` (see :func:`nearest_index`)."""
     (h, w), (h2, w2) = in_hw, out_hw
@@ -444,15 +454,22 @@ def crop_maps(hw: tuple[int, int], box: tuple[int, int, int, int]) -> tuple[np.n
 
 
 @nb.njit(**NJIT)
-def _remap_segments(seg_x: np.ndarray, seg_y0: np.ndarray, seg_y1: np.ndarray, seg_off: np.ndarray,
-                    w: int, col_src: np.ndarray, row_lo: np.ndarray,
-                    h2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _remap_segments(
+    seg_x: np.ndarray,
+    seg_y0: np.ndarray,
+    seg_y1: np.ndarray,
+    seg_off: np.ndarray,
+    w: int,
+    col_src: np.ndarray,
+    row_lo: np.ndarray,
+    h2: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = seg_off.shape[0] - 1
     w2 = col_src.shape[0]
     # upper bound on output runs: (column segments) x (max copies of one source column)
     mult = np.zeros(w, np.int64)
-    x2_lo = np.full(w + 2, w2, np.int64)   # first / one-past-last destination column fed by
-    x2_hi = np.zeros(w + 2, np.int64)      # source column c, at index c + 1 (w2 / 0: none)
+    x2_lo = np.full(w + 2, w2, np.int64)  # first / one-past-last destination column fed by
+    x2_hi = np.zeros(w + 2, np.int64)  # source column c, at index c + 1 (w2 / 0: none)
     increasing = True
     prev = np.int64(-1)
     for x2 in range(w2):
@@ -525,24 +542,35 @@ def _remap_segments(seg_x: np.ndarray, seg_y0: np.ndarray, seg_y1: np.ndarray, s
     return out_s[:r].copy(), out_l[:r].copy(), out_off
 
 
-def remap_runs(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, in_hw: tuple[int, int],
-               col_src: np.ndarray, row_lo: np.ndarray,
-               out_h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def remap_runs(
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    offsets: np.ndarray,
+    in_hw: tuple[int, int],
+    col_src: np.ndarray,
+    row_lo: np.ndarray,
+    out_h: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply a separable monotone map (see module docstring) to every mask's runs.
 
     Returns new canonical ``starts`` (R',) int32, ``lengths`` (R',) int32, ``offsets`` (N+1,)
     int64 for masks of height ``out_h`` and width ``len(col_src)``.
     """
     h, w = in_hw
-    return remap_segments(runs_to_segments(starts, lengths, offsets, h), w, col_src, row_lo,
-                          out_h)
+    return remap_segments(runs_to_segments(starts, lengths, offsets, h), w, col_src, row_lo, out_h)
 
 
-def remap_segments(segments: SegmentArrays, in_w: int, col_src: np.ndarray, row_lo: np.ndarray,
-                   out_h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def remap_segments(
+    segments: SegmentArrays, in_w: int, col_src: np.ndarray, row_lo: np.ndarray, out_h: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`remap_runs` from column segments ``(x, y0, y1, offsets)`` of width ``in_w``."""
-    return _remap_segments(*segments, np.int64(in_w), np.ascontiguousarray(col_src, np.int64),
-                           np.ascontiguousarray(row_lo, np.int64), np.int64(out_h))
+    return _remap_segments(
+        *segments,
+        np.int64(in_w),
+        np.ascontiguousarray(col_src, np.int64),
+        np.ascontiguousarray(row_lo, np.int64),
+        np.int64(out_h),
+    )
 
 
 @nb.njit(**NJIT)
@@ -590,8 +618,9 @@ def _encode_labels(labels: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.nd
     return st[order].copy(), ln[order].copy(), offsets
 
 
-def encode_labels(labels: np.ndarray,
-                  n_labels: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def encode_labels(
+    labels: np.ndarray, n_labels: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Encode a label map ``(H, W)`` (int, -1 = no mask) as one mask per label, in one pass.
 
     Returns canonical ``starts``, ``lengths`` (int32) and ``offsets`` ``(n_labels + 1,)``
@@ -599,16 +628,18 @@ def encode_labels(labels: np.ndarray,
     """
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be an (H, W) integer array, got {labels.dtype} "
-                         f"{labels.shape}")
+        raise ValueError(
+            f"labels must be an (H, W) integer array, got {labels.dtype} {labels.shape}"
+        )
     if n_labels is None:
         n_labels = int(labels.max()) + 1 if labels.size else 0
     return _encode_labels(labels, np.int64(n_labels))
 
 
 @nb.njit(**NJIT)
-def _runs_to_segments(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray,
-                      h: int) -> SegmentArrays:
+def _runs_to_segments(
+    starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, h: int
+) -> SegmentArrays:
     n = offsets.shape[0] - 1
     total = np.int64(0)
     for k in range(n):
@@ -637,8 +668,9 @@ def _runs_to_segments(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarr
     return seg_x, seg_y0, seg_y1, seg_off
 
 
-def runs_to_segments(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray,
-                     h: int) -> SegmentArrays:
+def runs_to_segments(
+    starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, h: int
+) -> SegmentArrays:
     """Split runs at column boundaries: column segments ``(x, y0, y1)`` (rows ``[y0, y1)`` of
     column ``x``), int32 each, and per-mask ``offsets`` (N + 1,) int64.
 

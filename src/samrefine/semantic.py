@@ -204,9 +204,11 @@ def _check_labels(labels, ignore_index, num_classes, skip, give_up):
         ok = labels.dtype.kind in "iu"
         kind = labels.dtype
     if not ok:
-        hint = (" (a bool mask is a binary pseudo-label: use samrefine.refine)"
-                if str(kind).endswith("bool") else
-                " (pass the class map, e.g. logits.argmax(1), not probabilities)")
+        hint = (
+            " (a bool mask is a binary pseudo-label: use samrefine.refine)"
+            if str(kind).endswith("bool")
+            else " (pass the class map, e.g. logits.argmax(1), not probabilities)"
+        )
         raise TypeError(f"labels must be an integer class map, got dtype {kind}{hint}")
     if labels.ndim not in (2, 3):
         raise ValueError(f"labels must be (H, W) or (B, H, W), got shape {tuple(labels.shape)}")
@@ -219,17 +221,24 @@ def _check_labels(labels, ignore_index, num_classes, skip, give_up):
         ignore_index = int(ignore_index)
     if give_up == "ignore":
         if ignore_index is None:
-            raise ValueError("give_up='ignore' writes ignore_index into given-up pixels; pass "
-                             "an ignore_index or use give_up='keep'")
+            raise ValueError(
+                "give_up='ignore' writes ignore_index into given-up pixels; pass "
+                "an ignore_index or use give_up='keep'"
+            )
         info = torch.iinfo(labels.dtype) if torch_in else np.iinfo(labels.dtype)
         if not info.min <= ignore_index <= info.max:
-            raise ValueError(f"ignore_index={ignore_index} does not fit labels of dtype "
-                             f"{labels.dtype}; cast the labels to a wider integer dtype")
+            raise ValueError(
+                f"ignore_index={ignore_index} does not fit labels of dtype "
+                f"{labels.dtype}; cast the labels to a wider integer dtype"
+            )
     if labels.numel() if torch_in else labels.size:
         if torch_in:
             v = labels.to(torch.int64) if labels.dtype != torch.int64 else labels
-            valid = v != ignore_index if ignore_index is not None else torch.ones_like(
-                v, dtype=torch.bool)
+            valid = (
+                v != ignore_index
+                if ignore_index is not None
+                else torch.ones_like(v, dtype=torch.bool)
+            )
             if bool(valid.any()):
                 lo, hi = int(v[valid].min()), int(v[valid].max())
             else:
@@ -237,28 +246,39 @@ def _check_labels(labels, ignore_index, num_classes, skip, give_up):
         else:
             from .kernels.semantic_numba import label_range
 
-            lo, hi, found = label_range(np.ascontiguousarray(labels),
-                                        np.int64(ignore_index if ignore_index is not None else 0),
-                                        ignore_index is not None)
+            lo, hi, found = label_range(
+                np.ascontiguousarray(labels),
+                np.int64(ignore_index if ignore_index is not None else 0),
+                ignore_index is not None,
+            )
             lo, hi = (int(lo), int(hi)) if found else (0, 0)
     else:
         lo = hi = 0
     if lo < 0:
-        raise ValueError(f"labels hold a negative class {lo} that is not ignore_index "
-                         f"({ignore_index}); classes are 0..num_classes-1")
+        raise ValueError(
+            f"labels hold a negative class {lo} that is not ignore_index "
+            f"({ignore_index}); classes are 0..num_classes-1"
+        )
     if num_classes is not None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-                or num_classes < 1:
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, (int, np.integer))
+            or num_classes < 1
+        ):
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         if hi >= num_classes:
-            raise ValueError(f"labels hold class {hi} but num_classes={num_classes}; classes "
-                             f"must be 0..{num_classes - 1} or ignore_index ({ignore_index})")
+            raise ValueError(
+                f"labels hold class {hi} but num_classes={num_classes}; classes "
+                f"must be 0..{num_classes - 1} or ignore_index ({ignore_index})"
+            )
         n_classes = int(num_classes)
     else:
         n_classes = hi + 1
         if n_classes > 65536:
-            raise ValueError(f"labels hold class {hi}; pass num_classes (or mark void pixels "
-                             "with ignore_index) if that is intended")
+            raise ValueError(
+                f"labels hold class {hi}; pass num_classes (or mark void pixels "
+                "with ignore_index) if that is intended"
+            )
     for c in skip:
         if c >= n_classes:
             if num_classes is not None:
@@ -281,13 +301,21 @@ def _check_skip(skip_classes: Iterable[int]) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------- entry point
 
 
-def refine_semantic(labels, proposals, *, strategy: str | ResolvedStrategy = "cpi-u",
-                    per: str = "class",
-                    ignore_index: int | None = 255, skip_classes: Iterable[int] = (),
-                    give_up: str = "ignore", num_classes: int | None = None,
-                    iom_thresh: float | None = UNSET, under: float | None = UNSET,
-                    over: float | None = UNSET,
-                    backend: str | None = None) -> SemanticRefinement:
+def refine_semantic(
+    labels,
+    proposals,
+    *,
+    strategy: str | ResolvedStrategy = "cpi-u",
+    per: str = "class",
+    ignore_index: int | None = 255,
+    skip_classes: Iterable[int] = (),
+    give_up: str = "ignore",
+    num_classes: int | None = None,
+    iom_thresh: float | None = UNSET,
+    under: float | None = UNSET,
+    over: float | None = UNSET,
+    backend: str | None = None,
+) -> SemanticRefinement:
     """Refine a semantic (multi-class) pseudo-label map with mask proposals.
 
     Parameters
@@ -364,53 +392,106 @@ def refine_semantic(labels, proposals, *, strategy: str | ResolvedStrategy = "cp
     # give_up="ignore" with ignore_index None was refused by _check_labels
     fill = ignore_index if give_up == "ignore" and ignore_index is not None else 0
     if be == "numba":
-        res = _run_numba(lab.cpu().numpy() if torch_in else lab, batch, mode, t_iom, u, o,
-                         per, ignore_index, skip_mask, n_classes, give_up == "ignore", fill)
+        res = _run_numba(
+            lab.cpu().numpy() if torch_in else lab,
+            batch,
+            mode,
+            t_iom,
+            u,
+            o,
+            per,
+            ignore_index,
+            skip_mask,
+            n_classes,
+            give_up == "ignore",
+            fill,
+        )
         if torch_in:
             import torch
 
-            res = {k: torch.from_numpy(v).to(device) if isinstance(v, np.ndarray) and
-                   k != "region_offsets" else v for k, v in res.items()}
+            res = {
+                k: torch.from_numpy(v).to(device)
+                if isinstance(v, np.ndarray) and k != "region_offsets"
+                else v
+                for k, v in res.items()
+            }
     else:
         import torch
 
         lt = lab if torch_in else torch.from_numpy(np.ascontiguousarray(lab))
-        res = _run_torch(lt, batch, mode, t_iom, u, o, per, ignore_index, skip_mask,
-                         n_classes, give_up == "ignore", fill)
+        res = _run_torch(
+            lt,
+            batch,
+            mode,
+            t_iom,
+            u,
+            o,
+            per,
+            ignore_index,
+            skip_mask,
+            n_classes,
+            give_up == "ignore",
+            fill,
+        )
         if not torch_in:
-            res = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v
-                   for k, v in res.items()}
+            res = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in res.items()}
     out, matched = res["labels"], res["matched"]
     if squeeze:
         out, matched = out[0], matched[0]
-    regions = SemanticRegions(res["r_image"], res["r_class"], res["r_comp"], res["r_area"],
-                              res["r_matched"], res["r_score"], res["r_chosen"])
-    pairs = RegionScores(res["p_region"], res["p_proposal"], res["p_inter"], res["p_iou"],
-                         res["p_s1"], res["p_s2"], res["p_selected"])
-    return SemanticRefinement(out, matched, regions, pairs, res["region_offsets"],
-                              resolved.name, per, give_up)
+    regions = SemanticRegions(
+        res["r_image"],
+        res["r_class"],
+        res["r_comp"],
+        res["r_area"],
+        res["r_matched"],
+        res["r_score"],
+        res["r_chosen"],
+    )
+    pairs = RegionScores(
+        res["p_region"],
+        res["p_proposal"],
+        res["p_inter"],
+        res["p_iou"],
+        res["p_s1"],
+        res["p_s2"],
+        res["p_selected"],
+    )
+    return SemanticRefinement(
+        out, matched, regions, pairs, res["region_offsets"], resolved.name, per, give_up
+    )
 
 
 def _local(flat_m, image, mask_offsets):
     return flat_m - mask_offsets[image]
 
 
-def _run_numba(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_classes,
-               give_up_ignore, fill):
+def _run_numba(
+    lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_classes, give_up_ignore, fill
+):
     from .kernels import semantic_numba as k
 
     lab = np.ascontiguousarray(lab)
     seg = batch.segments()  # host arrays, from each Proposals' cached column segments
-    ign, has_ign = np.int64(ignore_index if ignore_index is not None else 0), \
-        ignore_index is not None
+    ign, has_ign = (
+        np.int64(ignore_index if ignore_index is not None else 0),
+        ignore_index is not None,
+    )
     if per == "class":  # no region map: runs of the class map and a class -> region table
         colptr, run_y0, run_key = k.column_runs(lab)
         lut, r_off, r_class, r_comp, r_area, run_r = k.class_regions(
-            colptr, run_y0, run_key, np.int64(lab.shape[1]), ign, has_ign, skip_mask,
-            np.int64(n_classes))
+            colptr,
+            run_y0,
+            run_key,
+            np.int64(lab.shape[1]),
+            ign,
+            has_ign,
+            skip_mask,
+            np.int64(n_classes),
+        )
     else:
         keys, r_off, r_class, r_comp, r_area = k.region_map_component(
-            lab, ign, has_ign, skip_mask, np.int64(n_classes))
+            lab, ign, has_ign, skip_mask, np.int64(n_classes)
+        )
         colptr, run_y0, run_key = k.column_runs(keys)
         run_r = run_key.astype(np.int32)
     n_reg = int(r_off[-1])
@@ -422,31 +503,99 @@ def _run_numba(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_cl
         zf = np.zeros(0, np.float64)
         out[...] = lab
         out_m[...] = False
-        return {"labels": out, "matched": out_m, "region_offsets": r_off, "r_image": r_image,
-                "r_class": r_class, "r_comp": r_comp, "r_area": r_area,
-                "r_matched": np.zeros(n_reg, bool), "r_score": np.zeros(n_reg),
-                "r_chosen": np.full(n_reg, -1, np.int64), "p_region": z, "p_proposal": z,
-                "p_inter": z, "p_iou": zf, "p_s1": zf, "p_s2": zf,
-                "p_selected": np.zeros(0, bool)}
-    p_m, p_r, p_t = k.score_pairs(colptr, run_y0, run_r, np.int64(lab.shape[1]), r_off,
-                                  seg.x, seg.y0, seg.y1, seg.seg_offsets, seg.mask_offsets)
+        return {
+            "labels": out,
+            "matched": out_m,
+            "region_offsets": r_off,
+            "r_image": r_image,
+            "r_class": r_class,
+            "r_comp": r_comp,
+            "r_area": r_area,
+            "r_matched": np.zeros(n_reg, bool),
+            "r_score": np.zeros(n_reg),
+            "r_chosen": np.full(n_reg, -1, np.int64),
+            "p_region": z,
+            "p_proposal": z,
+            "p_inter": z,
+            "p_iou": zf,
+            "p_s1": zf,
+            "p_s2": zf,
+            "p_selected": np.zeros(0, bool),
+        }
+    p_m, p_r, p_t = k.score_pairs(
+        colptr,
+        run_y0,
+        run_r,
+        np.int64(lab.shape[1]),
+        r_off,
+        seg.x,
+        seg.y0,
+        seg.y1,
+        seg.seg_offsets,
+        seg.mask_offsets,
+    )
     iou, s1, s2, sel, chosen, r_matched, score = k.select(
-        p_m, p_r, p_t, r_area, seg.area, n_reg, int(mode), float(t_iom), u is not None,
-        float(u or 0.0), o is not None, float(o or 0.0), float(_config.CPI_EPS))
-    k.paint(lab, colptr, run_y0, run_r, r_off, r_class, r_matched, score, p_m, p_r, sel,
-            seg.x, seg.y0, seg.y1, seg.seg_offsets, give_up_ignore, np.int64(fill),
-            out, out_m)
+        p_m,
+        p_r,
+        p_t,
+        r_area,
+        seg.area,
+        n_reg,
+        int(mode),
+        float(t_iom),
+        u is not None,
+        float(u or 0.0),
+        o is not None,
+        float(o or 0.0),
+        float(_config.CPI_EPS),
+    )
+    k.paint(
+        lab,
+        colptr,
+        run_y0,
+        run_r,
+        r_off,
+        r_class,
+        r_matched,
+        score,
+        p_m,
+        p_r,
+        sel,
+        seg.x,
+        seg.y0,
+        seg.y1,
+        seg.seg_offsets,
+        give_up_ignore,
+        np.int64(fill),
+        out,
+        out_m,
+    )
     moff = np.asarray(batch.host_mask_offsets, np.int64)
     chosen_local = np.where(chosen >= 0, chosen - moff[r_image], -1)
-    return {"labels": out, "matched": out_m, "region_offsets": r_off, "r_image": r_image,
-            "r_class": r_class, "r_comp": r_comp, "r_area": r_area, "r_matched": r_matched,
-            "r_score": score, "r_chosen": chosen_local, "p_region": p_r,
-            "p_proposal": _local(p_m, r_image[p_r], moff), "p_inter": p_t, "p_iou": iou,
-            "p_s1": s1, "p_s2": s2, "p_selected": sel}
+    return {
+        "labels": out,
+        "matched": out_m,
+        "region_offsets": r_off,
+        "r_image": r_image,
+        "r_class": r_class,
+        "r_comp": r_comp,
+        "r_area": r_area,
+        "r_matched": r_matched,
+        "r_score": score,
+        "r_chosen": chosen_local,
+        "p_region": p_r,
+        "p_proposal": _local(p_m, r_image[p_r], moff),
+        "p_inter": p_t,
+        "p_iou": iou,
+        "p_s1": s1,
+        "p_s2": s2,
+        "p_selected": sel,
+    }
 
 
-def _run_torch(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_classes,
-               give_up_ignore, fill):
+def _run_torch(
+    lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_classes, give_up_ignore, fill
+):
     import torch
 
     from .kernels import semantic_numba as kn
@@ -455,40 +604,71 @@ def _run_torch(lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_cl
     dev = lab.device
     if per == "class":
         region, r_off, r_class, r_comp, r_area = kt.region_map_class(
-            lab, ignore_index, torch.from_numpy(skip_mask).to(dev), n_classes)
+            lab, ignore_index, torch.from_numpy(skip_mask).to(dev), n_classes
+        )
         r_off_host = r_off.cpu().numpy()
     else:  # connected components on the host (module docstring)
         host = kn.region_map_component(
             np.ascontiguousarray(lab.cpu().numpy()),
             np.int64(ignore_index if ignore_index is not None else 0),
-            ignore_index is not None, skip_mask, np.int64(n_classes))
+            ignore_index is not None,
+            skip_mask,
+            np.int64(n_classes),
+        )
         region, r_off, r_class, r_comp, r_area = (torch.from_numpy(a).to(dev) for a in host)
         r_off_host = host[1]
     n_reg = int(r_off_host[-1])
-    r_image = torch.repeat_interleave(torch.arange(lab.shape[0], device=dev), r_off.diff(),
-                                      output_size=n_reg)
+    r_image = torch.repeat_interleave(
+        torch.arange(lab.shape[0], device=dev), r_off.diff(), output_size=n_reg
+    )
     tb = batch if (batch.is_torch and batch.device == dev) else batch.to(dev)
     if mode == KernelMode.NONE:
         z = torch.zeros(0, dtype=torch.int64, device=dev)
         zf = torch.zeros(0, dtype=torch.float64, device=dev)
-        return {"labels": lab.clone(), "matched": torch.zeros_like(lab, dtype=torch.bool),
-                "region_offsets": r_off_host, "r_image": r_image, "r_class": r_class,
-                "r_comp": r_comp, "r_area": r_area,
-                "r_matched": torch.zeros(n_reg, dtype=torch.bool, device=dev),
-                "r_score": torch.zeros(n_reg, dtype=torch.float64, device=dev),
-                "r_chosen": torch.full((n_reg,), -1, dtype=torch.int64, device=dev),
-                "p_region": z, "p_proposal": z, "p_inter": z, "p_iou": zf, "p_s1": zf,
-                "p_s2": zf, "p_selected": torch.zeros(0, dtype=torch.bool, device=dev)}
+        return {
+            "labels": lab.clone(),
+            "matched": torch.zeros_like(lab, dtype=torch.bool),
+            "region_offsets": r_off_host,
+            "r_image": r_image,
+            "r_class": r_class,
+            "r_comp": r_comp,
+            "r_area": r_area,
+            "r_matched": torch.zeros(n_reg, dtype=torch.bool, device=dev),
+            "r_score": torch.zeros(n_reg, dtype=torch.float64, device=dev),
+            "r_chosen": torch.full((n_reg,), -1, dtype=torch.int64, device=dev),
+            "p_region": z,
+            "p_proposal": z,
+            "p_inter": z,
+            "p_iou": zf,
+            "p_s1": zf,
+            "p_s2": zf,
+            "p_selected": torch.zeros(0, dtype=torch.bool, device=dev),
+        }
     p_m, p_r, p_t = kt.score_pairs(region, n_reg, tb)
     iou, s1, s2, sel, chosen, r_matched, score = kt.select(
-        p_m, p_r, p_t, r_area, tb.area, n_reg, int(mode), float(t_iom), u, o,
-        float(_config.CPI_EPS))
-    out, out_m = kt.paint(lab, region, r_image, r_class, r_matched, score, p_m, p_r, sel, tb,
-                          give_up_ignore, fill)
+        p_m, p_r, p_t, r_area, tb.area, n_reg, int(mode), float(t_iom), u, o, float(_config.CPI_EPS)
+    )
+    out, out_m = kt.paint(
+        lab, region, r_image, r_class, r_matched, score, p_m, p_r, sel, tb, give_up_ignore, fill
+    )
     moff = tb.mask_offsets
     chosen_local = torch.where(chosen >= 0, chosen - moff[r_image], -1)
-    return {"labels": out, "matched": out_m, "region_offsets": r_off_host, "r_image": r_image,
-            "r_class": r_class, "r_comp": r_comp, "r_area": r_area, "r_matched": r_matched,
-            "r_score": score, "r_chosen": chosen_local, "p_region": p_r,
-            "p_proposal": _local(p_m, r_image[p_r], moff), "p_inter": p_t, "p_iou": iou,
-            "p_s1": s1, "p_s2": s2, "p_selected": sel}
+    return {
+        "labels": out,
+        "matched": out_m,
+        "region_offsets": r_off_host,
+        "r_image": r_image,
+        "r_class": r_class,
+        "r_comp": r_comp,
+        "r_area": r_area,
+        "r_matched": r_matched,
+        "r_score": score,
+        "r_chosen": chosen_local,
+        "p_region": p_r,
+        "p_proposal": _local(p_m, r_image[p_r], moff),
+        "p_inter": p_t,
+        "p_iou": iou,
+        "p_s1": s1,
+        "p_s2": s2,
+        "p_selected": sel,
+    }

@@ -118,19 +118,26 @@ class SemanticAuditReport:
 
     def table(self) -> str:
         """A plain-text table: mIoU, coverage and correction counts per strategy."""
-        head = (f"{'strategy':<9}{'mIoU':>7}{'cover':>7}{'acc':>7}{'positive':>9}"
-                f"{'negative':>9}{'tie':>5}{'no-corr':>8}{'match':>7}")
+        head = (
+            f"{'strategy':<9}{'mIoU':>7}{'cover':>7}{'acc':>7}{'positive':>9}"
+            f"{'negative':>9}{'tie':>5}{'no-corr':>8}{'match':>7}"
+        )
         rows = [head, "-" * len(head)]
         for s in [self.teacher, *self.strategies.values()]:
-            rows.append(f"{s.strategy:<9}{s.miou:>7.4f}{s.coverage:>7.3f}"
-                        f"{s.accuracy_labelled:>7.3f}{s.positive:>9}{s.negative:>9}{s.tie:>5}"
-                        f"{s.no_correction:>8}{s.region_match_rate:>7.2f}")
+            rows.append(
+                f"{s.strategy:<9}{s.miou:>7.4f}{s.coverage:>7.3f}"
+                f"{s.accuracy_labelled:>7.3f}{s.positive:>9}{s.negative:>9}{s.tie:>5}"
+                f"{s.no_correction:>8}{s.region_match_rate:>7.2f}"
+            )
         return "\n".join(rows)
 
     def to_dict(self) -> dict:
-        return {"num_classes": self.num_classes, "n_images": self.n_images,
-                "teacher": self.teacher.to_dict(),
-                "strategies": {k: v.to_dict() for k, v in self.strategies.items()}}
+        return {
+            "num_classes": self.num_classes,
+            "n_images": self.n_images,
+            "teacher": self.teacher.to_dict(),
+            "strategies": {k: v.to_dict() for k, v in self.strategies.items()},
+        }
 
 
 def _samples(labels, proposals, gt):
@@ -141,25 +148,39 @@ def _samples(labels, proposals, gt):
             yield item
         return
     if proposals is None or gt is None:
-        raise ValueError("pass labels, proposals and gt together, or one iterable of "
-                         "(labels, Proposals, gt) tuples")
+        raise ValueError(
+            "pass labels, proposals and gt together, or one iterable of "
+            "(labels, Proposals, gt) tuples"
+        )
     lab, g = to_numpy(labels), to_numpy(gt)
     if lab.ndim == 2:
         lab, g = lab[None], g[None]
         proposals = [proposals] if isinstance(proposals, Proposals) else proposals
     if len(proposals) != len(lab) or g.shape != lab.shape:
-        raise ValueError(f"labels {lab.shape}, gt {g.shape} and {len(proposals)} proposals do "
-                         "not describe the same images")
+        raise ValueError(
+            f"labels {lab.shape}, gt {g.shape} and {len(proposals)} proposals do "
+            "not describe the same images"
+        )
     for i in range(len(lab)):
         yield lab[i], proposals[i], g[i]
 
 
-def audit_semantic(labels, proposals=None, gt=None, *, num_classes: int,
-                   strategies: Sequence[str] = DEFAULT_STRATEGIES, per: str = "class",
-                   ignore_index: int = 255, skip_classes: Iterable[int] = (),
-                   give_up: str = "ignore", iom_thresh: float = _config.IOM_THRESH,
-                   under: float = _config.CPI_UNDER, over: float = _config.CPI_OVER,
-                   backend: str | None = None) -> SemanticAuditReport:
+def audit_semantic(
+    labels,
+    proposals=None,
+    gt=None,
+    *,
+    num_classes: int,
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
+    per: str = "class",
+    ignore_index: int = 255,
+    skip_classes: Iterable[int] = (),
+    give_up: str = "ignore",
+    iom_thresh: float = _config.IOM_THRESH,
+    under: float = _config.CPI_UNDER,
+    over: float = _config.CPI_OVER,
+    backend: str | None = None,
+) -> SemanticAuditReport:
     """Per-class IoU before / after refinement and correction counts per strategy.
 
     Parameters
@@ -207,14 +228,25 @@ def audit_semantic(labels, proposals=None, gt=None, *, num_classes: int,
             raise TypeError(f"image {i}: gt must be an integer class map, got {g.dtype}")
         gv = g != ignore_index
         if ((g[gv] < 0) | (g[gv] >= k)).any():
-            raise ValueError(f"image {i}: gt holds classes outside 0..{k - 1} that are not "
-                             f"ignore_index ({ignore_index})")
+            raise ValueError(
+                f"image {i}: gt holds classes outside 0..{k - 1} that are not "
+                f"ignore_index ({ignore_index})"
+            )
         before = _image_cm(lab, g, gv, k, ignore_index)
         cm_t += before
         for s in strategies:
-            ref = refine_semantic(lab, props, strategy=s, per=per, ignore_index=ignore_index,
-                                  skip_classes=skip_classes, give_up=give_up, num_classes=k,
-                                  backend=backend, **thresholds[s])
+            ref = refine_semantic(
+                lab,
+                props,
+                strategy=s,
+                per=per,
+                ignore_index=ignore_index,
+                skip_classes=skip_classes,
+                give_up=give_up,
+                num_classes=k,
+                backend=backend,
+                **thresholds[s],
+            )
             after = _image_cm(to_numpy(ref.labels), g, gv, k, ignore_index)
             cms[s] += after
             cls = to_numpy(ref.regions.cls)
@@ -241,12 +273,14 @@ def _image_cm(pred: np.ndarray, g: np.ndarray, gv: np.ndarray, k: int, ignore_in
     p = np.where(p == ignore_index, k, p)
     if ((p < 0) | (p > k)).any():
         raise ValueError(f"labels hold classes outside 0..{k - 1} that are not ignore_index")
-    return np.bincount(g[gv].astype(np.int64) * (k + 1) + p,
-                       minlength=k * (k + 1)).reshape(k, k + 1)
+    return np.bincount(g[gv].astype(np.int64) * (k + 1) + p, minlength=k * (k + 1)).reshape(
+        k, k + 1
+    )
 
 
 def _compare(before: np.ndarray, after: np.ndarray, c: int, k: int) -> int:
     """Category of class ``c``'s IoU change, compared exactly (an empty union is IoU 1)."""
+
     def frac(cm):
         inter = int(cm[c, c])
         union = int(cm[c].sum() + cm[:, c].sum() - inter)
@@ -264,6 +298,9 @@ def _stats(name: str, cm: np.ndarray) -> SemanticStrategyStats:
     labelled = cm[:, :-1].sum()
     k = cm.shape[0]
     return SemanticStrategyStats(
-        strategy=name, iou=iou, miou=float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
+        strategy=name,
+        iou=iou,
+        miou=float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
         coverage=float(labelled / valid) if valid else 0.0,
-        accuracy_labelled=float(np.trace(cm[:, :k]) / labelled) if labelled else 0.0)
+        accuracy_labelled=float(np.trace(cm[:, :k]) / labelled) if labelled else 0.0,
+    )

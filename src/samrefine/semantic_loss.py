@@ -79,11 +79,12 @@ def top2_probability(x: torch.Tensor, *, from_logits: bool = False) -> torch.Ten
     -------
     torch.Tensor, (B, ...) in [0.5, 1], float32 (float64 for float64 input), no gradient.
     """
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2 \
-            or x.shape[1] < 2:
-        raise ValueError("expected a floating (B, C, ...) tensor with C >= 2, got "
-                         f"{getattr(x, 'dtype', type(x).__name__)} "
-                         f"{tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2 or x.shape[1] < 2:
+        raise ValueError(
+            "expected a floating (B, C, ...) tensor with C >= 2, got "
+            f"{getattr(x, 'dtype', type(x).__name__)} "
+            f"{tuple(getattr(x, 'shape', ()))}"
+        )
     cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     with torch.no_grad():
         top = torch.topk(x.detach().to(cdtype), 2, dim=1).values
@@ -92,8 +93,14 @@ def top2_probability(x: torch.Tensor, *, from_logits: bool = False) -> torch.Ten
         return top[:, 0] / (top[:, 0] + top[:, 1]).clamp_min(torch.finfo(cdtype).tiny)
 
 
-def class_pwa_weight(prob: torch.Tensor, gamma: float = 1.3, mu: float = 0.5, var: float = 0.1,
-                     *, from_logits: bool = False) -> torch.Tensor:
+def class_pwa_weight(
+    prob: torch.Tensor,
+    gamma: float = 1.3,
+    mu: float = 0.5,
+    var: float = 0.1,
+    *,
+    from_logits: bool = False,
+) -> torch.Tensor:
     """PWA weight for C classes: ``Psi(q1 / (q1 + q2))`` (module docstring).
 
     Parameters
@@ -153,22 +160,34 @@ class PWACELoss(torch.nn.Module):
     0.6603
     """
 
-    def __init__(self, *, ignore_index: int | None = 255, class_weight=None,
-                 reduction: Reduction = "mean", gamma: float = 1.3, mu: float = 0.5,
-                 var: float = 0.1, validate: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        ignore_index: int | None = 255,
+        class_weight=None,
+        reduction: Reduction = "mean",
+        gamma: float = 1.3,
+        mu: float = 0.5,
+        var: float = 0.1,
+        validate: bool = True,
+    ) -> None:
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         _check_params(gamma, mu, var)
-        if ignore_index is not None and (isinstance(ignore_index, bool)
-                                         or not isinstance(ignore_index, int)):
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+        ):
             raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
         if class_weight is not None:
             cw = tuple(class_weight)
-            if not cw or not all(isinstance(c, (int, float)) and math.isfinite(c) and c > 0
-                                 for c in cw):
-                raise ValueError(f"class_weight must be positive finite floats, one per class; "
-                                 f"got {class_weight!r}")
+            if not cw or not all(
+                isinstance(c, (int, float)) and math.isfinite(c) and c > 0 for c in cw
+            ):
+                raise ValueError(
+                    f"class_weight must be positive finite floats, one per class; "
+                    f"got {class_weight!r}"
+                )
             class_weight = tuple(float(c) for c in cw)
         self.ignore_index = ignore_index
         self.class_weight = class_weight
@@ -177,11 +196,18 @@ class PWACELoss(torch.nn.Module):
         self.validate = bool(validate)
 
     def extra_repr(self) -> str:
-        return (f"ignore_index={self.ignore_index}, class_weight={self.class_weight}, "
-                f"reduction={self.reduction!r}, gamma={self.gamma}, mu={self.mu}, var={self.var}")
+        return (
+            f"ignore_index={self.ignore_index}, class_weight={self.class_weight}, "
+            f"reduction={self.reduction!r}, gamma={self.gamma}, mu={self.mu}, var={self.var}"
+        )
 
-    def forward(self, logits: torch.Tensor, target: Any, prob: torch.Tensor | None = None,
-                matched: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        logits: torch.Tensor,
+        target: Any,
+        prob: torch.Tensor | None = None,
+        matched: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Compute the loss.
 
         Parameters
@@ -201,24 +227,31 @@ class PWACELoss(torch.nn.Module):
         torch.Tensor
             0-d (``"mean"``) or ``(B, H, W)`` (``"none"``); float32, float64 for float64 logits.
         """
-        if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() \
-                or logits.ndim != 4 or logits.shape[1] < 2:
-            raise ValueError("logits must be a floating (B, C, H, W) tensor with C >= 2, got "
-                             f"{getattr(logits, 'dtype', type(logits).__name__)} "
-                             f"{tuple(getattr(logits, 'shape', ()))}")
+        if (
+            not isinstance(logits, torch.Tensor)
+            or not logits.is_floating_point()
+            or logits.ndim != 4
+            or logits.shape[1] < 2
+        ):
+            raise ValueError(
+                "logits must be a floating (B, C, H, W) tensor with C >= 2, got "
+                f"{getattr(logits, 'dtype', type(logits).__name__)} "
+                f"{tuple(getattr(logits, 'shape', ()))}"
+            )
         n, c, h, w = logits.shape
         device = logits.device
         target, prob, matched = _unpack(target, prob, matched)
         if not isinstance(target, torch.Tensor):
             raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-        if target.dtype.is_floating_point or target.dtype == torch.bool \
-                or target.dtype.is_complex:
+        if target.dtype.is_floating_point or target.dtype == torch.bool or target.dtype.is_complex:
             raise TypeError(f"target must be an integer class map, got {target.dtype}")
         _check(target, "target", (n, h, w), device)
         if matched is not None:
             if prob is None:
-                raise ValueError("prob (teacher probabilities, (B, C, H, W)) is required with "
-                                 "matched: unmatched pixels are weighted by Psi(prob)")
+                raise ValueError(
+                    "prob (teacher probabilities, (B, C, H, W)) is required with "
+                    "matched: unmatched pixels are weighted by Psi(prob)"
+                )
             if not isinstance(matched, torch.Tensor) or matched.dtype != torch.bool:
                 raise TypeError("matched must be a bool tensor, (B, H, W) or (B,)")
             if matched.ndim == 1:
@@ -228,21 +261,23 @@ class PWACELoss(torch.nn.Module):
                 _check(matched, "matched", (n, h, w), device)
         if prob is not None:
             if not isinstance(prob, torch.Tensor) or not prob.is_floating_point():
-                raise TypeError("prob must be a floating tensor of teacher probabilities, "
-                                "(B, C, H, W)")
+                raise TypeError(
+                    "prob must be a floating tensor of teacher probabilities, (B, C, H, W)"
+                )
             _check(prob, "prob", (n, c, h, w), device)
             if matched is None:
                 matched = torch.zeros((n, h, w), dtype=torch.bool, device=device)
         if self.class_weight is not None and len(self.class_weight) != c:
-            raise ValueError(f"class_weight has {len(self.class_weight)} entries but logits "
-                             f"have C = {c} classes")
+            raise ValueError(
+                f"class_weight has {len(self.class_weight)} entries but logits have C = {c} classes"
+            )
         ign = self.ignore_index
         if self.validate and not torch.compiler.is_compiling():
             _check_values(target, prob, c, ign)
         cdtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
         valid = target != ign if ign is not None else torch.ones_like(target, dtype=torch.bool)
         tgt = torch.where(valid, target, 0).long()
-        ce = F.cross_entropy(logits.to(cdtype), tgt, reduction="none")       # (B, H, W)
+        ce = F.cross_entropy(logits.to(cdtype), tgt, reduction="none")  # (B, H, W)
         with torch.no_grad():
             wgt = None
             if self.class_weight is not None:
@@ -264,17 +299,22 @@ def _unpack(target: Any, prob: Any, matched: Any):
 
     if isinstance(target, SemanticTargets):
         if prob is not None or matched is not None:
-            raise ValueError("target is a SemanticTargets, which carries prob and matched; do "
-                             "not pass them again")
+            raise ValueError(
+                "target is a SemanticTargets, which carries prob and matched; do "
+                "not pass them again"
+            )
         return target.target, target.prob, target.matched
     if isinstance(target, SemanticRefinement):
         if matched is not None:
-            raise ValueError("target is a SemanticRefinement, which carries matched; do not "
-                             "pass matched again")
+            raise ValueError(
+                "target is a SemanticRefinement, which carries matched; do not pass matched again"
+            )
         lab, m = target.labels, target.matched
         if not isinstance(lab, torch.Tensor):
-            raise TypeError("the SemanticRefinement holds numpy arrays; refine torch tensors "
-                            "(the teacher's argmax) to train with it")
+            raise TypeError(
+                "the SemanticRefinement holds numpy arrays; refine torch tensors "
+                "(the teacher's argmax) to train with it"
+            )
         return (lab[None], prob, m[None]) if lab.ndim == 2 else (lab, prob, m)
     return target, prob, matched
 
@@ -283,12 +323,12 @@ def _check(x: torch.Tensor, name: str, shape: tuple, device: torch.device) -> No
     if tuple(x.shape) != shape:
         raise ValueError(f"{name} must have shape {shape} to match logits, got {tuple(x.shape)}")
     if x.device != device:
-        raise ValueError(f"{name} is on {x.device} but logits are on {device}; pass "
-                         f"{name}.to({str(device)!r})")
+        raise ValueError(
+            f"{name} is on {x.device} but logits are on {device}; pass {name}.to({str(device)!r})"
+        )
 
 
-def _check_values(target: torch.Tensor, prob: torch.Tensor | None, c: int,
-                  ign: int | None) -> None:
+def _check_values(target: torch.Tensor, prob: torch.Tensor | None, c: int, ign: int | None) -> None:
     bad_t = (target < 0) | (target >= c)
     if ign is not None:
         bad_t &= target != ign
@@ -300,7 +340,11 @@ def _check_values(target: torch.Tensor, prob: torch.Tensor | None, c: int,
         return
     if bool(flags[0]):
         vals = torch.unique(target[bad_t])[:5].tolist()
-        raise ValueError(f"target holds classes {vals} outside 0..{c - 1} that are not "
-                         f"ignore_index ({ign}); check num_classes and the ignore value")
-    raise ValueError("prob must hold probabilities in [0, 1] with no NaN; pass "
-                     "softmax(teacher_logits, 1), not logits")
+        raise ValueError(
+            f"target holds classes {vals} outside 0..{c - 1} that are not "
+            f"ignore_index ({ign}); check num_classes and the ignore value"
+        )
+    raise ValueError(
+        "prob must hold probabilities in [0, 1] with no NaN; pass "
+        "softmax(teacher_logits, 1), not logits"
+    )

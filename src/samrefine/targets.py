@@ -226,14 +226,29 @@ def semires_targets(
         from samrefine.class_targets import semantic_targets
 
         if pseudo_thresh != 0.5:
-            raise ValueError("pseudo_thresh is for binary outputs; C > 2 classes use argmax "
-                             "(see conf_thresh)")
-        return semantic_targets(teacher_out, proposals, strategy, from_logits=from_logits,
-                                iom_thresh=iom_thresh, under=under, over=over, gamma=gamma,
-                                mu=mu, var=var, backend=backend, validate=validate, **semantic)
+            raise ValueError(
+                "pseudo_thresh is for binary outputs; C > 2 classes use argmax (see conf_thresh)"
+            )
+        return semantic_targets(
+            teacher_out,
+            proposals,
+            strategy,
+            from_logits=from_logits,
+            iom_thresh=iom_thresh,
+            under=under,
+            over=over,
+            gamma=gamma,
+            mu=mu,
+            var=var,
+            backend=backend,
+            validate=validate,
+            **semantic,
+        )
     if semantic:
-        raise TypeError(f"unexpected keyword(s) {sorted(semantic)}: they apply to multi-class "
-                        "(B, C > 2, H, W) teacher outputs only")
+        raise TypeError(
+            f"unexpected keyword(s) {sorted(semantic)}: they apply to multi-class "
+            "(B, C > 2, H, W) teacher outputs only"
+        )
     if not isinstance(teacher_out, torch.Tensor) or not teacher_out.is_floating_point():
         raise TypeError(
             "teacher_out must be a floating-point torch.Tensor (logits or probabilities), got "
@@ -459,9 +474,7 @@ class ProposalCollate:
                     f"sample {i} has no {self.key!r} entry (keys: {sorted(map(str, sample))}); "
                     "set ProposalCollate(key=...)"
                 )
-            rest: Any = {
-                k: v for k, v in sample.items() if k not in (self.key, self.geometry_key)
-            }
+            rest: Any = {k: v for k, v in sample.items() if k not in (self.key, self.geometry_key)}
             geom = sample.get(self.geometry_key) if self.geometry_key is not None else None
             p = follow_geometry(self._check(sample[self.key], i), geom)
             return p, geom, rest

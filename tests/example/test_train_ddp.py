@@ -124,8 +124,10 @@ def test_two_gloo_processes_equal_one_process(synthetic_root, library, tmp_path)
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "world 2" in run.stdout
+
     def load(path):
         return torch.load(path, weights_only=True)
+
     burnin_one, burnin_two = load(one / "burnin" / "final.pth"), load(two / "burnin" / "final.pth")
     torch.manual_seed(0)
     from examples.semires_lavt.lavt import build_lavt

@@ -184,8 +184,7 @@ def _load_index_cached(root: str, dataset: str, split_by: str) -> ReferIndex:
         refs = read_refs_pickle(refs_path)
     except LibraryError as err:  # UnsafePickleError included
         raise DataLayoutError(
-            f"{refs_path} is not a readable refs pickle ({err}); re-download the refer "
-            "annotations"
+            f"{refs_path} is not a readable refs pickle ({err}); re-download the refer annotations"
         ) from err
     if not isinstance(refs, list) or (refs and not isinstance(refs[0], dict)):
         raise DataLayoutError(f"{refs_path} must hold a list of ref dicts, got {type(refs)}")

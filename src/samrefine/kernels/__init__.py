@@ -34,14 +34,23 @@ def pick_backend(backend: str | None, device: Any | None) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be 'numba', 'torch' or None, got {backend!r}")
     if backend == "numba" and not on_cpu:
-        raise ValueError(f"the numba backend runs on the CPU but pseudo is on {device}; use "
-                         "backend='torch' or move pseudo to the CPU")
+        raise ValueError(
+            f"the numba backend runs on the CPU but pseudo is on {device}; use "
+            "backend='torch' or move pseudo to the CPU"
+        )
     return backend
 
 
-def refine_batch(pseudo_u8: Any, segments: Segments, mode: KernelMode, iom_thresh: float,
-                 under: float | None, over: float | None, eps: float,
-                 backend: str) -> KernelResult:
+def refine_batch(
+    pseudo_u8: Any,
+    segments: Segments,
+    mode: KernelMode,
+    iom_thresh: float,
+    under: float | None,
+    over: float | None,
+    eps: float,
+    backend: str,
+) -> KernelResult:
     """Run IOM or CPI on one batch with the named backend.
 
     Parameters
@@ -67,8 +76,7 @@ def refine_batch(pseudo_u8: Any, segments: Segments, mode: KernelMode, iom_thres
     if backend == "numba":
         if not isinstance(pseudo_u8, np.ndarray):
             pseudo_u8 = pseudo_u8.numpy()
-        return numba_cpu.refine_batch(pseudo_u8, segments, int(mode), iom_thresh, under, over,
-                                      eps)
+        return numba_cpu.refine_batch(pseudo_u8, segments, int(mode), iom_thresh, under, over, eps)
     import torch  # loads on first use: ``import samrefine`` does not import torch
 
     from . import torch_ops

@@ -21,12 +21,31 @@ IOM, CPI = int(KernelMode.IOM), int(KernelMode.CPI)
 
 
 @nb.njit(**NJIT)
-def _refine_one(b: int, pseudo: np.ndarray, seg_x: np.ndarray, seg_y0: np.ndarray,
-                seg_y1: np.ndarray, seg_offsets: np.ndarray, mask_offsets: np.ndarray,
-                area: np.ndarray, mode: int, t_iom: float, use_under: bool, under: float,
-                use_over: bool, over: float, eps: float, inter: np.ndarray, iou: np.ndarray,
-                s1: np.ndarray, s2: np.ndarray, selected: np.ndarray, chosen: np.ndarray,
-                matched: np.ndarray, out: np.ndarray) -> None:
+def _refine_one(
+    b: int,
+    pseudo: np.ndarray,
+    seg_x: np.ndarray,
+    seg_y0: np.ndarray,
+    seg_y1: np.ndarray,
+    seg_offsets: np.ndarray,
+    mask_offsets: np.ndarray,
+    area: np.ndarray,
+    mode: int,
+    t_iom: float,
+    use_under: bool,
+    under: float,
+    use_over: bool,
+    over: float,
+    eps: float,
+    inter: np.ndarray,
+    iou: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+    selected: np.ndarray,
+    chosen: np.ndarray,
+    matched: np.ndarray,
+    out: np.ndarray,
+) -> None:
     """Score image ``b``'s proposals and write its refined mask into ``out[b]`` (in place)."""
     _, h, w = pseudo.shape
     # per-column prefix sums, built row by row (vectorised, no transpose):
@@ -147,8 +166,15 @@ def _start_numba_threads() -> int:
     return n
 
 
-def refine_batch(pseudo_u8: np.ndarray, segments: Segments, mode: int, t_iom: float,
-                 under: float | None, over: float | None, eps: float) -> KernelResult:
+def refine_batch(
+    pseudo_u8: np.ndarray,
+    segments: Segments,
+    mode: int,
+    t_iom: float,
+    under: float | None,
+    over: float | None,
+    eps: float,
+) -> KernelResult:
     """Run IOM (``mode=KernelMode.IOM``) or CPI on ``pseudo_u8`` ``(B, H, W)`` uint8 {0, 1}.
 
     ``segments`` holds host arrays; ``under``/``over`` are floats or None (test off). Returns
@@ -166,9 +192,28 @@ def refine_batch(pseudo_u8: np.ndarray, segments: Segments, mode: int, t_iom: fl
     out = np.empty((n_img, h, w), np.uint8)
     parallel = n_img > 1 and _start_numba_threads() > 1
     kernel = _refine_parallel if parallel else _refine_serial
-    kernel(pseudo_u8, segments.x, segments.y0, segments.y1, segments.seg_offsets,
-           segments.mask_offsets, segments.area, mode, float(t_iom), under is not None,
-           float(under if under is not None else 0.0), over is not None,
-           float(over if over is not None else 0.0), float(eps),
-           inter, iou, s1, s2, selected, chosen, matched, out)
+    kernel(
+        pseudo_u8,
+        segments.x,
+        segments.y0,
+        segments.y1,
+        segments.seg_offsets,
+        segments.mask_offsets,
+        segments.area,
+        mode,
+        float(t_iom),
+        under is not None,
+        float(under if under is not None else 0.0),
+        over is not None,
+        float(over if over is not None else 0.0),
+        float(eps),
+        inter,
+        iou,
+        s1,
+        s2,
+        selected,
+        chosen,
+        matched,
+        out,
+    )
     return KernelResult(inter, iou, s1, s2, selected, chosen, matched, out.view(np.bool_))

@@ -249,8 +249,9 @@ def class_regions(colptr, run_y0, run_key, h, ignore_index, has_ignore, skip, n_
 
 
 @nb.njit(**NJIT)
-def score_pairs(colptr, run_y0, run_r, h, region_offsets, seg_x, seg_y0, seg_y1, seg_offsets,
-                mask_offsets):
+def score_pairs(
+    colptr, run_y0, run_r, h, region_offsets, seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets
+):
     """Intersections |P_r n S_m| > 0 as pairs sorted by (m, r): (pair_mask, pair_region,
     pair_inter), all int64 (m and r flat over the batch), from the column runs of the region
     ids (:func:`column_runs`, with ``run_r`` the region id of each run)."""
@@ -326,8 +327,9 @@ def score_pairs(colptr, run_y0, run_r, h, region_offsets, seg_x, seg_y0, seg_y1,
 
 
 @nb.njit(**NJIT)
-def select(p_m, p_r, p_t, r_area, m_area, n_reg, mode, t_iom, use_under, under, use_over,
-           over, eps):
+def select(
+    p_m, p_r, p_t, r_area, m_area, n_reg, mode, t_iom, use_under, under, use_over, over, eps
+):
     """Scores of every pair and the selection. Returns iou, s1, s2 (P,) float64, selected (P,)
     bool, chosen (R,) int64 (flat mask, -1), matched (R,) bool, score (R,) float64."""
     n = p_m.shape[0]
@@ -379,9 +381,27 @@ def _next_free(nxt, i):
 
 
 @nb.njit(**NJIT)
-def paint(labels, colptr, run_y0, run_r, region_offsets, r_class, r_matched, r_score, p_m, p_r,
-          selected, seg_x, seg_y0, seg_y1, seg_offsets, give_up_ignore, ignore_value, out,
-          out_matched):
+def paint(
+    labels,
+    colptr,
+    run_y0,
+    run_r,
+    region_offsets,
+    r_class,
+    r_matched,
+    r_score,
+    p_m,
+    p_r,
+    selected,
+    seg_x,
+    seg_y0,
+    seg_y1,
+    seg_offsets,
+    give_up_ignore,
+    ignore_value,
+    out,
+    out_matched,
+):
     """Write refined labels ``out`` and the per-pixel ``out_matched`` (both (B, H, W)).
     ``colptr``/``run_y0``/``run_r`` are the column runs of the region ids (as scored)."""
     n_img, h, w = labels.shape

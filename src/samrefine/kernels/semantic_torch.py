@@ -31,9 +31,9 @@ def region_map_class(labels, ignore_index, skip, n_classes):
     valid &= ~skip[safe]
     img = torch.arange(n_img, device=dev).view(-1, 1, 1)
     key = (img * n_classes + safe)[valid]
-    hist = torch.bincount(key, minlength=n_img * n_classes)                   # (B * C,)
+    hist = torch.bincount(key, minlength=n_img * n_classes)  # (B * C,)
     present = hist > 0
-    lut = torch.cumsum(present.to(torch.int64), 0) - 1                       # region id
+    lut = torch.cumsum(present.to(torch.int64), 0) - 1  # region id
     region = torch.where(valid, lut[img * n_classes + safe], -1).to(torch.int32)
     idx = torch.nonzero(present).view(-1)
     r_class = idx % n_classes
@@ -49,7 +49,7 @@ def score_pairs(region, n_reg_total, batch):
     dev = region.device
     n_img, h, w = region.shape
     hw = h * w
-    flat = region.transpose(1, 2).reshape(-1)                                 # column-major
+    flat = region.transpose(1, 2).reshape(-1)  # column-major
     n_pix = flat.numel()
     change = torch.ones(n_pix, dtype=torch.bool, device=dev)
     change[1:] = flat[1:] != flat[:-1]
@@ -64,8 +64,8 @@ def score_pairs(region, n_reg_total, batch):
     if n_runs == 0 or n_reg_total == 0:
         return empty, empty, empty
     run_mask = torch.repeat_interleave(
-        torch.arange(batch.area.shape[0], device=dev), batch.run_offsets.diff(),
-        output_size=n_runs)
+        torch.arange(batch.area.shape[0], device=dev), batch.run_offsets.diff(), output_size=n_runs
+    )
     g_start = batch._mask_image[run_mask] * hw + batch.starts
     g_end = g_start + batch.lengths
     j_lo = torch.searchsorted(l_start, g_start, right=True) - 1
@@ -103,8 +103,9 @@ def select(p_m, p_r, p_t, r_area, m_area, n_reg, mode, t_iom, under, over, eps):
         is_best = cand & (iou == score[p_r])
         idx = torch.arange(n, device=dev)
         best_pair = torch.full((n_reg,), n, dtype=torch.int64, device=dev)
-        best_pair.scatter_reduce_(0, p_r, torch.where(is_best, idx, n), reduce="amin",
-                                  include_self=True)
+        best_pair.scatter_reduce_(
+            0, p_r, torch.where(is_best, idx, n), reduce="amin", include_self=True
+        )
         matched = best_pair < n
         selected = torch.zeros(n, dtype=torch.bool, device=dev)
         selected[best_pair[matched]] = True
@@ -119,14 +120,31 @@ def select(p_m, p_r, p_t, r_area, m_area, n_reg, mode, t_iom, under, over, eps):
         counts = torch.zeros(n_reg, dtype=torch.int64, device=dev)
         counts.index_add_(0, p_r, selected.to(torch.int64))
         matched = counts > 0
-        score.scatter_reduce_(0, p_r, torch.where(selected, iou, torch.zeros_like(iou)),
-                              reduce="amax", include_self=True)
+        score.scatter_reduce_(
+            0,
+            p_r,
+            torch.where(selected, iou, torch.zeros_like(iou)),
+            reduce="amax",
+            include_self=True,
+        )
         chosen = torch.full((n_reg,), -1, dtype=torch.int64, device=dev)
     return iou, s1, s2, selected, chosen, matched, score
 
 
-def paint(labels, region, region_image, r_class, r_matched, r_score, p_m, p_r, selected, batch,
-          give_up_ignore, ignore_value):
+def paint(
+    labels,
+    region,
+    region_image,
+    r_class,
+    r_matched,
+    r_score,
+    p_m,
+    p_r,
+    selected,
+    batch,
+    give_up_ignore,
+    ignore_value,
+):
     """Refined labels (dtype of ``labels``) and per-pixel matched map, (B, H, W) each."""
     dev = labels.device
     n_img, h, w = labels.shape
@@ -159,7 +177,7 @@ def paint(labels, region, region_image, r_class, r_matched, r_score, p_m, p_r, s
         first2 = torch.cumsum(ln, 0) - ln
         pix = g_start[rep2] + torch.arange(tot_p, device=dev) - first2[rep2]
         winner.scatter_reduce_(0, pix, sr[rep[rep2]], reduce="amin", include_self=True)
-    winner = winner.view(n_img, w, h).transpose(1, 2)                         # row-major view
+    winner = winner.view(n_img, w, h).transpose(1, 2)  # row-major view
     has = winner != _BIG
     win_region = order[torch.where(has, winner, 0)]
     claimed = r_class[win_region].to(labels.dtype)

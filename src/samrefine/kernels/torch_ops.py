@@ -16,8 +16,15 @@ from ._api import KernelMode, KernelResult, Segments
 IOM, CPI = int(KernelMode.IOM), int(KernelMode.CPI)
 
 
-def refine_batch(pseudo: torch.Tensor, segments: Segments, mode: int, t_iom: float,
-                 under: float | None, over: float | None, eps: float) -> KernelResult:
+def refine_batch(
+    pseudo: torch.Tensor,
+    segments: Segments,
+    mode: int,
+    t_iom: float,
+    under: float | None,
+    over: float | None,
+    eps: float,
+) -> KernelResult:
     """Torch twin of :func:`samrefine.kernels.numba_cpu.refine_batch`.
 
     ``pseudo`` is a ``(B, H, W)`` uint8 {0, 1} tensor on the device of ``segments`` (int64
@@ -30,13 +37,13 @@ def refine_batch(pseudo: torch.Tensor, segments: Segments, mode: int, t_iom: flo
     # per-column prefix sums: cum[b, y, x] = foreground pixels in rows [0, y) of column x
     cum = torch.zeros(n_img, h + 1, w, dtype=torch.int32, device=dev)
     torch.cumsum(pseudo, dim=1, dtype=torch.int32, out=cum[:, 1:])
-    p_area = cum[:, -1].sum(1, dtype=torch.int64)                            # (B,)
-    seg_img = mask_image[seg_mask]                              # (G,)
+    p_area = cum[:, -1].sum(1, dtype=torch.int64)  # (B,)
+    seg_img = mask_image[seg_mask]  # (G,)
     col = seg_img * ((h + 1) * w) + segments.x
     cf = cum.view(-1)
     seg_inter = (cf[col + segments.y1 * w] - cf[col + segments.y0 * w]).to(torch.int64)
     inter = torch.zeros(n_masks, dtype=torch.int64, device=dev)
-    inter.index_add_(0, seg_mask, seg_inter)                            # (M,)
+    inter.index_add_(0, seg_mask, seg_inter)  # (M,)
     p_area_f = p_area.to(torch.float64)
 
     t = inter.to(torch.float64)
@@ -56,8 +63,9 @@ def refine_batch(pseudo: torch.Tensor, segments: Segments, mode: int, t_iom: flo
         idx = torch.arange(n_masks, device=dev)
         is_best = cand & (key == best[mask_image])
         chosen = torch.full((n_img,), n_masks, dtype=torch.int64, device=dev)
-        chosen.scatter_reduce_(0, mask_image, torch.where(is_best, idx, n_masks),
-                               reduce="amin", include_self=True)
+        chosen.scatter_reduce_(
+            0, mask_image, torch.where(is_best, idx, n_masks), reduce="amin", include_self=True
+        )
         matched = chosen < n_masks
         chosen = torch.where(matched, chosen, -1)
         selected = torch.zeros(n_masks, dtype=torch.bool, device=dev)

@@ -44,8 +44,9 @@ __all__ = ["classical_proposals", "resolve_method"]
 #: keeps the persistence ratio finite for regions with no inner boundary.
 NOISE_FLOOR = 2.0
 
-_MULTISCALE_DEFAULTS = {"scales": (64, 256, 1024, 4096), "slic_segments": (64,),
-                        "smooth_radius": 2}
+_MULTISCALE_DEFAULTS = {"scales": (64, 256, 1024, 4096), "slic_segments": (64,), "smooth_radius": 2}
+
+
 def _smooth_labels(labels: np.ndarray, radius: int) -> np.ndarray:
     """Majority filter of a label map: each pixel takes the most frequent label in a box."""
     if radius <= 0:
@@ -71,22 +72,32 @@ def _smooth_labels(labels: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def resolve_method(method: str | None = None, scales=None, slic_segments=None,
-                   smooth_radius=None) -> str:
+def resolve_method(
+    method: str | None = None, scales=None, slic_segments=None, smooth_radius=None
+) -> str:
     """The method :func:`classical_proposals` runs for these arguments.
 
     ``method=None`` means ``"hierarchy"`` unless a ``"multiscale"``-only parameter (``scales``,
     ``slic_segments``, ``smooth_radius``) is given, which keeps older calls working unchanged.
     """
-    legacy = [k for k, v in (("scales", scales), ("slic_segments", slic_segments),
-                             ("smooth_radius", smooth_radius)) if v is not None]
+    legacy = [
+        k
+        for k, v in (
+            ("scales", scales),
+            ("slic_segments", slic_segments),
+            ("smooth_radius", smooth_radius),
+        )
+        if v is not None
+    ]
     if method is None:
         return "multiscale" if legacy else "hierarchy"
     if method not in ("hierarchy", "multiscale"):
         raise ValueError(f"method must be 'hierarchy' or 'multiscale', got {method!r}")
     if method == "hierarchy" and legacy:
-        raise ValueError(f"{', '.join(legacy)} only apply to method='multiscale'; drop them or "
-                         "pass method='multiscale'")
+        raise ValueError(
+            f"{', '.join(legacy)} only apply to method='multiscale'; drop them or "
+            "pass method='multiscale'"
+        )
     return method
 
 
@@ -105,6 +116,7 @@ def check_classical_params(**params: Any) -> None:
     Takes any keyword arguments of :func:`classical_proposals` (``image`` excluded); checks the
     ones given. Raises ValueError naming the parameter and what it expects.
     """
+
     def bad(name: str, want: str) -> None:
         raise ValueError(f"classical generator: {name}={params[name]!r}; expected {want}")
 
@@ -114,24 +126,31 @@ def check_classical_params(**params: Any) -> None:
     if "max_masks" in params and (not _is_int(params["max_masks"]) or params["max_masks"] < 1):
         bad("max_masks", "an int >= 1")
     scales, slic_segments = params.get("scales"), params.get("slic_segments")
-    if has("scales") and (not isinstance(scales, (list, tuple))
-                          or not all(_is_number(v) and v > 0 for v in scales)):
+    if has("scales") and (
+        not isinstance(scales, (list, tuple)) or not all(_is_number(v) and v > 0 for v in scales)
+    ):
         bad("scales", "a list of positive numbers")
-    if has("slic_segments") and (not isinstance(slic_segments, (list, tuple))
-                                 or not all(_is_int(v) and v >= 1 for v in slic_segments)):
+    if has("slic_segments") and (
+        not isinstance(slic_segments, (list, tuple))
+        or not all(_is_int(v) and v >= 1 for v in slic_segments)
+    ):
         bad("slic_segments", "a list of ints >= 1")
     if has("scales") and has("slic_segments") and not scales and not slic_segments:
         bad("scales", "at least one label map (scales or slic_segments)")
-    for name, lo, hi, want in (("min_area_frac", 0, 1, "a number in [0, 1)"),
-                               ("significant_area_frac", 0, 1, "a number in [0, 1)")):
+    for name, lo, hi, want in (
+        ("min_area_frac", 0, 1, "a number in [0, 1)"),
+        ("significant_area_frac", 0, 1, "a number in [0, 1)"),
+    ):
         v: Any = params.get(name)
         if name in params and (not _is_number(v) or not lo <= v < hi):
             bad(name, want)
-    if has("smooth_radius") and (not _is_int(params["smooth_radius"])
-                                 or params["smooth_radius"] < 0):
+    if has("smooth_radius") and (
+        not _is_int(params["smooth_radius"]) or params["smooth_radius"] < 0
+    ):
         bad("smooth_radius", "an int >= 0")
-    if "dedup_iou" in params and (not _is_number(params["dedup_iou"])
-                                  or not 0 < params["dedup_iou"] <= 1):
+    if "dedup_iou" in params and (
+        not _is_number(params["dedup_iou"]) or not 0 < params["dedup_iou"] <= 1
+    ):
         bad("dedup_iou", "a number in (0, 1]")
     for name in ("max_contrast", "min_persistence", "edge_sigma"):
         if name in params and (not _is_number(params[name]) or params[name] <= 0):
@@ -142,14 +161,23 @@ def check_classical_params(**params: Any) -> None:
         bad("seed", "an int")
 
 
-def classical_proposals(image: np.ndarray, scales: Sequence[float] | None = None,
-                        slic_segments: Sequence[int] | None = None,
-                        min_area_frac: float = 0.0005, max_masks: int = 300,
-                        smooth_radius: int | None = None, dedup_iou: float = 0.9,
-                        seed: int = 0, *, method: str | None = None,
-                        max_contrast: float = 8.0, min_persistence: float = 2.0,
-                        edge_sigma: float = 0.8, significant_area_frac: float = 0.005,
-                        work_size: int = 256) -> Proposals:
+def classical_proposals(
+    image: np.ndarray,
+    scales: Sequence[float] | None = None,
+    slic_segments: Sequence[int] | None = None,
+    min_area_frac: float = 0.0005,
+    max_masks: int = 300,
+    smooth_radius: int | None = None,
+    dedup_iou: float = 0.9,
+    seed: int = 0,
+    *,
+    method: str | None = None,
+    max_contrast: float = 8.0,
+    min_persistence: float = 2.0,
+    edge_sigma: float = 0.8,
+    significant_area_frac: float = 0.005,
+    work_size: int = 256,
+) -> Proposals:
     """Class-agnostic region proposals of an RGB image, without SAM (see the module notes).
 
     Parameters
@@ -196,12 +224,20 @@ def classical_proposals(image: np.ndarray, scales: Sequence[float] | None = None
         ``meta["persistence"]`` (the ratio above); ``"multiscale"`` adds ``meta["scale"]``, the
         index of the label map each region came from.
     """
-    check_classical_params(scales=scales, slic_segments=slic_segments,
-                           min_area_frac=min_area_frac, max_masks=max_masks,
-                           smooth_radius=smooth_radius, dedup_iou=dedup_iou, seed=seed,
-                           max_contrast=max_contrast, min_persistence=min_persistence,
-                           edge_sigma=edge_sigma, significant_area_frac=significant_area_frac,
-                           work_size=work_size)
+    check_classical_params(
+        scales=scales,
+        slic_segments=slic_segments,
+        min_area_frac=min_area_frac,
+        max_masks=max_masks,
+        smooth_radius=smooth_radius,
+        dedup_iou=dedup_iou,
+        seed=seed,
+        max_contrast=max_contrast,
+        min_persistence=min_persistence,
+        edge_sigma=edge_sigma,
+        significant_area_frac=significant_area_frac,
+        work_size=work_size,
+    )
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
@@ -212,20 +248,36 @@ def classical_proposals(image: np.ndarray, scales: Sequence[float] | None = None
     method = resolve_method(method, scales, slic_segments, smooth_radius)
     if method == "multiscale":
         d = _MULTISCALE_DEFAULTS
-        return _multiscale(image, d["scales"] if scales is None else scales,
-                           d["slic_segments"] if slic_segments is None else slic_segments,
-                           min_area_frac, max_masks,
-                           d["smooth_radius"] if smooth_radius is None else smooth_radius,
-                           dedup_iou)
+        return _multiscale(
+            image,
+            d["scales"] if scales is None else scales,
+            d["slic_segments"] if slic_segments is None else slic_segments,
+            min_area_frac,
+            max_masks,
+            d["smooth_radius"] if smooth_radius is None else smooth_radius,
+            dedup_iou,
+        )
     if min_persistence < 1.0 or max_contrast < 0 or edge_sigma < 0 or work_size < 16:
-        raise ValueError("need min_persistence >= 1, max_contrast >= 0, edge_sigma >= 0 and "
-                         f"work_size >= 16, got {min_persistence}, {max_contrast}, "
-                         f"{edge_sigma}, {work_size}")
-    return _hierarchy(image, min_area_frac, max_masks, dedup_iou, max_contrast, min_persistence,
-                      edge_sigma, significant_area_frac, work_size)
+        raise ValueError(
+            "need min_persistence >= 1, max_contrast >= 0, edge_sigma >= 0 and "
+            f"work_size >= 16, got {min_persistence}, {max_contrast}, "
+            f"{edge_sigma}, {work_size}"
+        )
+    return _hierarchy(
+        image,
+        min_area_frac,
+        max_masks,
+        dedup_iou,
+        max_contrast,
+        min_persistence,
+        edge_sigma,
+        significant_area_frac,
+        work_size,
+    )
 
 
 # -------------------------------------------------------------------------- hierarchy
+
 
 def _edge_strength(image: np.ndarray, sigma: float):
     """Colour gradient of the smoothed CIELAB image: magnitude, and its across-column and
@@ -251,8 +303,9 @@ def _boundary_pairs(leaves: np.ndarray, gx: np.ndarray, gy: np.ndarray):
     the two pixels'), so a boundary running along a slope is not mistaken for an edge."""
     a = np.concatenate([leaves[:, :-1].ravel(), leaves[:-1, :].ravel()])
     b = np.concatenate([leaves[:, 1:].ravel(), leaves[1:, :].ravel()])
-    s = np.concatenate([np.maximum(gx[:, :-1], gx[:, 1:]).ravel(),
-                        np.maximum(gy[:-1, :], gy[1:, :]).ravel()])
+    s = np.concatenate(
+        [np.maximum(gx[:, :-1], gx[:, 1:]).ravel(), np.maximum(gy[:-1, :], gy[1:, :]).ravel()]
+    )
     cut = a != b
     return a[cut], b[cut], s[cut]
 
@@ -266,8 +319,9 @@ def _leaf_graph(leaves: np.ndarray, gx: np.ndarray, gy: np.ndarray):
     return pairs // n, pairs % n, np.bincount(inv, weights=s), np.bincount(inv).astype(float)
 
 
-def _dissolve_ridge_leaves(leaves: np.ndarray, g: np.ndarray, gx: np.ndarray,
-                          gy: np.ndarray) -> np.ndarray:
+def _dissolve_ridge_leaves(
+    leaves: np.ndarray, g: np.ndarray, gx: np.ndarray, gy: np.ndarray
+) -> np.ndarray:
     """Give the pixels of basins that lie on an edge's crest to the regions either side.
 
     Noise makes local minima along a blurred edge; their basins are bands of edge pixels that
@@ -330,7 +384,7 @@ def _merge_tree(n, ea, eb, ssum, cnt, area, texture, sig_area):
         alive.append(True)
         lev = max(cost, 0.0) if min(ar[a], ar[b]) >= sig_area else 0.0
         inner.append(max(lev, inner[a], inner[b]))
-        outer[a] = outer[b] = inner[new]       # absorbing a speck does not end a region
+        outer[a] = outer[b] = inner[new]  # absorbing a speck does not end a region
         outer.append(np.inf)
         children.append((a, b))
         ar.append(ar[a] + ar[b])
@@ -352,8 +406,12 @@ def _merge_tree(n, ea, eb, ssum, cnt, area, texture, sig_area):
             nbr[y][new] = e
             heapq.heappush(heap, (e[0] / e[1] - min(t_new, tx[y] / ar[y]), new, y))
     # the leaf graph of an image is connected, so this is one tree
-    return (np.array(children, np.int64).reshape(-1, 2), np.array(ar), np.array(inner),
-            np.array(outer))
+    return (
+        np.array(children, np.int64).reshape(-1, 2),
+        np.array(ar),
+        np.array(inner),
+        np.array(outer),
+    )
 
 
 def _leaf_spans(n: int, children: np.ndarray):
@@ -392,8 +450,17 @@ def _refit_leaves(leaves: np.ndarray, image: np.ndarray, sigma: float) -> np.nda
     return watershed(_edge_strength(image, sigma * scale)[0], markers) - 1
 
 
-def _hierarchy(image, min_area_frac, max_masks, dedup_iou, max_contrast, min_persistence,
-               edge_sigma, significant_area_frac, work_size) -> Proposals:
+def _hierarchy(
+    image,
+    min_area_frac,
+    max_masks,
+    dedup_iou,
+    max_contrast,
+    min_persistence,
+    edge_sigma,
+    significant_area_frac,
+    work_size,
+) -> Proposals:
     from scipy import ndimage
     from skimage.segmentation import watershed
     from skimage.transform import resize
@@ -402,10 +469,19 @@ def _hierarchy(image, min_area_frac, max_masks, dedup_iou, max_contrast, min_per
     small = image
     if max(h, w) > work_size:
         f = work_size / max(h, w)
-        small = resize(image, (max(1, round(h * f)), max(1, round(w * f))), order=1,
-                       anti_aliasing=True, preserve_range=True).round().astype(np.uint8)
+        small = (
+            resize(
+                image,
+                (max(1, round(h * f)), max(1, round(w * f))),
+                order=1,
+                anti_aliasing=True,
+                preserve_range=True,
+            )
+            .round()
+            .astype(np.uint8)
+        )
     g, gx, gy = _edge_strength(small, edge_sigma)
-    leaves = watershed(g) - 1                      # one leaf per local minimum of the gradient
+    leaves = watershed(g) - 1  # one leaf per local minimum of the gradient
     leaves = _dissolve_ridge_leaves(leaves, g, gx, gy)
     n = int(leaves.max()) + 1
     if n < 2:
@@ -414,19 +490,24 @@ def _hierarchy(image, min_area_frac, max_masks, dedup_iou, max_contrast, min_per
     leaf_area = np.bincount(leaves.ravel(), minlength=n).astype(float)
     texture = np.asarray(ndimage.median(g, leaves + 1, index=np.arange(1, n + 1)))
     ea, eb, ssum, cnt = _leaf_graph(leaves, gx, gy)
-    children, area, inner, outer = _merge_tree(n, ea, eb, ssum, cnt, leaf_area, texture,
-                                               significant_area_frac * hs * ws)
+    children, area, inner, outer = _merge_tree(
+        n, ea, eb, ssum, cnt, leaf_area, texture, significant_area_frac * hs * ws
+    )
     persistence = (outer + NOISE_FLOOR) / (inner + NOISE_FLOOR)
-    ok = ((inner <= max_contrast) & (persistence >= min_persistence)
-          & (area >= max(1.0, min_area_frac * hs * ws)) & (area < hs * ws))
+    ok = (
+        (inner <= max_contrast)
+        & (persistence >= min_persistence)
+        & (area >= max(1.0, min_area_frac * hs * ws))
+        & (area < hs * ws)
+    )
     cand = np.flatnonzero(ok)
-    cand = cand[np.lexsort((-persistence[cand], inner[cand]))]   # most coherent first
+    cand = cand[np.lexsort((-persistence[cand], inner[cand]))]  # most coherent first
     if cand.size == 0 or max_masks == 0:
         return _empty_hierarchy((h, w))
     order, start, count = _leaf_spans(n, children)
     member = np.zeros((cand.size, n), bool)
     for i, k in enumerate(cand.tolist()):
-        member[i, order[start[k]:start[k] + count[k]]] = True
+        member[i, order[start[k] : start[k] + count[k]]] = True
     # near-duplicate removal in leaf space (exact IoU: every region is a union of leaves)
     mf = member.astype(np.float64)
     inter = mf @ (mf * leaf_area).T
@@ -443,28 +524,31 @@ def _hierarchy(image, min_area_frac, max_masks, dedup_iou, max_contrast, min_per
         leaves = _refit_leaves(leaves, image, edge_sigma)
     props = Proposals.from_dense(member[sel][:, leaves])
     k = cand[sel]
-    props.meta = {"predicted_iou": np.ones(len(props)), "contrast": inner[k],
-                  "persistence": persistence[k]}
+    props.meta = {
+        "predicted_iou": np.ones(len(props)),
+        "contrast": inner[k],
+        "persistence": persistence[k],
+    }
     return props
 
 
 def _empty_hierarchy(size) -> Proposals:
     props = Proposals.empty(size)
-    props.meta = {"predicted_iou": np.zeros(0), "contrast": np.zeros(0),
-                  "persistence": np.zeros(0)}
+    props.meta = {"predicted_iou": np.zeros(0), "contrast": np.zeros(0), "persistence": np.zeros(0)}
     return props
 
 
 # ------------------------------------------------------------------------- multiscale
 
-def _multiscale(image, scales, slic_segments, min_area_frac, max_masks, smooth_radius,
-                dedup_iou) -> Proposals:
+
+def _multiscale(
+    image, scales, slic_segments, min_area_frac, max_masks, smooth_radius, dedup_iou
+) -> Proposals:
     """Felzenszwalb at several scales plus SLIC, majority-smoothed, interleaved and capped."""
     from skimage.segmentation import felzenszwalb, slic
 
     h, w = image.shape[:2]
-    maps = [felzenszwalb(image, scale=s, sigma=0.8, min_size=max(16, int(s / 4)))
-            for s in scales]
+    maps = [felzenszwalb(image, scale=s, sigma=0.8, min_size=max(16, int(s / 4))) for s in scales]
     maps += [slic(image, n_segments=n, compactness=10, start_label=0) for n in slic_segments]
     min_area = max(1, int(min_area_frac * h * w))
     per_scale = []
@@ -479,8 +563,9 @@ def _multiscale(image, scales, slic_segments, min_area_frac, max_masks, smooth_r
     # interleave scales so a cap keeps every scale represented
     picked: list[tuple[int, int]] = []
     pos = [0] * len(per_scale)
-    while len(picked) < max_masks and any(pos[j] < len(per_scale[j][1])
-                                          for j in range(len(per_scale))):
+    while len(picked) < max_masks and any(
+        pos[j] < len(per_scale[j][1]) for j in range(len(per_scale))
+    ):
         for j, (_, keep, _) in enumerate(per_scale):
             if pos[j] < len(keep) and len(picked) < max_masks:
                 picked.append((j, keep[pos[j]]))

@@ -278,26 +278,36 @@ def _meta_arrays(props: Proposals, with_geometry: bool) -> dict[str, np.ndarray]
             raise LibraryError(f"metadata name {key!r} must be 1..255 ASCII characters")
         arr = np.asarray(val)
         if arr.shape[:1] != (n,):
-            raise LibraryError(f"meta[{key!r}] has shape {arr.shape}; its first dimension must "
-                               f"be the number of masks ({n})")
+            raise LibraryError(
+                f"meta[{key!r}] has shape {arr.shape}; its first dimension must "
+                f"be the number of masks ({n})"
+            )
         if arr.dtype.kind not in "biuf":
-            raise LibraryError(f"meta[{key!r}] has dtype {arr.dtype}; only numeric or bool "
-                               "per-mask metadata can be stored")
+            raise LibraryError(
+                f"meta[{key!r}] has dtype {arr.dtype}; only numeric or bool "
+                "per-mask metadata can be stored"
+            )
         if arr.dtype.kind == "b":
             arr = arr.astype("u1")
         if key in _KNOWN_DTYPES:
             arr = arr.astype("<" + _KNOWN_DTYPES[key])
         elif key == "crop_box":
-            arr = arr.astype("<" + _box_dtype(h, w)) if np.all(arr >= 0) and np.all(
-                arr == np.round(arr)) and arr.max(initial=0) < 2**16 else arr.astype("<f4")
+            arr = (
+                arr.astype("<" + _box_dtype(h, w))
+                if np.all(arr >= 0) and np.all(arr == np.round(arr)) and arr.max(initial=0) < 2**16
+                else arr.astype("<f4")
+            )
         elif arr.ndim > 8:
             raise LibraryError(f"meta[{key!r}] has {arr.ndim} dimensions; at most 8 are stored")
         out[key] = arr
-    per_mask = sum(a.dtype.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
-                   for a in out.values())
+    per_mask = sum(
+        a.dtype.itemsize * int(np.prod(a.shape[1:], dtype=np.int64)) for a in out.values()
+    )
     if per_mask > MAX_META_BYTES_PER_MASK:
-        raise LibraryError(f"per-mask metadata takes {per_mask} bytes a mask; a record holds at "
-                           f"most {MAX_META_BYTES_PER_MASK} (store large features elsewhere)")
+        raise LibraryError(
+            f"per-mask metadata takes {per_mask} bytes a mask; a record holds at "
+            f"most {MAX_META_BYTES_PER_MASK} (store large features elsewhere)"
+        )
     return out
 
 
@@ -306,8 +316,9 @@ def inflate_limit(deflated_nbytes: int) -> int:
     return min(MAX_RECORD_BYTES, max(INFLATE_FLOOR, INFLATE_RATIO * int(deflated_nbytes)))
 
 
-def encode_record(props: Proposals, *, with_geometry: bool = True,
-                  compression: str = "none") -> bytes:
+def encode_record(
+    props: Proposals, *, with_geometry: bool = True, compression: str = "none"
+) -> bytes:
     """Encode one image's proposals as a version-1 record (see the module docstring).
 
     Parameters
@@ -335,8 +346,10 @@ def encode_record(props: Proposals, *, with_geometry: bool = True,
     body = [runs] + [_field_bytes(k, v, n) for k, v in fields.items()]
     raw = b"".join(body)
     if len(raw) > MAX_RECORD_BYTES:
-        raise LibraryError(f"the record of {n} masks takes {len(raw)} bytes, more than the "
-                           f"{MAX_RECORD_BYTES}-byte limit readers accept")
+        raise LibraryError(
+            f"the record of {n} masks takes {len(raw)} bytes, more than the "
+            f"{MAX_RECORD_BYTES}-byte limit readers accept"
+        )
     if flags & FLAG_ZLIB:
         packed = zlib.compress(raw, 6)
         if len(raw) <= inflate_limit(len(packed)):
@@ -393,25 +406,30 @@ def decode_record(data, *, where: str = "record") -> Proposals:
         except zlib.error as e:
             raise LibraryCorruptError(f"{where}: undecodable compressed record ({e})") from None
         if len(body) > limit or inflater.unconsumed_tail:
-            raise LibraryCorruptError(f"{where}: compressed record inflates past its limit of "
-                                      f"{limit} bytes ({len(data) - HEADER_SIZE} stored); a "
-                                      "damaged or crafted record (decompression bomb)")
+            raise LibraryCorruptError(
+                f"{where}: compressed record inflates past its limit of "
+                f"{limit} bytes ({len(data) - HEADER_SIZE} stored); a "
+                "damaged or crafted record (decompression bomb)"
+            )
         if not inflater.eof or inflater.unused_data:
             raise LibraryCorruptError(f"{where}: truncated or padded compressed record")
         data = bytes(data[:HEADER_SIZE]) + body
     elif len(data) - HEADER_SIZE > MAX_RECORD_BYTES:
-        raise LibraryCorruptError(f"{where}: record of {len(data)} bytes exceeds the "
-                                  f"{MAX_RECORD_BYTES}-byte limit")
+        raise LibraryCorruptError(
+            f"{where}: record of {len(data)} bytes exceeds the {MAX_RECORD_BYTES}-byte limit"
+        )
     buf = np.frombuffer(data, np.uint8)
     stop = HEADER_SIZE + b
     if stop > buf.size or h == 0 or w == 0 or h * w >= 2**31:
-        raise LibraryCorruptError(f"{where}: bad record header (size {h}x{w}, {b} run bytes in a "
-                                  f"{buf.size}-byte record)")
+        raise LibraryCorruptError(
+            f"{where}: bad record header (size {h}x{w}, {b} run bytes in a {buf.size}-byte record)"
+        )
     if n + 2 * r > b:
         # every mask's run count and every run's two values take at least a byte each: the
         # counts cannot be larger, and nothing is allocated from them before this check
-        raise LibraryCorruptError(f"{where}: bad record header ({n} masks and {r} runs cannot "
-                                  f"fit in {b} run bytes)")
+        raise LibraryCorruptError(
+            f"{where}: bad record header ({n} masks and {r} runs cannot fit in {b} run bytes)"
+        )
     starts, lengths, offsets, status = _decode_runs(buf, HEADER_SIZE, stop, n, r, h * w)
     if status:
         why = {1: "truncated varint", 2: "run count mismatch", 3: "non-canonical run"}[status]
@@ -421,9 +439,9 @@ def decode_record(data, *, where: str = "record") -> Proposals:
     try:
         for _ in range(f):
             ln = int(buf[p])
-            name = bytes(buf[p + 1:p + 1 + ln]).decode("ascii")
+            name = bytes(buf[p + 1 : p + 1 + ln]).decode("ascii")
             p += 1 + ln
-            code = bytes(buf[p:p + 2]).decode("ascii")
+            code = bytes(buf[p : p + 2]).decode("ascii")
             nd = int(buf[p + 2])
             p += 3
             if nd > 8:

@@ -72,8 +72,15 @@ class Generator:
         Every setting that changes the masks (recorded; resumes must match).
     """
 
-    def __init__(self, name: str, fn: Callable, *, model: str | None = None,
-                 checkpoint_sha256: str | None = None, params: Mapping | None = None):
+    def __init__(
+        self,
+        name: str,
+        fn: Callable,
+        *,
+        model: str | None = None,
+        checkpoint_sha256: str | None = None,
+        params: Mapping | None = None,
+    ):
         self.name = name
         self.fn = fn
         self.model = model
@@ -87,8 +94,12 @@ class Generator:
     @property
     def provenance(self) -> dict:
         """Keyword arguments for :func:`~samrefine.library.writer.create_library`."""
-        return {"generator": self.name, "model": self.model,
-                "checkpoint_sha256": self.checkpoint_sha256, "params": self.params}
+        return {
+            "generator": self.name,
+            "model": self.model,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "params": self.params,
+        }
 
     def __repr__(self) -> str:
         return f"Generator({self.name!r}, model={self.model!r})"
@@ -112,14 +123,19 @@ def as_proposals(masks, size) -> Proposals:
         elif isinstance(first, Mapping) and "counts" in first:
             out = Proposals.from_rle(masks, size)
         else:
-            raise TypeError("a generator returned a list of "
-                            f"{type(first).__name__}; expected SAM records or RLE dicts")
+            raise TypeError(
+                "a generator returned a list of "
+                f"{type(first).__name__}; expected SAM records or RLE dicts"
+            )
     else:
-        raise TypeError(f"a generator returned {type(masks).__name__}; expected Proposals, SAM "
-                        "records, RLE dicts or an (N, H, W) array")
+        raise TypeError(
+            f"a generator returned {type(masks).__name__}; expected Proposals, SAM "
+            "records, RLE dicts or an (N, H, W) array"
+        )
     if out.size != tuple(size):
-        raise ValueError(f"generator masks are {out.size[0]}x{out.size[1]} but the image is "
-                         f"{size[0]}x{size[1]}")
+        raise ValueError(
+            f"generator masks are {out.size[0]}x{out.size[1]} but the image is {size[0]}x{size[1]}"
+        )
     return out
 
 
@@ -154,8 +170,9 @@ def _import_factory(name: str) -> Callable:
     try:
         obj = importlib.import_module(module)
     except ImportError as e:
-        raise KeyError(f"generator {name!r}: cannot import {module!r} ({e}); is it installed "
-                       "or on PYTHONPATH?") from None
+        raise KeyError(
+            f"generator {name!r}: cannot import {module!r} ({e}); is it installed or on PYTHONPATH?"
+        ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise KeyError(f"generator {name!r}: {module!r} has no attribute {attr!r}")
@@ -183,14 +200,17 @@ def get_generator(name: str, **params) -> Generator:
     elif ":" in name:
         factory = _import_factory(name)
     else:
-        raise KeyError(f"unknown generator {name!r}; registered: {', '.join(list_generators())}"
-                       " (or name a factory as 'package.module:factory')")
+        raise KeyError(
+            f"unknown generator {name!r}; registered: {', '.join(list_generators())}"
+            " (or name a factory as 'package.module:factory')"
+        )
     made = factory(**params)
     if isinstance(made, Generator):
         return made
     if not callable(made):
-        raise TypeError(f"generator factory {name!r} returned {type(made).__name__}, not a "
-                        "callable")
+        raise TypeError(
+            f"generator factory {name!r} returned {type(made).__name__}, not a callable"
+        )
     return Generator(name, made, params=params)
 
 
@@ -201,8 +221,9 @@ def _require(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"{e}; the {extra!r} generator needs it: pip install "
-                          f'"samrefine[{extra}]"') from e
+        raise ImportError(
+            f'{e}; the {extra!r} generator needs it: pip install "samrefine[{extra}]"'
+        ) from e
 
 
 def _device(device):
@@ -221,8 +242,9 @@ def _amg_params(cls, given: Mapping) -> dict:
     names = [p for p in sig.parameters if p not in ("self", "model", "kwargs")]
     unknown = sorted(set(given) - set(names))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} parameter(s) {unknown}; valid: "
-                         f"{', '.join(names)}")
+        raise ValueError(
+            f"unknown {cls.__name__} parameter(s) {unknown}; valid: {', '.join(names)}"
+        )
     out = {p: sig.parameters[p].default for p in names}
     out.update(given)
     return out
@@ -233,8 +255,14 @@ def _model_name(model, default: str) -> str:
 
 
 @register_generator("sam")
-def sam_generator(*, checkpoint: str | None = None, model_type: str = "vit_h", model=None,
-                  device=None, **amg_params) -> Generator:
+def sam_generator(
+    *,
+    checkpoint: str | None = None,
+    model_type: str = "vit_h",
+    model=None,
+    device=None,
+    **amg_params,
+) -> Generator:
     """Segment Anything "segment everything" masks.
 
     Parameters
@@ -255,8 +283,10 @@ def sam_generator(*, checkpoint: str | None = None, model_type: str = "vit_h", m
     import torch
 
     sa = _require("segment_anything", "sam")
-    SamAutomaticMaskGenerator, sam_model_registry = sa.SamAutomaticMaskGenerator, \
-        sa.sam_model_registry
+    SamAutomaticMaskGenerator, sam_model_registry = (
+        sa.SamAutomaticMaskGenerator,
+        sa.sam_model_registry,
+    )
 
     from .writer import sha256_file
 
@@ -265,8 +295,9 @@ def sam_generator(*, checkpoint: str | None = None, model_type: str = "vit_h", m
     dev = _device(device)
     if model is None:
         if checkpoint is None:
-            raise ValueError("the 'sam' generator needs checkpoint=<sam_vit_*.pth> (or a "
-                             "prebuilt model=)")
+            raise ValueError(
+                "the 'sam' generator needs checkpoint=<sam_vit_*.pth> (or a prebuilt model=)"
+            )
         if model_type not in sam_model_registry or model_type == "default":
             raise ValueError(f"model_type={model_type!r}; choose vit_h, vit_l or vit_b")
         model = sam_model_registry[model_type](checkpoint=checkpoint)
@@ -284,9 +315,14 @@ def sam_generator(*, checkpoint: str | None = None, model_type: str = "vit_h", m
 
 
 @register_generator("sam2")
-def sam2_generator(*, checkpoint: str | None = None,
-                   config: str = "configs/sam2.1/sam2.1_hiera_l.yaml", model=None, device=None,
-                   **amg_params) -> Generator:
+def sam2_generator(
+    *,
+    checkpoint: str | None = None,
+    config: str = "configs/sam2.1/sam2.1_hiera_l.yaml",
+    model=None,
+    device=None,
+    **amg_params,
+) -> Generator:
     """SAM 2 "segment everything" masks (``pip install sam2``).
 
     Parameters
@@ -304,8 +340,9 @@ def sam2_generator(*, checkpoint: str | None = None,
     """
     import torch
 
-    SAM2AutomaticMaskGenerator = _require("sam2.automatic_mask_generator",
-                                          "sam2").SAM2AutomaticMaskGenerator
+    SAM2AutomaticMaskGenerator = _require(
+        "sam2.automatic_mask_generator", "sam2"
+    ).SAM2AutomaticMaskGenerator
 
     from .writer import sha256_file
 
@@ -314,8 +351,10 @@ def sam2_generator(*, checkpoint: str | None = None,
     dev = _device(device)
     if model is None:
         if checkpoint is None:
-            raise ValueError("the 'sam2' generator needs checkpoint=<sam2*.pt> and config= "
-                             "(or a prebuilt model=)")
+            raise ValueError(
+                "the 'sam2' generator needs checkpoint=<sam2*.pt> and config= "
+                "(or a prebuilt model=)"
+            )
         from sam2.build_sam import build_sam2
 
         model = build_sam2(config, checkpoint, device=str(dev))
@@ -343,15 +382,18 @@ def classical_generator(**params) -> Generator:
     names = [p for p in sig.parameters if p != "image"]
     unknown = sorted(set(params) - set(names))
     if unknown:
-        raise ValueError(f"unknown classical_proposals parameter(s) {unknown}; valid: "
-                         f"{', '.join(names)}")
+        raise ValueError(
+            f"unknown classical_proposals parameter(s) {unknown}; valid: {', '.join(names)}"
+        )
     full = {p: sig.parameters[p].default for p in names} | params
     check_classical_params(**full)  # at construction: a build fails before its first image
-    method = resolve_method(full["method"], full["scales"], full["slic_segments"],
-                            full["smooth_radius"])
+    method = resolve_method(
+        full["method"], full["scales"], full["slic_segments"], full["smooth_radius"]
+    )
     model = "watershed-hierarchy" if method == "hierarchy" else "felzenszwalb+slic"
-    return Generator("classical", lambda image: classical_proposals(image, **full),
-                     model=model, params=full)
+    return Generator(
+        "classical", lambda image: classical_proposals(image, **full), model=model, params=full
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,19 +460,33 @@ class BuildResult:
     def __str__(self) -> str:
         rate = self.added / self.seconds if self.seconds > 0 else 0.0
         state = "finished" if self.finished else "unfinished (resumable)"
-        return (f"{self.path}: {self.added} images added, {self.skipped} already there, "
-                f"{len(self.failures)} failed, {self.total} in this build; {state}; "
-                f"{self.seconds:.1f} s ({rate:.2f} img/s)")
+        return (
+            f"{self.path}: {self.added} images added, {self.skipped} already there, "
+            f"{len(self.failures)} failed, {self.total} in this build; {state}; "
+            f"{self.seconds:.1f} s ({rate:.2f} img/s)"
+        )
 
 
-def build_library(output, image_ids, generator, *, images=None,
-                  file_pattern: str = "COCO_train2014_{image_id:012d}.jpg",
-                  file_names: Mapping | None = None, load: Callable | None = None,
-                  shard=None, if_exists: str = "resume", retries: int = 1,
-                  allow_failures: bool = False, progress: bool = True,
-                  compression: str = "zlib", commit_every: int = 1,
-                  extra: Mapping | None = None, fail_fast: int = 20,
-                  prefetch: int = 2) -> BuildResult:
+def build_library(
+    output,
+    image_ids,
+    generator,
+    *,
+    images=None,
+    file_pattern: str = "COCO_train2014_{image_id:012d}.jpg",
+    file_names: Mapping | None = None,
+    load: Callable | None = None,
+    shard=None,
+    if_exists: str = "resume",
+    retries: int = 1,
+    allow_failures: bool = False,
+    progress: bool = True,
+    compression: str = "zlib",
+    commit_every: int = 1,
+    extra: Mapping | None = None,
+    fail_fast: int = 20,
+    prefetch: int = 2,
+) -> BuildResult:
     """Generate proposals for ``image_ids`` and write them to a library (resumable, shardable).
 
     Parameters
@@ -493,8 +549,9 @@ def build_library(output, image_ids, generator, *, images=None,
     if isinstance(generator, str):
         generator = get_generator(generator)
     if not isinstance(generator, Generator):
-        raise TypeError(f"generator must be a Generator or a registered name, got "
-                        f"{type(generator).__name__}")
+        raise TypeError(
+            f"generator must be a Generator or a registered name, got {type(generator).__name__}"
+        )
     if load is None and images is None:
         raise ValueError("pass images=<folder of image files> (or load=callable)")
     if images is not None and not os.path.isdir(images):
@@ -504,8 +561,14 @@ def build_library(output, image_ids, generator, *, images=None,
     ids = shard_ids(image_ids, *shard) if shard else shard_ids(image_ids, 0, 1)
     path = shard_path(output, *shard) if shard else os.fspath(output)
     if shard:
-        log.info("building shard %d of %d (%d of %d images) into %s", shard[0], shard[1],
-                 len(ids), len(set(image_ids)), path)
+        log.info(
+            "building shard %d of %d (%d of %d images) into %s",
+            shard[0],
+            shard[1],
+            len(ids),
+            len(set(image_ids)),
+            path,
+        )
     names = dict(file_names or {})
     if load is None:
         for key in ids:
@@ -513,8 +576,10 @@ def build_library(output, image_ids, generator, *, images=None,
                 try:
                     file_pattern.format(image_id=key, id=key)
                 except (ValueError, KeyError, IndexError) as e:
-                    raise ValueError(f"file_pattern {file_pattern!r} cannot name image {key!r} "
-                                     f"({e}); for name keys use e.g. '{{image_id}}.jpg'") from None
+                    raise ValueError(
+                        f"file_pattern {file_pattern!r} cannot name image {key!r} "
+                        f"({e}); for name keys use e.g. '{{image_id}}.jpg'"
+                    ) from None
                 break
 
     def default_load(key):
@@ -524,11 +589,23 @@ def build_library(output, image_ids, generator, *, images=None,
     load = load or default_load
     t0 = time.perf_counter()
     try:
-        build_id = build_identity({**generator.provenance, "compression": compression},
-                                  image_ids, shard[1]) if shard else None
-        writer = create_library(path, **generator.provenance, shard=shard, if_exists=if_exists,
-                                compression=compression, commit_every=commit_every, extra=extra,
-                                build_id=build_id)
+        build_id = (
+            build_identity(
+                {**generator.provenance, "compression": compression}, image_ids, shard[1]
+            )
+            if shard
+            else None
+        )
+        writer = create_library(
+            path,
+            **generator.provenance,
+            shard=shard,
+            if_exists=if_exists,
+            compression=compression,
+            commit_every=commit_every,
+            extra=extra,
+            build_id=build_id,
+        )
     except LibraryFinishedError:
         log.info("%s is already finished; nothing to do", path)
         return BuildResult(path, len(ids), 0, len(ids), finished=True)
@@ -536,8 +613,14 @@ def build_library(output, image_ids, generator, *, images=None,
     skipped = len(ids) - len(todo)
     failures: dict = {}
     added = 0
-    bar = tqdm(total=len(ids), initial=skipped, unit="img", desc=os.path.basename(path),
-               disable=not progress, smoothing=0.05)
+    bar = tqdm(
+        total=len(ids),
+        initial=skipped,
+        unit="img",
+        desc=os.path.basename(path),
+        disable=not progress,
+        smoothing=0.05,
+    )
     try:
         for key, first, load_error in _prefetched(load, todo, prefetch):
             err = None
@@ -565,7 +648,8 @@ def build_library(output, image_ids, generator, *, images=None,
                     raise RuntimeError(
                         f"{path}: the first {len(failures)} images all failed, stopping (last: "
                         f"image {key!r}: {err}); fix the cause and run again (the build "
-                        "resumes), or pass fail_fast=0")
+                        "resumes), or pass fail_fast=0"
+                    )
             bar.update(1)
     except BaseException:
         writer.close()  # commits what was appended and releases the writer lock
@@ -578,5 +662,4 @@ def build_library(output, image_ids, generator, *, images=None,
         finished = True
     else:
         writer.close()
-    return BuildResult(path, len(ids), added, skipped, failures, finished,
-                       time.perf_counter() - t0)
+    return BuildResult(path, len(ids), added, skipped, failures, finished, time.perf_counter() - t0)

@@ -74,8 +74,9 @@ class ImportReport:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return "; ".join([f"{self.added} images added, {self.skipped} already present"]
-                         + self.notes)
+        return "; ".join(
+            [f"{self.added} images added, {self.skipped} already present"] + self.notes
+        )
 
 
 def _files(source, pattern: str = "*.json") -> list[str]:
@@ -150,8 +151,11 @@ def _records(props: Proposals, key: int | str | None = None) -> list[dict]:
     area, bbox = props.area, props.bbox
     out = []
     for k, rle in enumerate(props.to_rle(compressed=True)):
-        rec = {"segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-               "area": int(area[k]), "bbox": [float(v) for v in bbox[k]]}
+        rec = {
+            "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+            "area": int(area[k]),
+            "bbox": [float(v) for v in bbox[k]],
+        }
         if key is not None:
             rec = {"image_id": key, **rec}
         for name, val in props.meta.items():
@@ -171,8 +175,7 @@ def export_sa1b(lib, out_dir, *, progress: bool = True) -> int:
     for key in _tqdm(lib.image_ids().tolist(), progress, "export sa1b"):
         props = lib[key]
         h, w = props.size
-        doc = {"image": {"image_id": key, "height": h, "width": w},
-               "annotations": _records(props)}
+        doc = {"image": {"image_id": key, "height": h, "width": w}, "annotations": _records(props)}
         out = os.path.join(out_dir, f"{key}.json")
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with open(out, "w") as f:
@@ -186,8 +189,9 @@ def export_sa1b(lib, out_dir, *, progress: bool = True) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def import_amg(writer, source, *, sizes: Mapping | None = None,
-               progress: bool = True) -> ImportReport:
+def import_amg(
+    writer, source, *, sizes: Mapping | None = None, progress: bool = True
+) -> ImportReport:
     """Append ``SamAutomaticMaskGenerator`` outputs.
 
     Parameters
@@ -206,8 +210,14 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
     report = ImportReport()
     sizes = dict(sizes or {})
     if isinstance(source, Mapping):
-        items = ((parse_image_key(k) if isinstance(k, str) else json_image_key(k, "key"), v,
-                  f"image {k!r}") for k, v in source.items())
+        items = (
+            (
+                parse_image_key(k) if isinstance(k, str) else json_image_key(k, "key"),
+                v,
+                f"image {k!r}",
+            )
+            for k, v in source.items()
+        )
         total = len(source)
     elif _is_amg_folder_layout(source):
         folders = _amg_folders(source)
@@ -253,8 +263,10 @@ def import_amg(writer, source, *, sizes: Mapping | None = None,
     return report
 
 
-AMG_CSV_HEADER = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,"
-                  "predicted_iou,stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h")
+AMG_CSV_HEADER = (
+    "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,"
+    "predicted_iou,stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h"
+)
 
 
 def _is_amg_folder_layout(source) -> bool:
@@ -264,7 +276,8 @@ def _is_amg_folder_layout(source) -> bool:
     if os.path.isfile(os.path.join(s, "metadata.csv")):
         return True
     return not glob.glob(os.path.join(s, "*.json")) and bool(
-        glob.glob(os.path.join(s, "*", "metadata.csv")))
+        glob.glob(os.path.join(s, "*", "metadata.csv"))
+    )
 
 
 def _amg_folders(source) -> list[str]:
@@ -289,8 +302,9 @@ def read_amg_folder(folder, size=None) -> Proposals:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows or ",".join(c.strip() for c in rows[0]) != AMG_CSV_HEADER:
-        raise LibraryError(f"{path}: not an amg.py metadata.csv (expected the header "
-                           f"{AMG_CSV_HEADER!r})")
+        raise LibraryError(
+            f"{path}: not an amg.py metadata.csv (expected the header {AMG_CSV_HEADER!r})"
+        )
     rows = [r for r in rows[1:] if r]
     if not rows:
         if size is None:
@@ -315,8 +329,10 @@ def read_amg_folder(folder, size=None) -> Proposals:
         if not np.all(fg | (arr == 0)):
             raise LibraryError(f"{png}: holds values other than 0 and 255; not a binary mask")
         if int(fg.sum()) != int(row[1]):
-            raise LibraryError(f"{png}: {int(fg.sum())} foreground pixels but metadata.csv "
-                               f"says {int(row[1])}; the folder mixes files of different runs")
+            raise LibraryError(
+                f"{png}: {int(fg.sum())} foreground pixels but metadata.csv "
+                f"says {int(row[1])}; the folder mixes files of different runs"
+            )
         masks.append(fg)
     try:
         props = Proposals.from_dense(np.stack(masks))
@@ -324,8 +340,12 @@ def read_amg_folder(folder, size=None) -> Proposals:
         raise LibraryError(f"{folder}: {e}") from None
     if size is not None and tuple(int(v) for v in size) != props.size:
         raise LibraryError(f"{folder}: masks are {props.size} but the image is {tuple(size)}")
-    props.meta.update(predicted_iou=table[:, 8], stability_score=table[:, 9],
-                      point_coords=table[:, 6:8], crop_box=table[:, 10:14])
+    props.meta.update(
+        predicted_iou=table[:, 8],
+        stability_score=table[:, 9],
+        point_coords=table[:, 6:8],
+        crop_box=table[:, 10:14],
+    )
     return props
 
 
@@ -338,8 +358,14 @@ def load_instances(path) -> dict[int, dict]:
     """``{image_id: {"file_name", "height", "width"}}`` from a COCO/RefCOCO ``instances.json``."""
     doc = _load_json(os.fspath(path))
     try:
-        return {int(im["id"]): {"file_name": im.get("file_name"), "height": int(im["height"]),
-                                "width": int(im["width"])} for im in doc["images"]}
+        return {
+            int(im["id"]): {
+                "file_name": im.get("file_name"),
+                "height": int(im["height"]),
+                "width": int(im["width"]),
+            }
+            for im in doc["images"]
+        }
     except (KeyError, TypeError) as e:
         raise LibraryError(f"{path}: not an instances.json (missing {e})") from None
 
@@ -398,12 +424,18 @@ def read_semires(path, size=None) -> Proposals:
         starts.append(s)
         lengths.append(ln)
         off.append(off[-1] + s.size)
-    return Proposals(np.concatenate(starts), np.concatenate(lengths), np.array(off, np.int64),
-                     (h, w), validate=False)
+    return Proposals(
+        np.concatenate(starts),
+        np.concatenate(lengths),
+        np.array(off, np.int64),
+        (h, w),
+        validate=False,
+    )
 
 
-def import_semires(writer, mask_dir, refs, *, instances=None, on_conflict: str = "first",
-                   progress: bool = True) -> ImportReport:
+def import_semires(
+    writer, mask_dir, refs, *, instances=None, on_conflict: str = "first", progress: bool = True
+) -> ImportReport:
     """Fold SemiRES per-referent proposal files into per-image library entries.
 
     Parameters
@@ -454,16 +486,19 @@ def import_semires(writer, mask_dir, refs, *, instances=None, on_conflict: str =
             if read_semires(other, props.size) != props:
                 conflicts += 1
                 if on_conflict == "error":
-                    raise LibraryError(f"{other} and {files[0][1]} are referents of image {key} "
-                                       "but hold different proposals")
+                    raise LibraryError(
+                        f"{other} and {files[0][1]} are referents of image {key} "
+                        "but hold different proposals"
+                    )
                 break
         writer.append(key, props)
         report.added += 1
     if unknown:
         report.notes.append(f"{unknown} files name no ref in the refs file (ignored)")
     if conflicts:
-        report.notes.append(f"{conflicts} images had referents with differing proposals "
-                            "(kept the lowest ref id's)")
+        report.notes.append(
+            f"{conflicts} images had referents with differing proposals (kept the lowest ref id's)"
+        )
     return report
 
 
@@ -492,8 +527,9 @@ def export_semires(lib, out_dir, refs, *, progress: bool = True) -> int:
         if props is None:
             continue
         h, w = props.size
-        text = json.dumps([{"counts": semires_counts(props, k), "size": [h, w]}
-                           for k in range(len(props))])
+        text = json.dumps(
+            [{"counts": semires_counts(props, k), "size": [h, w]} for k in range(len(props))]
+        )
         for ref_id in by_image[key]:
             with open(os.path.join(out_dir, f"{ref_id}.json"), "w") as f:
                 f.write(text)
@@ -506,8 +542,7 @@ def export_semires(lib, out_dir, refs, *, progress: bool = True) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def export_coco(lib, path, *, image_ids: Iterable[int] | None = None,
-                progress: bool = True) -> int:
+def export_coco(lib, path, *, image_ids: Iterable[int] | None = None, progress: bool = True) -> int:
     """Write a COCO results-style JSON list of every mask (compressed RLE strings).
 
     Each entry has ``image_id``, ``segmentation`` (``{"size": [H, W], "counts": str}``),
@@ -558,20 +593,28 @@ def _instances_proposals(anns: list, size: tuple[int, int], where: str) -> Propo
         except (ValueError, TypeError, KeyError) as e:
             raise LibraryError(f"{where}: annotation {ann.get('id')}: {e}") from None
         counts = rle["counts"]
-        rles.append({"size": [h, w], "counts": counts.decode("ascii")
-                     if isinstance(counts, bytes) else counts})
+        rles.append(
+            {
+                "size": [h, w],
+                "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+            }
+        )
     if not rles:
         return Proposals.empty(size)
     props = Proposals.from_rle(rles, size)
-    for name, field_name in (("category_id", "category_id"), ("iscrowd", "iscrowd"),
-                             ("id", "annotation_id")):
+    for name, field_name in (
+        ("category_id", "category_id"),
+        ("iscrowd", "iscrowd"),
+        ("id", "annotation_id"),
+    ):
         if all(name in a for a in anns):
             props.meta[field_name] = np.array([a[name] for a in anns], np.int64)
     return props
 
 
-def import_coco(writer, path, *, sizes: Mapping | None = None,
-                progress: bool = True) -> ImportReport:
+def import_coco(
+    writer, path, *, sizes: Mapping | None = None, progress: bool = True
+) -> ImportReport:
     """Append COCO annotations: a results-style JSON list (as :func:`export_coco` writes), or
     an ``instances_*.json`` (``images`` + ``annotations``; polygons, RLE and uncompressed RLE).
 
@@ -583,18 +626,21 @@ def import_coco(writer, path, *, sizes: Mapping | None = None,
     if isinstance(doc, Mapping) and "annotations" in doc and "images" in doc:
         return _import_instances(writer, doc, os.fspath(path), progress)
     if not isinstance(doc, list):
-        raise LibraryError(f"{path}: expected a JSON list of annotations (results) or an "
-                           "instances file with 'images' and 'annotations'")
+        raise LibraryError(
+            f"{path}: expected a JSON list of annotations (results) or an "
+            "instances file with 'images' and 'annotations'"
+        )
     groups: dict = {}
     for i, ann in enumerate(doc):
         try:
-            groups.setdefault(json_image_key(ann["image_id"], f"annotation {i}: image_id"),
-                              []).append(ann)
+            groups.setdefault(
+                json_image_key(ann["image_id"], f"annotation {i}: image_id"), []
+            ).append(ann)
         except (KeyError, TypeError):
             raise LibraryError(f"{path}: annotation {i} has no image_id") from None
         except ValueError as e:
             raise LibraryError(f"{path}: {e}") from None
-    for key in (sizes or {}):
+    for key in sizes or {}:
         groups.setdefault(json_image_key(key, "sizes key"), [])
     report = ImportReport()
     for key in _tqdm(groups, progress, "import coco", total=len(groups)):
@@ -612,8 +658,10 @@ def import_coco(writer, path, *, sizes: Mapping | None = None,
 
 def _import_instances(writer, doc: Mapping, path: str, progress: bool) -> ImportReport:
     try:
-        images = {json_image_key(im["id"], "images[].id"): (int(im["height"]), int(im["width"]))
-                  for im in doc["images"]}
+        images = {
+            json_image_key(im["id"], "images[].id"): (int(im["height"]), int(im["width"]))
+            for im in doc["images"]
+        }
     except (KeyError, TypeError) as e:
         raise LibraryError(f"{path}: an image entry lacks id/height/width ({e})") from None
     except ValueError as e:
@@ -627,15 +675,16 @@ def _import_instances(writer, doc: Mapping, path: str, progress: bool) -> Import
         except ValueError as e:
             raise LibraryError(f"{path}: {e}") from None
         if key not in groups:
-            raise LibraryError(f"{path}: annotation {ann.get('id', i)} names image {key!r}, "
-                               "which is not in 'images'")
+            raise LibraryError(
+                f"{path}: annotation {ann.get('id', i)} names image {key!r}, "
+                "which is not in 'images'"
+            )
         groups[key].append(ann)
     report = ImportReport()
     for key in _tqdm(groups, progress, "import coco instances", total=len(groups)):
         if key in writer:
             report.skipped += 1
             continue
-        writer.append(key, _instances_proposals(groups[key], images[key],
-                                                f"{path}: image {key!r}"))
+        writer.append(key, _instances_proposals(groups[key], images[key], f"{path}: image {key!r}"))
         report.added += 1
     return report

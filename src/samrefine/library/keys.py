@@ -22,8 +22,7 @@ import struct
 
 import numpy as np
 
-__all__ = ["ImageKey", "image_key", "json_image_key", "key_bytes", "key_type",
-           "parse_image_key"]
+__all__ = ["ImageKey", "image_key", "json_image_key", "key_bytes", "key_type", "parse_image_key"]
 
 ImageKey = int | str
 
@@ -47,7 +46,7 @@ def image_key(value) -> int | str:
         raise TypeError(f"image keys are ints or str names, got bool {value!r}")
     if isinstance(value, (int, np.integer)):
         key = int(value)
-        if not -2**63 <= key < 2**63:
+        if not -(2**63) <= key < 2**63:
             raise ValueError(f"image id {key} does not fit in a signed 64-bit integer")
         return key
     if isinstance(value, str):
@@ -55,15 +54,18 @@ def image_key(value) -> int | str:
         if not name or len(name) > MAX_NAME:
             raise ValueError(f"image name {name[:60]!r} must have 1..{MAX_NAME} characters")
         if name != name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
-            raise ValueError(f"image name {name!r} has surrounding whitespace or control "
-                             "characters (a stray '\\r' from a Windows list file?); strip it")
+            raise ValueError(
+                f"image name {name!r} has surrounding whitespace or control "
+                "characters (a stray '\\r' from a Windows list file?); strip it"
+            )
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(f"image name {name!r} is not valid Unicode text") from None
         return name
-    raise TypeError(f"image keys are ints (COCO ids) or str names, got "
-                    f"{type(value).__name__} {value!r}")
+    raise TypeError(
+        f"image keys are ints (COCO ids) or str names, got {type(value).__name__} {value!r}"
+    )
 
 
 def parse_image_key(text: str) -> int | str:

@@ -59,8 +59,14 @@ MMAP_SIZE = 1 << 40
 #: ``benchmarks/bench_shards.py``). Set ``SAMREFINE_MAX_OPEN_SHARDS`` to change it.
 MAX_OPEN_SHARDS = int(os.environ.get("SAMREFINE_MAX_OPEN_SHARDS", "256"))
 #: Meta keys that identify a build: shards of one build (and a resumed build) must agree.
-IDENTITY_KEYS = ("generator", "model", "checkpoint_sha256", "params", "compression",
-                 "with_geometry")
+IDENTITY_KEYS = (
+    "generator",
+    "model",
+    "checkpoint_sha256",
+    "params",
+    "compression",
+    "with_geometry",
+)
 
 _ORPHANS: list = []  # connections inherited across fork: never used nor closed in the child
 
@@ -115,8 +121,10 @@ def _sqlite_header(path: str) -> tuple[int, int | None]:
     with open(path, "rb") as f:
         head = f.read(100)
     if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        raise LibraryCorruptError(f"{path}: not a samrefine library (no SQLite header; the file "
-                                  f"is {os.path.getsize(path)} bytes)")
+        raise LibraryCorruptError(
+            f"{path}: not a samrefine library (no SQLite header; the file "
+            f"is {os.path.getsize(path)} bytes)"
+        )
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     valid = head[24:28] == head[92:96]
@@ -127,15 +135,18 @@ def _check_file(path: str) -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(f"proposal library {path} does not exist")
     if os.path.isdir(path):
-        raise LibraryError(f"{path} is a directory; pass a library file, a list of shard "
-                           "files or a glob pattern")
+        raise LibraryError(
+            f"{path} is a directory; pass a library file, a list of shard files or a glob pattern"
+        )
     page_size, pages = _sqlite_header(path)
     size = os.path.getsize(path)
     # with a journal or WAL beside it the file may be mid-transaction; SQLite recovers it
     recovering = os.path.exists(path + "-journal") or os.path.exists(path + "-wal")
     if pages is not None and size < page_size * pages and not recovering:
-        raise LibraryCorruptError(f"{path}: truncated ({size} bytes, the header says "
-                                  f"{page_size * pages}); rebuild or restore it")
+        raise LibraryCorruptError(
+            f"{path}: truncated ({size} bytes, the header says "
+            f"{page_size * pages}); rebuild or restore it"
+        )
 
 
 def resolve_sources(source) -> list[str]:
@@ -156,8 +167,9 @@ def resolve_sources(source) -> list[str]:
         return [s]
     if isinstance(source, Sequence) and source:
         return [os.fspath(p) for p in source]
-    raise TypeError(f"open() takes a path, a glob pattern or a non-empty list of shard paths, "
-                    f"got {source!r}")
+    raise TypeError(
+        f"open() takes a path, a glob pattern or a non-empty list of shard paths, got {source!r}"
+    )
 
 
 class _Shard:
@@ -166,8 +178,9 @@ class _Shard:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         _check_file(self.path)
-        self.finished = not (os.path.exists(self.path + "-wal")
-                             or os.path.exists(self.path + "-journal"))
+        self.finished = not (
+            os.path.exists(self.path + "-wal") or os.path.exists(self.path + "-journal")
+        )
         self._reset()
         try:
             meta = self.read_meta()
@@ -190,8 +203,12 @@ class _Shard:
         self._keys = None
 
     def __getstate__(self):
-        return {"path": self.path, "finished": self.finished, "meta": self.meta,
-                "version": self.version}  # the SQL cache is rebuilt
+        return {
+            "path": self.path,
+            "finished": self.finished,
+            "meta": self.meta,
+            "version": self.version,
+        }  # the SQL cache is rebuilt
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -227,12 +244,12 @@ class _Shard:
                 # an unfinished library may need crash recovery (a hot journal), which SQLite
                 # does on open when it may write; the connection is still query-only
                 writable = os.access(self.path, os.W_OK) and os.access(
-                    os.path.dirname(self.path), os.W_OK)
+                    os.path.dirname(self.path), os.W_OK
+                )
                 mode = "rw" if writable else "ro"
             uri = Path(self.path).as_uri() + "?mode=" + mode
             try:
-                con = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                      check_same_thread=False)
+                con = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
                 holder = _Con(con)
                 con.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
                 if not self.finished:  # mode=ro&immutable=1 cannot write anyway
@@ -251,8 +268,9 @@ class _Shard:
             return self.connection().execute(sql, args).fetchall()
         except sqlite3.OperationalError as e:
             if "no such table" in str(e):
-                raise LibraryError(f"{self.path} is not a samrefine proposal library "
-                                   f"({e})") from None
+                raise LibraryError(
+                    f"{self.path} is not a samrefine proposal library ({e})"
+                ) from None
             raise self.error(f"read failed ({e})") from None
         except sqlite3.DatabaseError as e:
             raise self.error(f"damaged database ({e})") from None
@@ -268,14 +286,18 @@ class _Shard:
         if meta.get("format") != FORMAT_NAME:
             if "format_version" in meta or "state" in meta:
                 raise self.error("damaged meta table (format marker)")
-            raise LibraryError(f"{self.path} is a SQLite file but not a samrefine proposal "
-                               "library (no format marker)")
+            raise LibraryError(
+                f"{self.path} is a SQLite file but not a samrefine proposal "
+                "library (no format marker)"
+            )
         version = meta.get("format_version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise self.error(f"damaged meta table (format_version {version!r})")
         if version not in READABLE_VERSIONS:
-            raise LibraryError(f"{self.path} has format version {version}; this samrefine "
-                               f"reads versions {READABLE_VERSIONS}: upgrade samrefine")
+            raise LibraryError(
+                f"{self.path} has format version {version}; this samrefine "
+                f"reads versions {READABLE_VERSIONS}: upgrade samrefine"
+            )
         if "meta_sha256" in meta or (version >= 2 and meta.get("state") == "finished"):
             # written with state = finished, over every other row: any damage shows
             if meta.get("meta_sha256") != meta_digest(rows):
@@ -298,10 +320,13 @@ class _Shard:
     def _list_keys(self) -> list:
         if not self.named:
             return [r[0] for r in self.query("SELECT image_id FROM images ORDER BY image_id")]
-        ints = self.query("SELECT image_id FROM images AS i WHERE NOT EXISTS (SELECT 1 FROM "
-                          "names AS n WHERE n.image_id = i.image_id) ORDER BY image_id")
-        names = self.query("SELECT n.name FROM names AS n JOIN images AS i USING (image_id) "
-                           "ORDER BY n.name")
+        ints = self.query(
+            "SELECT image_id FROM images AS i WHERE NOT EXISTS (SELECT 1 FROM "
+            "names AS n WHERE n.image_id = i.image_id) ORDER BY image_id"
+        )
+        names = self.query(
+            "SELECT n.name FROM names AS n JOIN images AS i USING (image_id) ORDER BY n.name"
+        )
         if ints and names:
             raise self.error("the index mixes int and name keys")
         out = [r[0] for r in (names or ints)]
@@ -324,8 +349,10 @@ class _Shard:
                 keys = np.array(keys, np.int64)
             n = self.meta.get("n_images")
             if n is not None and n != len(keys):
-                raise self.error(f"the index lists {len(keys)} images, the library was "
-                                 f"finished with {n} (damaged index)")
+                raise self.error(
+                    f"the index lists {len(keys)} images, the library was "
+                    f"finished with {n} (damaged index)"
+                )
             want = self.meta.get("ids_sha256")
             if want is not None and ids_digest(keys) != want:
                 raise self.error("image id list checksum mismatch (damaged index)")
@@ -370,35 +397,49 @@ class _Shard:
         if isinstance(key, str):
             if not self.named:
                 return base + "WHERE 0", ()
-            return (f"SELECT {columns} FROM names AS n JOIN images AS i USING (image_id) "
-                    "LEFT JOIN records AS r USING (image_id) WHERE n.name = ?", (key,))
+            return (
+                f"SELECT {columns} FROM names AS n JOIN images AS i USING (image_id) "
+                "LEFT JOIN records AS r USING (image_id) WHERE n.name = ?",
+                (key,),
+            )
         if not self.named or (self.finished and self.meta.get("key_type") == "int"):
             # no names (version 1; or a finished int-keyed file, meta checked by its digest)
             return base + "WHERE i.image_id = ?", (key,)
-        return (base + "WHERE i.image_id = ? AND NOT EXISTS (SELECT 1 FROM names AS n WHERE "
-                "n.image_id = i.image_id)", (key,))
+        return (
+            base + "WHERE i.image_id = ? AND NOT EXISTS (SELECT 1 FROM names AS n WHERE "
+            "n.image_id = i.image_id)",
+            (key,),
+        )
 
     def count(self) -> int:
         if self.finished and "n_images" in self.meta:
             return int(self.meta["n_images"])
-        return len(self._list_keys()) if self.named else \
-            int(self.query("SELECT count(*) FROM images")[0][0])
+        return (
+            len(self._list_keys())
+            if self.named
+            else int(self.query("SELECT count(*) FROM images")[0][0])
+        )
 
     def failures(self) -> dict:
         if not self.named:
             return {int(k): e for k, e in self.query("SELECT image_id, error FROM failures")}
-        rows = self.query("SELECT coalesce(n.name, f.image_id), f.error FROM failures AS f "
-                          "LEFT JOIN names AS n USING (image_id)")
+        rows = self.query(
+            "SELECT coalesce(n.name, f.image_id), f.error FROM failures AS f "
+            "LEFT JOIN names AS n USING (image_id)"
+        )
         return {k: e for k, e in rows}
 
     def raw(self, key):
         """``(height, width, n_masks, record bytes)`` after the checksum check, or None."""
-        rows = self.query(*self._row_sql("i.height, i.width, i.n_masks, i.n_runs, i.nbytes, "
-                                         "i.crc32, r.data", key))
+        rows = self.query(
+            *self._row_sql("i.height, i.width, i.n_masks, i.n_runs, i.nbytes, i.crc32, r.data", key)
+        )
         if not rows:
             if self.finished and self.has(key):
-                raise self.error(f"image {key!r} is in the verified id list but the index "
-                                 "lookup misses it (damaged index)")
+                raise self.error(
+                    f"image {key!r} is in the verified id list but the index "
+                    "lookup misses it (damaged index)"
+                )
             return None
         if len(rows) > 1:
             raise self.error(f"image {key!r} has {len(rows)} index rows (damaged index)")
@@ -406,8 +447,10 @@ class _Shard:
         if type(data) is not bytes:
             raise self.error(f"image {key!r}: record missing")
         if len(data) != nbytes or crc32(data) != crc:  # also fails for non-int index values
-            raise self.error(f"image {key!r}: record checksum mismatch (stored {crc!r}, "
-                             f"computed {crc32(data):08x}, {len(data)} of {nbytes!r} bytes)")
+            raise self.error(
+                f"image {key!r}: record checksum mismatch (stored {crc!r}, "
+                f"computed {crc32(data):08x}, {len(data)} of {nbytes!r} bytes)"
+            )
         try:
             head = record_header(data)
         except LibraryCorruptError as e:
@@ -459,20 +502,23 @@ class ProposalLibrary:
                 for i, ks in enumerate(lists):
                     for k in ks:
                         if isinstance(k, int) or k in route:
-                            raise LibraryError(f"image {k!r} is in two shards of {self.path} "
-                                               "(or the shards mix int and name keys)")
+                            raise LibraryError(
+                                f"image {k!r} is in two shards of {self.path} "
+                                "(or the shards mix int and name keys)"
+                            )
                         route[k] = i
                 self._route = route
             else:
                 flat = np.concatenate([np.asarray(k, np.int64) for k in lists])
-                owner = np.repeat(np.arange(len(lists), dtype=np.int32),
-                                  [len(k) for k in lists])
+                owner = np.repeat(np.arange(len(lists), dtype=np.int32), [len(k) for k in lists])
                 order = np.argsort(flat, kind="stable")
                 flat, owner = flat[order], owner[order]
                 if flat.size > 1 and np.any(flat[1:] == flat[:-1]):
                     dup = int(flat[1:][flat[1:] == flat[:-1]][0])
-                    raise LibraryError(f"image {dup} is in two shards of {self.path}; shards of "
-                                       "one build hold disjoint ids")
+                    raise LibraryError(
+                        f"image {dup} is in two shards of {self.path}; shards of "
+                        "one build hold disjoint ids"
+                    )
                 self._route = (flat, owner)
         route = self._route
         if isinstance(route, dict):
@@ -527,8 +573,10 @@ class ProposalLibrary:
         for s, i in zip(shards[1:], ident[1:]):
             if i != ident[0]:
                 diff = sorted(k for k in IDENTITY_KEYS if i[k] != ident[0][k])
-                raise LibraryError(f"{s.path} and {shards[0].path} come from different builds "
-                                   f"(they differ in {', '.join(diff)}); open them separately")
+                raise LibraryError(
+                    f"{s.path} and {shards[0].path} come from different builds "
+                    f"(they differ in {', '.join(diff)}); open them separately"
+                )
         return cls(shards)
 
     @staticmethod
@@ -653,8 +701,11 @@ class ProposalLibrary:
     @property
     def path(self) -> str:
         """The library file (the first shard's, for a set of shards)."""
-        return self._shards[0].path if len(self._shards) == 1 else \
-            f"{self._shards[0].path} (+{len(self._shards) - 1} shards)"
+        return (
+            self._shards[0].path
+            if len(self._shards) == 1
+            else f"{self._shards[0].path} (+{len(self._shards) - 1} shards)"
+        )
 
     @property
     def paths(self) -> list[str]:
@@ -675,8 +726,10 @@ class ProposalLibrary:
         first["bytes"] = sum(os.path.getsize(p) for p in self.paths)
         first["state"] = "finished" if self.finished else "building"
         if len(self._shards) > 1:
-            first["shards"] = [{"path": s.path, "n_images": s.count(),
-                                "state": s.meta.get("state")} for s in self._shards]
+            first["shards"] = [
+                {"path": s.path, "n_images": s.count(), "state": s.meta.get("state")}
+                for s in self._shards
+            ]
             first["n_masks"] = sum(int(s.meta.get("n_masks", 0)) for s in self._shards)
         return first
 
@@ -687,8 +740,10 @@ class ProposalLibrary:
         return verify_library(self.paths, deep=deep, progress=progress)
 
     def __repr__(self) -> str:
-        return (f"ProposalLibrary({self.path!r}, images={len(self)}, "
-                f"state={'finished' if self.finished else 'building'})")
+        return (
+            f"ProposalLibrary({self.path!r}, images={len(self)}, "
+            f"state={'finished' if self.finished else 'building'})"
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -20,9 +20,23 @@ __all__ = ["UnsafePickleError", "load_refs", "read_refs_pickle"]
 #: The only globals a refs pickle may name: builtin containers and scalars (a Python 2 pickle
 #: names them as ``__builtin__``, mapped to ``builtins``), and ``_codecs.encode``, which
 #: protocol-2 pickles written by Python 3 use for bytes.
-_ALLOWED = {(m, n) for m in ("builtins", "__builtin__")
-            for n in ("list", "dict", "tuple", "set", "frozenset", "str", "bytes", "int",
-                      "float", "complex", "bool")}
+_ALLOWED = {
+    (m, n)
+    for m in ("builtins", "__builtin__")
+    for n in (
+        "list",
+        "dict",
+        "tuple",
+        "set",
+        "frozenset",
+        "str",
+        "bytes",
+        "int",
+        "float",
+        "complex",
+        "bool",
+    )
+}
 _ALLOWED.add(("_codecs", "encode"))
 
 
@@ -41,11 +55,11 @@ class _DataOnlyUnpickler(pickle.Unpickler):
         raise UnsafePickleError(
             f"{self._path}: refuses to load {module}.{name}: a refs file holds only lists, "
             "dicts, strings and numbers, and this one names code that unpickling would run "
-            "(a crafted or corrupted file); re-download it from the refer annotations")
+            "(a crafted or corrupted file); re-download it from the refer annotations"
+        )
 
     def persistent_load(self, pid):
-        raise UnsafePickleError(f"{self._path}: refuses a persistent id ({pid!r}); not a refs "
-                                "file")
+        raise UnsafePickleError(f"{self._path}: refuses a persistent id ({pid!r}); not a refs file")
 
 
 def read_refs_pickle(path) -> object:
@@ -72,10 +86,19 @@ def read_refs_pickle(path) -> object:
             raise
         except UnicodeDecodeError as e:
             last = e
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
-                AttributeError, KeyError, MemoryError) as e:
-            raise LibraryError(f"{path}: not a readable refs pickle ({type(e).__name__}: "
-                               f"{e})") from None
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            IndexError,
+            AttributeError,
+            KeyError,
+            MemoryError,
+        ) as e:
+            raise LibraryError(
+                f"{path}: not a readable refs pickle ({type(e).__name__}: {e})"
+            ) from None
     raise LibraryError(f"{path}: not a readable refs pickle ({last})")
 
 
@@ -90,8 +113,11 @@ def load_refs(path, split: str | None = "train") -> list[dict]:
     """
     path = os.fspath(path)
     refs = read_refs_pickle(path)
-    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs[:1]) or (
-            refs and not {"ref_id", "image_id"} <= set(refs[0])):
+    if (
+        not isinstance(refs, list)
+        or not all(isinstance(r, dict) for r in refs[:1])
+        or (refs and not {"ref_id", "image_id"} <= set(refs[0]))
+    ):
         raise LibraryError(f"{path}: expected a list of refs with ref_id and image_id")
     if split is not None:
         refs = [r for r in refs if r.get("split") == split]

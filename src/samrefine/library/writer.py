@@ -118,11 +118,13 @@ class _WriterLock:
             except BlockingIOError:
                 holder = os.read(fd, 500).decode("utf-8", "replace").strip() or "unknown"
                 os.close(fd)
-                raise LibraryError(f"{self.lib} is being written by another writer ({holder}); "
-                                   "one file takes one writer: give each process its own shard "
-                                   "(--shard i/n, RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS)"
-                                   f" or wait for it (stale? delete {self.path} only if that "
-                                   "process is gone)") from None
+                raise LibraryError(
+                    f"{self.lib} is being written by another writer ({holder}); "
+                    "one file takes one writer: give each process its own shard "
+                    "(--shard i/n, RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS)"
+                    f" or wait for it (stale? delete {self.path} only if that "
+                    "process is gone)"
+                ) from None
             except OSError as e:
                 os.close(fd)
                 log.warning("%s: cannot lock (%s); writing without a writer lock", self.lib, e)
@@ -135,8 +137,13 @@ class _WriterLock:
                 os.close(fd)
                 continue
             os.ftruncate(fd, 0)
-            os.write(fd, (f"pid {os.getpid()} on {socket.gethostname()} since "
-                          f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}").encode())
+            os.write(
+                fd,
+                (
+                    f"pid {os.getpid()} on {socket.gethostname()} since "
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+                ).encode(),
+            )
             self.fd = fd
             return
 
@@ -179,22 +186,36 @@ class LibraryWriter:
     exception commits what was appended and leaves the library resumable.
     """
 
-    def __init__(self, path: str, con: sqlite3.Connection, meta: dict, commit_every: int,
-                 lock: _WriterLock | None = None):
+    def __init__(
+        self,
+        path: str,
+        con: sqlite3.Connection,
+        meta: dict,
+        commit_every: int,
+        lock: _WriterLock | None = None,
+    ):
         self.path = path
         self._con = con
         self.meta = meta
         self._commit_every = commit_every
         self._pending = 0
         self._lock = lock
-        ints = [int(r[0]) for r in con.execute(
-            "SELECT image_id FROM images AS i WHERE NOT EXISTS (SELECT 1 FROM names AS n "
-            "WHERE n.image_id = i.image_id)")]
-        names = [r[0] for r in con.execute("SELECT n.name FROM names AS n JOIN images AS i "
-                                           "USING (image_id)")]
+        ints = [
+            int(r[0])
+            for r in con.execute(
+                "SELECT image_id FROM images AS i WHERE NOT EXISTS (SELECT 1 FROM names AS n "
+                "WHERE n.image_id = i.image_id)"
+            )
+        ]
+        names = [
+            r[0]
+            for r in con.execute("SELECT n.name FROM names AS n JOIN images AS i USING (image_id)")
+        ]
         self._ids: set = set(ints) | set(names)
-        failed = con.execute("SELECT count(*) FROM failures AS f WHERE NOT EXISTS (SELECT 1 "
-                             "FROM names AS n WHERE n.image_id = f.image_id)").fetchone()[0]
+        failed = con.execute(
+            "SELECT count(*) FROM failures AS f WHERE NOT EXISTS (SELECT 1 "
+            "FROM names AS n WHERE n.image_id = f.image_id)"
+        ).fetchone()[0]
         named = con.execute("SELECT count(*) FROM names").fetchone()[0]
         self._kind = "str" if named else ("int" if ints or failed else None)
         self._closed = False
@@ -222,8 +243,10 @@ class LibraryWriter:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise LibraryError(f"the writer of {self.path} is closed; open it again with "
-                               "ProposalLibrary.create(path) to resume")
+            raise LibraryError(
+                f"the writer of {self.path} is closed; open it again with "
+                "ProposalLibrary.create(path) to resume"
+            )
 
     def _begin(self) -> None:
         if not self._con.in_transaction:
@@ -254,18 +277,27 @@ class LibraryWriter:
         self._check_open()
         key = _image_id(image_id)
         if not isinstance(proposals, Proposals):
-            raise TypeError(f"append() takes samrefine.Proposals, got {type(proposals).__name__}"
-                            "; convert SAM output with Proposals.from_sam(records)")
+            raise TypeError(
+                f"append() takes samrefine.Proposals, got {type(proposals).__name__}"
+                "; convert SAM output with Proposals.from_sam(records)"
+            )
         if image_size is not None and tuple(int(v) for v in image_size) != proposals.size:
-            raise LibraryError(f"image {key!r}: proposals are {proposals.size[0]}x"
-                               f"{proposals.size[1]} but the image is {image_size[0]}x"
-                               f"{image_size[1]}; store proposals at the image's original size")
+            raise LibraryError(
+                f"image {key!r}: proposals are {proposals.size[0]}x"
+                f"{proposals.size[1]} but the image is {image_size[0]}x"
+                f"{image_size[1]}; store proposals at the image's original size"
+            )
         if key in self._ids:
-            raise DuplicateImageError(f"image {key!r} is already in {self.path}; each image "
-                                      "is stored once (skip ids already in the writer)")
+            raise DuplicateImageError(
+                f"image {key!r} is already in {self.path}; each image "
+                "is stored once (skip ids already in the writer)"
+            )
         proposals._validate()
-        record = encode_record(proposals, compression=self.compression,
-                               with_geometry=bool(self.meta.get("with_geometry", True)))
+        record = encode_record(
+            proposals,
+            compression=self.compression,
+            with_geometry=bool(self.meta.get("with_geometry", True)),
+        )
         self._insert(key, record)
 
     def append_record(self, image_id, record: bytes) -> None:
@@ -283,8 +315,10 @@ class LibraryWriter:
         inside the open transaction); refuses a second key type."""
         kind = "int" if isinstance(key, int) else "str"
         if self._kind not in (None, kind):
-            raise LibraryError(f"image {key!r}: {self.path} holds {self._kind} keys; one "
-                               "library holds keys of one type (ints or names)")
+            raise LibraryError(
+                f"image {key!r}: {self.path} holds {self._kind} keys; one "
+                "library holds keys of one type (ints or names)"
+            )
         if kind == "int":
             return key
         got = self._con.execute("SELECT image_id FROM names WHERE name = ?", (key,)).fetchone()
@@ -299,8 +333,10 @@ class LibraryWriter:
         self._begin()
         try:
             row = self._row_id(key)
-            self._con.execute("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              (row, h, w, n, r, len(record), crc32(record)))
+            self._con.execute(
+                "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row, h, w, n, r, len(record), crc32(record)),
+            )
             self._con.execute("INSERT INTO records VALUES (?, ?)", (row, record))
             self._con.execute("DELETE FROM failures WHERE image_id = ?", (row,))
         except sqlite3.IntegrityError:
@@ -317,15 +353,19 @@ class LibraryWriter:
         key = _image_id(image_id)
         self._begin()
         row = self._row_id(key)
-        self._con.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?)",
-                          (row, int(attempts), str(error)[:2000]))
+        self._con.execute(
+            "INSERT OR REPLACE INTO failures VALUES (?, ?, ?)",
+            (row, int(attempts), str(error)[:2000]),
+        )
         self._kind = self._kind or ("int" if isinstance(key, int) else "str")
         self.commit()
 
     def failures(self) -> dict:
         """``{image_key: error}`` of images that failed and were not appended since."""
-        rows = self._con.execute("SELECT coalesce(n.name, f.image_id), f.error FROM failures "
-                                 "AS f LEFT JOIN names AS n USING (image_id)")
+        rows = self._con.execute(
+            "SELECT coalesce(n.name, f.image_id), f.error FROM failures "
+            "AS f LEFT JOIN names AS n USING (image_id)"
+        )
         return {k: e for k, e in rows}
 
     def commit(self) -> None:
@@ -340,11 +380,15 @@ class LibraryWriter:
         """``(key, crc32, n_masks, record)`` of every image, in key order."""
         con = self._con
         if self._kind == "str":
-            return con.execute("SELECT n.name, i.crc32, i.n_masks, r.data FROM names AS n JOIN "
-                               "images AS i USING (image_id) JOIN records AS r USING (image_id) "
-                               "ORDER BY n.name")
-        return con.execute("SELECT i.image_id, i.crc32, i.n_masks, r.data FROM images AS i "
-                           "JOIN records AS r USING (image_id) ORDER BY i.image_id")
+            return con.execute(
+                "SELECT n.name, i.crc32, i.n_masks, r.data FROM names AS n JOIN "
+                "images AS i USING (image_id) JOIN records AS r USING (image_id) "
+                "ORDER BY n.name"
+            )
+        return con.execute(
+            "SELECT i.image_id, i.crc32, i.n_masks, r.data FROM images AS i "
+            "JOIN records AS r USING (image_id) ORDER BY i.image_id"
+        )
 
     def finish(self, *, vacuum: bool = True) -> str:
         """Seal the library: counts, digests, compaction, then ``state = finished``.
@@ -359,22 +403,31 @@ class LibraryWriter:
         n_masks = 0
         for key, crc, n, data in self._key_order_rows():
             if crc32(data) != crc:
-                raise LibraryCorruptError(f"{self.path}: image {key!r}: record checksum "
-                                          "mismatch while finishing; the file is damaged")
+                raise LibraryCorruptError(
+                    f"{self.path}: image {key!r}: record checksum "
+                    "mismatch while finishing; the file is damaged"
+                )
             digest.update(key_bytes(key) + struct.pack("<I", crc))
             digest.update(data)
             keys.append(key)
             n_masks += n
         if len(keys) != len(self._ids):
-            raise LibraryCorruptError(f"{self.path}: {len(keys)} records for {len(self._ids)} "
-                                      "indexed images while finishing; the file is damaged")
-        values = {"n_images": len(keys), "n_masks": n_masks,
-                  "content_sha256": digest.hexdigest(), "ids_sha256": ids_digest(keys),
-                  "key_type": self._kind or "int",
-                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            raise LibraryCorruptError(
+                f"{self.path}: {len(keys)} records for {len(self._ids)} "
+                "indexed images while finishing; the file is damaged"
+            )
+        values = {
+            "n_images": len(keys),
+            "n_masks": n_masks,
+            "content_sha256": digest.hexdigest(),
+            "ids_sha256": ids_digest(keys),
+            "key_type": self._kind or "int",
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         con.execute("BEGIN IMMEDIATE")
-        con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                        [(k, dumps(v)) for k, v in values.items()])
+        con.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, dumps(v)) for k, v in values.items()]
+        )
         con.execute("COMMIT")
         try:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -384,14 +437,17 @@ class LibraryWriter:
             if vacuum:
                 con.execute("VACUUM")
         except sqlite3.OperationalError as e:
-            raise LibraryError(f"{self.path}: cannot finish while another connection has the "
-                               f"library open ({e}); close its readers and call finish() again "
-                               "(the library stays resumable)") from None
+            raise LibraryError(
+                f"{self.path}: cannot finish while another connection has the "
+                f"library open ({e}); close its readers and call finish() again "
+                "(the library stays resumable)"
+            ) from None
         con.execute("BEGIN IMMEDIATE")
         con.execute("INSERT OR REPLACE INTO meta VALUES ('state', ?)", (dumps("finished"),))
         rows = con.execute("SELECT key, value FROM meta").fetchall()
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('meta_sha256', ?)",
-                    (dumps(meta_digest(rows)),))
+        con.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('meta_sha256', ?)", (dumps(meta_digest(rows)),)
+        )
         con.execute("COMMIT")
         self.meta.update(values, state="finished")
         self.close()
@@ -431,13 +487,22 @@ def _connect_rw(path: str) -> sqlite3.Connection:
     return con
 
 
-def create_library(path, *, generator: str = "custom", model: str | None = None,
-                   checkpoint: str | os.PathLike | None = None,
-                   checkpoint_sha256: str | None = None, params: Mapping | None = None,
-                   shard: tuple[int, int] | None = None, if_exists: str = "resume",
-                   commit_every: int = 1, compression: str = "zlib",
-                   with_geometry: bool = True, extra: Mapping | None = None,
-                   build_id: str | None = None) -> LibraryWriter:
+def create_library(
+    path,
+    *,
+    generator: str = "custom",
+    model: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_sha256: str | None = None,
+    params: Mapping | None = None,
+    shard: tuple[int, int] | None = None,
+    if_exists: str = "resume",
+    commit_every: int = 1,
+    compression: str = "zlib",
+    with_geometry: bool = True,
+    extra: Mapping | None = None,
+    build_id: str | None = None,
+) -> LibraryWriter:
     """Create a library for writing, or resume an unfinished one with the same provenance.
 
     One file takes one writer: a second writer (in any process) is refused at once, before it
@@ -494,15 +559,27 @@ def create_library(path, *, generator: str = "custom", model: str | None = None,
         checkpoint_sha256 = sha256_file(checkpoint)
     from .. import __version__
 
-    identity = {"generator": str(generator), "model": model,
-                "checkpoint_sha256": checkpoint_sha256, "params": _jsonable(dict(params or {})),
-                "compression": compression, "with_geometry": bool(with_geometry)}
-    fresh = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "state": "building",
-             **identity, "shard": list(shard) if shard else None, "build_id": build_id,
-             "samrefine_version": __version__,
-             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-             "extra": _jsonable(dict(extra or {}))}
+    identity = {
+        "generator": str(generator),
+        "model": model,
+        "checkpoint_sha256": checkpoint_sha256,
+        "params": _jsonable(dict(params or {})),
+        "compression": compression,
+        "with_geometry": bool(with_geometry),
+    }
+    fresh = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "state": "building",
+        **identity,
+        "shard": list(shard) if shard else None,
+        "build_id": build_id,
+        "samrefine_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "extra": _jsonable(dict(extra or {})),
+    }
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"directory {parent} does not exist; create it first")
@@ -516,12 +593,15 @@ def create_library(path, *, generator: str = "custom", model: str | None = None,
     return LibraryWriter(path, con, meta, int(commit_every), lock)
 
 
-def _open_for_writing(path: str, if_exists: str, identity: dict, fresh: dict, shard,
-                      build_id) -> tuple[sqlite3.Connection, dict]:
+def _open_for_writing(
+    path: str, if_exists: str, identity: dict, fresh: dict, shard, build_id
+) -> tuple[sqlite3.Connection, dict]:
     if os.path.exists(path):
         if if_exists == "error":
-            raise LibraryError(f"{path} exists; pass if_exists='resume' to continue its build "
-                               "or 'overwrite' to start again")
+            raise LibraryError(
+                f"{path} exists; pass if_exists='resume' to continue its build "
+                "or 'overwrite' to start again"
+            )
         if if_exists == "overwrite":
             _remove_files(path)
     exists = os.path.exists(path) and os.path.getsize(path) > 0
@@ -539,8 +619,9 @@ def _open_for_writing(path: str, if_exists: str, identity: dict, fresh: dict, sh
         for stmt in SCHEMA.strip().split(";"):
             if stmt.strip():
                 con.execute(stmt)
-        con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                        [(k, dumps(v)) for k, v in fresh.items()])
+        con.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, dumps(v)) for k, v in fresh.items()]
+        )
         con.execute("COMMIT")
         return con, dict(fresh)
     try:
@@ -553,13 +634,17 @@ def _open_for_writing(path: str, if_exists: str, identity: dict, fresh: dict, sh
         raise LibraryError(f"{path} exists and is not a samrefine library; choose another path")
     if meta.get("format_version") != FORMAT_VERSION:
         con.close()
-        raise LibraryError(f"{path} has format version {meta.get('format_version')}; this "
-                           f"samrefine writes version {FORMAT_VERSION}: finish it with the "
-                           "samrefine that started it, or pass if_exists='overwrite'")
+        raise LibraryError(
+            f"{path} has format version {meta.get('format_version')}; this "
+            f"samrefine writes version {FORMAT_VERSION}: finish it with the "
+            "samrefine that started it, or pass if_exists='overwrite'"
+        )
     if meta.get("state") == "finished":
         con.close()
-        raise LibraryFinishedError(f"{path} is a finished library; appends are not allowed "
-                                   "(pass if_exists='overwrite' to rebuild it)")
+        raise LibraryFinishedError(
+            f"{path} is a finished library; appends are not allowed "
+            "(pass if_exists='overwrite' to rebuild it)"
+        )
     theirs = {k: meta.get(k) for k in IDENTITY_KEYS} | {"shard": meta.get("shard")}
     ours = dict(identity) | {"shard": list(shard) if shard else None}
     if shard is not None:  # shards of one build share its id; another build's file is not ours
@@ -568,11 +653,12 @@ def _open_for_writing(path: str, if_exists: str, identity: dict, fresh: dict, sh
     if theirs != ours:
         diff = sorted(k for k in ours if ours[k] != theirs[k])
         con.close()
-        raise LibraryError(f"{path} is an unfinished build with different settings ("
-                           + ", ".join(f"{k}: {theirs[k]!r} there, {ours[k]!r} now"
-                                       for k in diff)
-                           + "); resume it with the same settings or pass "
-                           "if_exists='overwrite'")
+        raise LibraryError(
+            f"{path} is an unfinished build with different settings ("
+            + ", ".join(f"{k}: {theirs[k]!r} there, {ours[k]!r} now" for k in diff)
+            + "); resume it with the same settings or pass "
+            "if_exists='overwrite'"
+        )
     con.execute("PRAGMA journal_mode=WAL")
     return con, meta
 
@@ -621,11 +707,15 @@ def shard_from_env(environ=None) -> tuple[int, int] | None:
             count = int(env["SLURM_ARRAY_TASK_COUNT"])
             step = int(env.get("SLURM_ARRAY_TASK_STEP", 1))
         except (KeyError, ValueError):
-            raise ValueError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT/_MIN are "
-                             "missing or not ints; pass --shard i/n") from None
+            raise ValueError(
+                "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT/_MIN are "
+                "missing or not ints; pass --shard i/n"
+            ) from None
         if step != 1:
-            raise ValueError(f"a job array with step {step} does not number its tasks 0..n-1; "
-                             "use --array=0-N or pass --shard i/n")
+            raise ValueError(
+                f"a job array with step {step} does not number its tasks 0..n-1; "
+                "use --array=0-N or pass --shard i/n"
+            )
         shard = parse_shard((task, count))
     return shard if shard is not None and shard[1] > 1 else None
 
@@ -669,15 +759,19 @@ def _check_complete(shards, allow_partial: bool) -> None:
     if len(metas) == 1 and metas[0][1] is None:
         return  # one unsharded library
     if any(m[1] is None for m in metas):
-        raise LibraryError("merge inputs include unsharded libraries ("
-                           + ", ".join(p for p, sh, _ in metas if sh is None)
-                           + "); they are not the shards of one build: pass allow_partial=True "
-                           "(--allow-partial) to merge them anyway")
+        raise LibraryError(
+            "merge inputs include unsharded libraries ("
+            + ", ".join(p for p, sh, _ in metas if sh is None)
+            + "); they are not the shards of one build: pass allow_partial=True "
+            "(--allow-partial) to merge them anyway"
+        )
     builds = {b for _, _, b in metas}
     if len(builds) > 1:
-        raise LibraryError(f"merge inputs come from {len(builds)} different builds (build ids "
-                           f"{sorted(str(b) for b in builds)}); merge the shards of one build, or "
-                           "pass allow_partial=True")
+        raise LibraryError(
+            f"merge inputs come from {len(builds)} different builds (build ids "
+            f"{sorted(str(b) for b in builds)}); merge the shards of one build, or "
+            "pass allow_partial=True"
+        )
     counts = {sh[1] for _, sh, _ in metas}
     if len(counts) > 1:
         raise LibraryError(f"merge inputs disagree on the shard count ({sorted(counts)})")
@@ -689,15 +783,24 @@ def _check_complete(shards, allow_partial: bool) -> None:
         seen[sh[0]] = p
     missing = sorted(set(range(n)) - set(seen))
     if missing:
-        raise LibraryError(f"merge inputs hold {len(seen)} of {n} shards; missing shard(s) "
-                           + ", ".join(f"{i}/{n}" for i in missing[:10])
-                           + (" ..." if len(missing) > 10 else "")
-                           + ": finish and add them, or pass allow_partial=True for a partial "
-                           "library")
+        raise LibraryError(
+            f"merge inputs hold {len(seen)} of {n} shards; missing shard(s) "
+            + ", ".join(f"{i}/{n}" for i in missing[:10])
+            + (" ..." if len(missing) > 10 else "")
+            + ": finish and add them, or pass allow_partial=True for a partial "
+            "library"
+        )
 
 
-def merge_libraries(shards, output, *, if_exists: str = "error", vacuum: bool = True,
-                    progress: bool = True, allow_partial: bool = False) -> str:
+def merge_libraries(
+    shards,
+    output,
+    *,
+    if_exists: str = "error",
+    vacuum: bool = True,
+    progress: bool = True,
+    allow_partial: bool = False,
+) -> str:
     """Merge finished shards of one build into one finished library.
 
     Parameters
@@ -740,26 +843,35 @@ def _merge(src, output, if_exists, vacuum, progress, allow_partial) -> str:
         raise LibraryError(f"merge output {out_abs} is one of its inputs; choose a new path")
     for s in src._shards:
         if not s.finished:
-            raise LibraryError(f"shard {s.path} is not finished; finish (resume) its build "
-                               "before merging")
+            raise LibraryError(
+                f"shard {s.path} is not finished; finish (resume) its build before merging"
+            )
     _check_complete(src._shards, allow_partial)
     owner: dict = {}
     for s in src._shards:
         keys = s.keys()
         for key in keys.tolist() if isinstance(keys, np.ndarray) else keys:
             if key in owner:
-                raise DuplicateImageError(f"image {key!r} is in both {owner[key]} and "
-                                          f"{s.path}; shards of one build must hold disjoint "
-                                          "ids")
+                raise DuplicateImageError(
+                    f"image {key!r} is in both {owner[key]} and "
+                    f"{s.path}; shards of one build must hold disjoint "
+                    "ids"
+                )
             owner[key] = s.path
     m = src._shards[0].meta
     writer = create_library(
-        out_abs, generator=m.get("generator", "custom"), model=m.get("model"),
-        checkpoint_sha256=m.get("checkpoint_sha256"), params=m.get("params"),
-        if_exists=if_exists, commit_every=256, compression=m.get("compression", "none"),
-        with_geometry=m.get("with_geometry", True), build_id=m.get("build_id"),
-        extra={**(m.get("extra") or {}),
-               "merged_from": [os.path.basename(p) for p in src.paths]})
+        out_abs,
+        generator=m.get("generator", "custom"),
+        model=m.get("model"),
+        checkpoint_sha256=m.get("checkpoint_sha256"),
+        params=m.get("params"),
+        if_exists=if_exists,
+        commit_every=256,
+        compression=m.get("compression", "none"),
+        with_geometry=m.get("with_geometry", True),
+        build_id=m.get("build_id"),
+        extra={**(m.get("extra") or {}), "merged_from": [os.path.basename(p) for p in src.paths]},
+    )
     by_path = {s.path: s for s in src._shards}
     try:
         todo = _sorted_keys(k for k in owner if k not in writer)
@@ -790,11 +902,15 @@ class VerifyReport:
         return not self.errors
 
     def __str__(self) -> str:
-        head = (f"{'OK' if self.ok else 'FAILED'}: {len(self.files)} file(s), "
-                f"{self.n_images} images, {self.n_masks} masks")
-        return "\n".join([head] + [f"  {e}" for e in self.errors[:50]]
-                         + ([f"  ... {len(self.errors) - 50} more"] if len(self.errors) > 50
-                            else []))
+        head = (
+            f"{'OK' if self.ok else 'FAILED'}: {len(self.files)} file(s), "
+            f"{self.n_images} images, {self.n_masks} masks"
+        )
+        return "\n".join(
+            [head]
+            + [f"  {e}" for e in self.errors[:50]]
+            + ([f"  ... {len(self.errors) - 50} more"] if len(self.errors) > 50 else [])
+        )
 
 
 def _verify_file(path: str, deep: bool, report: VerifyReport, progress: bool) -> None:
@@ -822,14 +938,17 @@ def _verify_shard(shard, deep: bool, report: VerifyReport, progress: bool) -> No
     path = shard.path
     rows = shard.query("PRAGMA integrity_check")
     if [r[0] for r in rows] != ["ok"]:
-        report.errors.append(f"{path}: SQLite integrity_check: "
-                             + "; ".join(str(r[0]) for r in rows[:5]))
+        report.errors.append(
+            f"{path}: SQLite integrity_check: " + "; ".join(str(r[0]) for r in rows[:5])
+        )
         return
     meta = shard.meta
     cols = "i.image_id, i.height, i.width, i.n_masks, i.n_runs, i.nbytes, i.crc32"
     if shard.named:
-        index = shard.query(f"SELECT coalesce(n.name, i.image_id), {cols} FROM images AS i "
-                            "LEFT JOIN names AS n USING (image_id)")
+        index = shard.query(
+            f"SELECT coalesce(n.name, i.image_id), {cols} FROM images AS i "
+            "LEFT JOIN names AS n USING (image_id)"
+        )
     else:
         index = shard.query(f"SELECT i.image_id, {cols} FROM images AS i")
     try:
@@ -838,14 +957,16 @@ def _verify_shard(shard, deep: bool, report: VerifyReport, progress: bool) -> No
         report.errors.append(f"{path}: {e}")
         return
     index.sort(key=lambda row: row[0])
-    orphans = shard.query("SELECT count(*) FROM records WHERE image_id NOT IN "
-                          "(SELECT image_id FROM images)")[0][0]
+    orphans = shard.query(
+        "SELECT count(*) FROM records WHERE image_id NOT IN (SELECT image_id FROM images)"
+    )[0][0]
     if orphans:
         report.errors.append(f"{path}: {orphans} records have no index row")
     digest = hashlib.sha256()
     n_masks = 0
-    for key, row, h, w, n, r, nbytes, crc in tqdm(index, desc=f"verify {os.path.basename(path)}",
-                                                   unit="img", disable=not progress):
+    for key, row, h, w, n, r, nbytes, crc in tqdm(
+        index, desc=f"verify {os.path.basename(path)}", unit="img", disable=not progress
+    ):
         where = f"{path}: image {key!r}"
         got = shard.query("SELECT data FROM records WHERE image_id = ?", (row,))
         if not got or not isinstance(got[0][0], bytes):
@@ -875,14 +996,18 @@ def _verify_shard(shard, deep: bool, report: VerifyReport, progress: bool) -> No
     report.n_masks += n_masks
     if meta.get("state") == "finished":
         if meta.get("n_images", -1) != len(index):
-            report.errors.append(f"{path}: meta says {meta.get('n_images')} images, the index "
-                                 f"holds {len(index)}")
+            report.errors.append(
+                f"{path}: meta says {meta.get('n_images')} images, the index holds {len(index)}"
+            )
         if meta.get("content_sha256") != digest.hexdigest():
-            report.errors.append(f"{path}: content digest differs from the one written at "
-                                 "finish (records added, removed or altered)")
+            report.errors.append(
+                f"{path}: content digest differs from the one written at "
+                "finish (records added, removed or altered)"
+            )
         if "ids_sha256" in meta and meta["ids_sha256"] != ids_digest(k for k, *_ in index):
-            report.errors.append(f"{path}: image id digest differs from the one written at "
-                                 "finish (damaged index)")
+            report.errors.append(
+                f"{path}: image id digest differs from the one written at finish (damaged index)"
+            )
 
 
 def verify_library(source, *, deep: bool = False, progress: bool = False) -> VerifyReport:
