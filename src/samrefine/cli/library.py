@@ -17,8 +17,10 @@ from typing import Any
 from ..library import importers as im
 from ..library.generate import BuildResult, Generator, build_library
 from ..library.keys import parse_image_key
+from ..library.merge import merge_libraries
 from ..library.reader import ProposalLibrary
-from ..library.writer import create_library, merge_libraries, verify_library
+from ..library.verify import verify_library
+from ..library.writer import create_library
 from ._common import load_callable, one_or_many, show_progress
 from .generators import check_params, make_generator, parse_params, resolve_generator
 

@@ -35,16 +35,11 @@ from .importers import (
     read_semires,
 )
 from .keys import image_key, parse_image_key
+from .merge import merge_libraries
 from .reader import ProposalLibrary
 from .refs import UnsafePickleError, read_refs_pickle
-from .writer import (
-    LibraryWriter,
-    VerifyReport,
-    create_library,
-    merge_libraries,
-    shard_path,
-    verify_library,
-)
+from .verify import VerifyReport, verify_library
+from .writer import LibraryWriter, create_library, shard_path
 
 __all__ = [
     "FORMAT_VERSION",
