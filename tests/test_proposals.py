@@ -171,3 +171,21 @@ def test_proposals_pickle_and_copy(rng):
         np.testing.assert_array_equal(q.to_dense(), p.to_dense())
     batch = pickle.loads(pickle.dumps(ProposalBatch([p, p])))
     np.testing.assert_array_equal(batch.seg_x, ProposalBatch([p, p]).seg_x)
+
+
+def test_proposal_batch_old_import_path_still_works():
+    # ProposalBatch moved from proposals.py to proposal_batch.py; user code and old pickles
+    # name it by the old module path, which must keep resolving to the same class
+    import samrefine.proposal_batch
+    import samrefine.proposals
+    from samrefine.proposals import ProposalBatch as old_path
+
+    assert old_path is samrefine.proposal_batch.ProposalBatch is ProposalBatch
+    batch = pickle.loads(
+        pickle.dumps(ProposalBatch([Proposals.empty((2, 3))]), protocol=0).replace(
+            b"samrefine.proposal_batch", b"samrefine.proposals"
+        )
+    )
+    assert type(batch) is ProposalBatch and batch.size == (2, 3)
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+        _ = samrefine.proposals.NoSuchName

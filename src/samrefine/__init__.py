@@ -23,7 +23,8 @@ from .match import (
     refine,
     resolve_strategy,
 )
-from .proposals import ProposalBatch, Proposals
+from .proposal_batch import ProposalBatch
+from .proposals import Proposals
 from .rle import RLEError
 from .semantic import RegionScores, SemanticRefinement, SemanticRegions, refine_semantic
 from .semantic_audit import SemanticAuditReport, SemanticStrategyStats, audit_semantic

@@ -52,7 +52,8 @@ from . import _config
 from ._common import binary_labels, iou_from_counts, to_numpy
 from .audit_report import CATEGORIES, AuditReport, StrategyStats
 from .match import STRATEGIES, KernelMode, refine, resolve_strategy
-from .proposals import ProposalBatch, Proposals
+from .proposal_batch import ProposalBatch
+from .proposals import Proposals
 
 __all__ = ["DEFAULT_STRATEGIES", "DEFAULT_SWEEP", "audit"]
 

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import torch
 
 from samrefine._common import UNSET
-from samrefine.proposals import ProposalBatch, Proposals
+from samrefine.proposal_batch import ProposalBatch
+from samrefine.proposals import Proposals
 from samrefine.pwa import _check_params
 from samrefine.semantic import SemanticRefinement, refine_semantic
 from samrefine.semantic_loss import class_pwa_weight

@@ -40,7 +40,8 @@ import numpy as np
 from . import _config, kernels
 from ._common import UNSET, binary_labels, check_unit_interval, is_torch
 from .kernels import KernelMode
-from .proposals import ProposalBatch, Proposals
+from .proposal_batch import ProposalBatch
+from .proposals import Proposals
 
 __all__ = [
     "STRATEGIES",

@@ -46,7 +46,8 @@ from torch.utils.data import default_collate
 
 from samrefine._common import UNSET
 from samrefine.match import Refinement, refine, resolve_strategy
-from samrefine.proposals import ProposalBatch, Proposals
+from samrefine.proposal_batch import ProposalBatch
+from samrefine.proposals import Proposals
 from samrefine.pwa import _check_params, pwa_weight
 
 if TYPE_CHECKING:

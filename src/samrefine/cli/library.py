@@ -14,11 +14,15 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..library import coco_io, semires_io
 from ..library import importers as im
 from ..library.generate import BuildResult, Generator, build_library
 from ..library.keys import parse_image_key
+from ..library.merge import merge_libraries
 from ..library.reader import ProposalLibrary
-from ..library.writer import create_library, merge_libraries, verify_library
+from ..library.refs import load_refs
+from ..library.verify import verify_library
+from ..library.writer import create_library
 from ._common import load_callable, one_or_many, show_progress
 from .generators import check_params, make_generator, parse_params, resolve_generator
 
@@ -58,13 +62,13 @@ def _image_ids(args: argparse.Namespace) -> tuple[list, dict[int, str]]:
     """``(ids, file_names)`` from --ids / --refs / --instances."""
     names: dict[int, str] = {}
     if args.instances:
-        inst = im.load_instances(args.instances)
+        inst = semires_io.load_instances(args.instances)
         names = {k: v["file_name"] for k, v in inst.items() if v.get("file_name")}
     if args.ids:
         return _read_ids(args.ids), names
     if args.refs:
         split = None if args.split == "all" else args.split
-        refs = im.load_refs(args.refs, split=split)
+        refs = load_refs(args.refs, split=split)
         if not refs:
             raise ValueError(f"{args.refs}: no referents in split {args.split!r}")
         return sorted({int(r["image_id"]) for r in refs}), names
@@ -210,13 +214,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
         elif fmt == "coco":
             if len(sources) != 1:
                 raise ValueError("--format coco takes one JSON file")
-            report = im.import_coco(writer, sources[0], progress=progress)
+            report = coco_io.import_coco(writer, sources[0], progress=progress)
         else:
             if len(sources) != 1 or not args.refs:
                 raise ValueError(
                     "--format semires takes one sam_rle_mask folder and --refs refs(<splitBy>).p"
                 )
-            report = im.import_semires(
+            report = semires_io.import_semires(
                 writer,
                 sources[0],
                 args.refs,
@@ -287,7 +291,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     lib = ProposalLibrary.open(args.library)
     progress = show_progress(args)
     if args.format == "coco":
-        n = im.export_coco(lib, args.output, progress=progress)
+        n = coco_io.export_coco(lib, args.output, progress=progress)
         print(f"wrote {n} masks to {args.output}")
     elif args.format == "sa1b":
         n = im.export_sa1b(lib, args.output, progress=progress)
@@ -295,7 +299,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         if not args.refs:
             raise ValueError("--format semires needs --refs refs(<splitBy>).p")
-        n = im.export_semires(lib, args.output, args.refs, progress=progress)
+        n = semires_io.export_semires(lib, args.output, args.refs, progress=progress)
         print(f"wrote {n} per-referent files to {args.output}")
     return 0
 

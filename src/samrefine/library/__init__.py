@@ -6,6 +6,7 @@ generator (``"sam"``, ``"sam2"``, ``"classical"``) over a folder of images. The 
 specified in :mod:`samrefine.library.format` and ``docs/library-format.md``.
 """
 
+from .coco_io import export_coco, import_coco
 from .format import (
     FORMAT_VERSION,
     DuplicateImageError,
@@ -21,30 +22,14 @@ from .generate import (
     list_generators,
     register_generator,
 )
-from .importers import (
-    export_coco,
-    export_sa1b,
-    export_semires,
-    import_amg,
-    import_coco,
-    import_sa1b,
-    import_semires,
-    load_instances,
-    load_refs,
-    read_sa1b,
-    read_semires,
-)
+from .importers import export_sa1b, import_amg, import_sa1b, read_sa1b
 from .keys import image_key, parse_image_key
+from .merge import merge_libraries
 from .reader import ProposalLibrary
-from .refs import UnsafePickleError, read_refs_pickle
-from .writer import (
-    LibraryWriter,
-    VerifyReport,
-    create_library,
-    merge_libraries,
-    shard_path,
-    verify_library,
-)
+from .refs import UnsafePickleError, load_refs, read_refs_pickle
+from .semires_io import export_semires, import_semires, load_instances, read_semires
+from .verify import VerifyReport, verify_library
+from .writer import LibraryWriter, create_library, shard_path
 
 __all__ = [
     "FORMAT_VERSION",

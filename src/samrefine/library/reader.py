@@ -589,9 +589,9 @@ class ProposalLibrary:
 
     @staticmethod
     def merge(shards, output, **kwargs) -> str:
-        """Merge finished shards into one library; see :func:`samrefine.library.writer.
+        """Merge finished shards into one library; see :func:`samrefine.library.merge.
         merge_libraries`. Returns the output path."""
-        from .writer import merge_libraries
+        from .merge import merge_libraries
 
         return merge_libraries(shards, output, **kwargs)
 
@@ -734,8 +734,8 @@ class ProposalLibrary:
         return first
 
     def verify(self, deep: bool = False, progress: bool = False):
-        """Check every file; see :func:`samrefine.library.writer.verify_library`."""
-        from .writer import verify_library
+        """Check every file; see :func:`samrefine.library.verify.verify_library`."""
+        from .verify import verify_library
 
         return verify_library(self.paths, deep=deep, progress=progress)
 

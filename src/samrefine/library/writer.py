@@ -1,4 +1,7 @@
-"""Writing proposal libraries: create, append, resume, finish, shard, merge, verify.
+"""Writing proposal libraries: create, append, resume, finish, shard.
+
+Merging shards lives in :mod:`samrefine.library.merge`, checking files in
+:mod:`samrefine.library.verify`.
 
 Crash safety comes from SQLite, not from a protocol of ours. While building, the file is in
 WAL mode with ``synchronous=FULL``: every commit is durable once ``append`` returns (with the
@@ -23,7 +26,6 @@ import struct
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,12 +55,10 @@ from .keys import key_bytes, key_type
 from .reader import (
     IDENTITY_KEYS,
     SUFFIX,
-    ProposalLibrary,
     _check_file,
     _image_id,
     ids_digest,
     meta_digest,
-    resolve_sources,
 )
 
 fcntl: Any
@@ -69,15 +69,12 @@ except ImportError:  # pragma: no cover - not POSIX
 
 __all__ = [
     "LibraryWriter",
-    "VerifyReport",
     "create_library",
-    "merge_libraries",
     "parse_shard",
     "sha256_file",
     "shard_from_env",
     "shard_ids",
     "shard_path",
-    "verify_library",
 ]
 
 log = logging.getLogger("samrefine.library")
@@ -749,289 +746,3 @@ def build_identity(provenance: Mapping, image_ids, count: int) -> str:
     for k in _sorted_keys(image_ids):
         h.update(key_bytes(k))
     return h.hexdigest()[:32]
-
-
-def _check_complete(shards, allow_partial: bool) -> None:
-    """Refuse inputs that are not exactly the shards of one build (unless allowed)."""
-    if allow_partial:
-        return
-    metas = [(s.path, s.meta.get("shard"), s.meta.get("build_id")) for s in shards]
-    if len(metas) == 1 and metas[0][1] is None:
-        return  # one unsharded library
-    if any(m[1] is None for m in metas):
-        raise LibraryError(
-            "merge inputs include unsharded libraries ("
-            + ", ".join(p for p, sh, _ in metas if sh is None)
-            + "); they are not the shards of one build: pass allow_partial=True "
-            "(--allow-partial) to merge them anyway"
-        )
-    builds = {b for _, _, b in metas}
-    if len(builds) > 1:
-        raise LibraryError(
-            f"merge inputs come from {len(builds)} different builds (build ids "
-            f"{sorted(str(b) for b in builds)}); merge the shards of one build, or "
-            "pass allow_partial=True"
-        )
-    counts = {sh[1] for _, sh, _ in metas}
-    if len(counts) > 1:
-        raise LibraryError(f"merge inputs disagree on the shard count ({sorted(counts)})")
-    n = counts.pop()
-    seen: dict[int, str] = {}
-    for p, sh, _ in metas:
-        if sh[0] in seen:
-            raise LibraryError(f"{p} and {seen[sh[0]]} are both shard {sh[0]} of {n}")
-        seen[sh[0]] = p
-    missing = sorted(set(range(n)) - set(seen))
-    if missing:
-        raise LibraryError(
-            f"merge inputs hold {len(seen)} of {n} shards; missing shard(s) "
-            + ", ".join(f"{i}/{n}" for i in missing[:10])
-            + (" ..." if len(missing) > 10 else "")
-            + ": finish and add them, or pass allow_partial=True for a partial "
-            "library"
-        )
-
-
-def merge_libraries(
-    shards,
-    output,
-    *,
-    if_exists: str = "error",
-    vacuum: bool = True,
-    progress: bool = True,
-    allow_partial: bool = False,
-) -> str:
-    """Merge finished shards of one build into one finished library.
-
-    Parameters
-    ----------
-    shards : path, glob pattern or sequence of paths
-        The shard files (all finished, from one build, with disjoint image ids).
-    output : str or os.PathLike
-        The merged library; must not be one of the shards.
-    if_exists : {"error", "resume", "overwrite"}
-        As in :func:`create_library` (``"resume"`` continues an interrupted merge).
-    allow_partial : bool
-        Merge inputs that are not exactly shards ``0..n-1`` of one build (some shards missing,
-        shards of different builds with equal settings, separate unsharded libraries).
-
-    Returns
-    -------
-    str
-        The output path.
-
-    Raises
-    ------
-    LibraryError
-        If the inputs are not one complete build (a shard missing, two builds, a shard twice)
-        and ``allow_partial`` is False.
-    DuplicateImageError
-        If an image id is in two shards (the error names both files).
-    """
-    src = ProposalLibrary.open(shards)
-    try:
-        return _merge(src, output, if_exists, vacuum, progress, allow_partial)
-    finally:
-        src.close()
-
-
-def _merge(src, output, if_exists, vacuum, progress, allow_partial) -> str:
-    from tqdm.auto import tqdm
-
-    out_abs = os.path.abspath(os.fspath(output))
-    if out_abs in src.paths:
-        raise LibraryError(f"merge output {out_abs} is one of its inputs; choose a new path")
-    for s in src._shards:
-        if not s.finished:
-            raise LibraryError(
-                f"shard {s.path} is not finished; finish (resume) its build before merging"
-            )
-    _check_complete(src._shards, allow_partial)
-    owner: dict = {}
-    for s in src._shards:
-        keys = s.keys()
-        for key in keys.tolist() if isinstance(keys, np.ndarray) else keys:
-            if key in owner:
-                raise DuplicateImageError(
-                    f"image {key!r} is in both {owner[key]} and "
-                    f"{s.path}; shards of one build must hold disjoint "
-                    "ids"
-                )
-            owner[key] = s.path
-    m = src._shards[0].meta
-    writer = create_library(
-        out_abs,
-        generator=m.get("generator", "custom"),
-        model=m.get("model"),
-        checkpoint_sha256=m.get("checkpoint_sha256"),
-        params=m.get("params"),
-        if_exists=if_exists,
-        commit_every=256,
-        compression=m.get("compression", "none"),
-        with_geometry=m.get("with_geometry", True),
-        build_id=m.get("build_id"),
-        extra={**(m.get("extra") or {}), "merged_from": [os.path.basename(p) for p in src.paths]},
-    )
-    by_path = {s.path: s for s in src._shards}
-    try:
-        todo = _sorted_keys(k for k in owner if k not in writer)
-        for key in tqdm(todo, desc="merge", unit="img", disable=not progress):
-            got = by_path[owner[key]].raw(key)
-            writer.append_record(key, got[3])
-        return writer.finish(vacuum=vacuum)
-    finally:
-        writer.close()
-
-
-# --------------------------------------------------------------------------------------------
-# verify
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class VerifyReport:
-    """Outcome of :func:`verify_library`: ``ok`` and one line per problem (naming the file)."""
-
-    files: list[str]
-    n_images: int = 0
-    n_masks: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def __str__(self) -> str:
-        head = (
-            f"{'OK' if self.ok else 'FAILED'}: {len(self.files)} file(s), "
-            f"{self.n_images} images, {self.n_masks} masks"
-        )
-        return "\n".join(
-            [head]
-            + [f"  {e}" for e in self.errors[:50]]
-            + ([f"  ... {len(self.errors) - 50} more"] if len(self.errors) > 50 else [])
-        )
-
-
-def _verify_file(path: str, deep: bool, report: VerifyReport, progress: bool) -> None:
-    from .reader import _Shard
-
-    try:
-        shard = _Shard(path)
-    except (OSError, LibraryError) as e:
-        report.errors.append(str(e))
-        return
-    try:
-        _verify_shard(shard, deep, report, progress)
-    except LibraryError as e:
-        report.errors.append(str(e))
-    except (sqlite3.Error, ValueError, TypeError, KeyError, OverflowError) as e:
-        # whatever a damaged file makes the checks trip on is damage, reported as such
-        report.errors.append(f"{path}: damaged ({type(e).__name__}: {e})")
-    finally:
-        shard.close()  # a verify never keeps a building library's writer from finishing
-
-
-def _verify_shard(shard, deep: bool, report: VerifyReport, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    path = shard.path
-    rows = shard.query("PRAGMA integrity_check")
-    if [r[0] for r in rows] != ["ok"]:
-        report.errors.append(
-            f"{path}: SQLite integrity_check: " + "; ".join(str(r[0]) for r in rows[:5])
-        )
-        return
-    meta = shard.meta
-    cols = "i.image_id, i.height, i.width, i.n_masks, i.n_runs, i.nbytes, i.crc32"
-    if shard.named:
-        index = shard.query(
-            f"SELECT coalesce(n.name, i.image_id), {cols} FROM images AS i "
-            "LEFT JOIN names AS n USING (image_id)"
-        )
-    else:
-        index = shard.query(f"SELECT i.image_id, {cols} FROM images AS i")
-    try:
-        key_type(k for k, *_ in index)
-    except ValueError as e:
-        report.errors.append(f"{path}: {e}")
-        return
-    index.sort(key=lambda row: row[0])
-    orphans = shard.query(
-        "SELECT count(*) FROM records WHERE image_id NOT IN (SELECT image_id FROM images)"
-    )[0][0]
-    if orphans:
-        report.errors.append(f"{path}: {orphans} records have no index row")
-    digest = hashlib.sha256()
-    n_masks = 0
-    for key, row, h, w, n, r, nbytes, crc in tqdm(
-        index, desc=f"verify {os.path.basename(path)}", unit="img", disable=not progress
-    ):
-        where = f"{path}: image {key!r}"
-        got = shard.query("SELECT data FROM records WHERE image_id = ?", (row,))
-        if not got or not isinstance(got[0][0], bytes):
-            report.errors.append(f"{where}: record missing")
-            continue
-        data = got[0][0]
-        if len(data) != nbytes or crc32(data) != crc:
-            report.errors.append(f"{where}: record checksum mismatch")
-            continue
-        digest.update(key_bytes(key) + struct.pack("<I", crc))
-        digest.update(data)
-        try:
-            props = decode_record(data, where=where)
-        except LibraryCorruptError as e:
-            report.errors.append(str(e))
-            continue
-        if (props.size, len(props), props.starts.size) != ((h, w), n, r):
-            report.errors.append(f"{where}: record disagrees with the index row")
-            continue
-        n_masks += n
-        if deep:
-            if "area" in props.meta and not np.array_equal(props.meta["area"], props.area):
-                report.errors.append(f"{where}: stored areas differ from the runs")
-            if "bbox" in props.meta and not np.array_equal(props.meta["bbox"], props.bbox):
-                report.errors.append(f"{where}: stored boxes differ from the runs")
-    report.n_images += len(index)
-    report.n_masks += n_masks
-    if meta.get("state") == "finished":
-        if meta.get("n_images", -1) != len(index):
-            report.errors.append(
-                f"{path}: meta says {meta.get('n_images')} images, the index holds {len(index)}"
-            )
-        if meta.get("content_sha256") != digest.hexdigest():
-            report.errors.append(
-                f"{path}: content digest differs from the one written at "
-                "finish (records added, removed or altered)"
-            )
-        if "ids_sha256" in meta and meta["ids_sha256"] != ids_digest(k for k, *_ in index):
-            report.errors.append(
-                f"{path}: image id digest differs from the one written at finish (damaged index)"
-            )
-
-
-def verify_library(source, *, deep: bool = False, progress: bool = False) -> VerifyReport:
-    """Check library files: SQLite integrity, every record's CRC32 and decoding, index
-    consistency and (finished files) the content digest.
-
-    Parameters
-    ----------
-    source : path, glob pattern or sequence of paths
-    deep : bool
-        Also recompute each mask's area and box and compare them with the stored ones.
-    progress : bool
-        Show a progress bar per file.
-
-    Returns
-    -------
-    VerifyReport
-        ``report.ok`` is False when anything is wrong; ``report.errors`` names file and image.
-    """
-    try:
-        paths = resolve_sources(source)
-    except FileNotFoundError as e:
-        return VerifyReport(files=[str(source)], errors=[str(e)])
-    report = VerifyReport(files=[os.path.abspath(p) for p in paths])
-    for p in report.files:
-        _verify_file(p, deep, report, progress)
-    return report
