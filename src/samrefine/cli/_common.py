@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .. import _config
 from ..match import STRATEGIES
 
 __all__ = [
@@ -121,3 +122,16 @@ def error_line(exc: BaseException) -> str:
     for words, flag in _FLAG_FOR.items():
         msg = msg.replace(words, flag)
     return " ".join(msg.split())
+
+
+def add_threshold_args(parser: argparse.ArgumentParser) -> None:
+    """``--iom-thresh``, ``--under`` and ``--over`` (floats in [0, 1], the paper's defaults),
+    each help naming the strategies that read it (shared by ``audit`` and ``viz overlay``)."""
+    for flag, default, what, name in (
+        ("--iom-thresh", _config.IOM_THRESH, "IoU threshold", "iom_thresh"),
+        ("--under", _config.CPI_UNDER, "s1 threshold", "under"),
+        ("--over", _config.CPI_OVER, "s2 threshold", "over"),
+    ):
+        parser.add_argument(
+            flag, type=float, default=default, help=f"{what}, read by {strategies_reading(name)}"
+        )

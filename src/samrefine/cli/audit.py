@@ -12,12 +12,11 @@ import os
 
 import numpy as np
 
-from .. import _config
 from ..audit_report import AuditReport
 from ..auditing import DEFAULT_STRATEGIES, DEFAULT_SWEEP, audit
 from ..semantic_audit import audit_semantic
 from ..viz import audit_bars, overlay_refinement
-from ._common import parse_list, strategies_reading
+from ._common import add_threshold_args, parse_list
 from .inputs import load_inputs
 
 __all__ = ["add_parser"]
@@ -192,24 +191,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=",".join(DEFAULT_STRATEGIES),
         help="comma-separated (default %(default)s)",
     )
-    a.add_argument(
-        "--iom-thresh",
-        type=float,
-        default=_config.IOM_THRESH,
-        help=f"IoU threshold, read by {strategies_reading('iom_thresh')}",
-    )
-    a.add_argument(
-        "--under",
-        type=float,
-        default=_config.CPI_UNDER,
-        help=f"s1 threshold, read by {strategies_reading('under')}",
-    )
-    a.add_argument(
-        "--over",
-        type=float,
-        default=_config.CPI_OVER,
-        help=f"s2 threshold, read by {strategies_reading('over')}",
-    )
+    add_threshold_args(a)
     a.add_argument(
         "--sweep",
         default=None,

@@ -7,11 +7,10 @@ import os
 
 import numpy as np
 
-from .. import _config
 from ..demo import demo_data
 from ..library import ProposalLibrary
 from ..viz import overlay_refinement, proposal_grid
-from ._common import parse_list, strategies_reading
+from ._common import add_threshold_args, parse_list
 from .inputs import load_inputs, load_single_proposals
 
 __all__ = ["add_parser"]
@@ -110,24 +109,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--index", default=None, help="comma-separated sample indices (default the first four)"
     )
     o.add_argument("--strategies", default="iom,cpi")
-    o.add_argument(
-        "--iom-thresh",
-        type=float,
-        default=_config.IOM_THRESH,
-        help=f"IoU threshold, read by {strategies_reading('iom_thresh')}",
-    )
-    o.add_argument(
-        "--under",
-        type=float,
-        default=_config.CPI_UNDER,
-        help=f"s1 threshold, read by {strategies_reading('under')}",
-    )
-    o.add_argument(
-        "--over",
-        type=float,
-        default=_config.CPI_OVER,
-        help=f"s2 threshold, read by {strategies_reading('over')}",
-    )
+    add_threshold_args(o)
     o.add_argument("--prob-thresh", type=float, default=None)
     o.add_argument("--panel", type=int, default=256, help="panel size, pixels")
     o.add_argument("--out", default="samrefine-viz", help="output directory")
