@@ -461,6 +461,23 @@ def refine_semantic(
     )
 
 
+#: What both backends return, in order: the painted labels and matched map, the per-image region
+#: offsets, the region table (SemanticRegions' fields) and the pair table (RegionScores' fields).
+_RESULT_KEYS = (
+    "labels", "matched", "region_offsets",
+    "r_image", "r_class", "r_comp", "r_area", "r_matched", "r_score", "r_chosen",
+    "p_region", "p_proposal", "p_inter", "p_iou", "p_s1", "p_s2", "p_selected",
+)  # fmt: skip
+
+
+def _backend_result(*values: Any) -> dict[str, Any]:
+    """The backends' result as one dict keyed by :data:`_RESULT_KEYS` (one list of names for
+    the numba and the torch path)."""
+    if len(values) != len(_RESULT_KEYS):
+        raise AssertionError(f"{len(values)} result fields for {len(_RESULT_KEYS)} names")
+    return dict(zip(_RESULT_KEYS, values))
+
+
 def _local(flat_m, image, mask_offsets):
     return flat_m - mask_offsets[image]
 
@@ -572,25 +589,25 @@ def _run_numba(
     )
     moff = np.asarray(batch.host_mask_offsets, np.int64)
     chosen_local = np.where(chosen >= 0, chosen - moff[r_image], -1)
-    return {
-        "labels": out,
-        "matched": out_m,
-        "region_offsets": r_off,
-        "r_image": r_image,
-        "r_class": r_class,
-        "r_comp": r_comp,
-        "r_area": r_area,
-        "r_matched": r_matched,
-        "r_score": score,
-        "r_chosen": chosen_local,
-        "p_region": p_r,
-        "p_proposal": _local(p_m, r_image[p_r], moff),
-        "p_inter": p_t,
-        "p_iou": iou,
-        "p_s1": s1,
-        "p_s2": s2,
-        "p_selected": sel,
-    }
+    return _backend_result(
+        out,
+        out_m,
+        r_off,
+        r_image,
+        r_class,
+        r_comp,
+        r_area,
+        r_matched,
+        score,
+        chosen_local,
+        p_r,
+        _local(p_m, r_image[p_r], moff),
+        p_t,
+        iou,
+        s1,
+        s2,
+        sel,
+    )
 
 
 def _run_torch(
@@ -653,22 +670,22 @@ def _run_torch(
     )
     moff = tb.mask_offsets
     chosen_local = torch.where(chosen >= 0, chosen - moff[r_image], -1)
-    return {
-        "labels": out,
-        "matched": out_m,
-        "region_offsets": r_off_host,
-        "r_image": r_image,
-        "r_class": r_class,
-        "r_comp": r_comp,
-        "r_area": r_area,
-        "r_matched": r_matched,
-        "r_score": score,
-        "r_chosen": chosen_local,
-        "p_region": p_r,
-        "p_proposal": _local(p_m, r_image[p_r], moff),
-        "p_inter": p_t,
-        "p_iou": iou,
-        "p_s1": s1,
-        "p_s2": s2,
-        "p_selected": sel,
-    }
+    return _backend_result(
+        out,
+        out_m,
+        r_off_host,
+        r_image,
+        r_class,
+        r_comp,
+        r_area,
+        r_matched,
+        score,
+        chosen_local,
+        p_r,
+        _local(p_m, r_image[p_r], moff),
+        p_t,
+        iou,
+        s1,
+        s2,
+        sel,
+    )
