@@ -191,8 +191,12 @@ def _host(x) -> np.ndarray:
 # ---------------------------------------------------------------------------- validation
 
 
-def _check_labels(labels, ignore_index, num_classes, skip, give_up):
-    """Validate; return (labels (B, H, W), squeeze, n_classes for lookup tables)."""
+def _check_labels(labels, ignore_index, num_classes, skip, give_up, with_runs=False):
+    """Validate; return (labels (B, H, W), squeeze, n_classes for lookup tables, runs).
+
+    ``with_runs`` (numpy labels only): cut the map into column runs
+    (:func:`~samrefine.kernels.semantic_numba.column_runs`) and read the class range from the
+    runs, so the map is read once for validation and scoring; ``runs`` is None otherwise."""
     torch_in = is_torch(labels)
     if torch_in:
         import torch
@@ -231,6 +235,7 @@ def _check_labels(labels, ignore_index, num_classes, skip, give_up):
                 f"ignore_index={ignore_index} does not fit labels of dtype "
                 f"{labels.dtype}; cast the labels to a wider integer dtype"
             )
+    runs = None
     if labels.numel() if torch_in else labels.size:
         if torch_in:
             v = labels.to(torch.int64) if labels.dtype != torch.int64 else labels
@@ -244,13 +249,16 @@ def _check_labels(labels, ignore_index, num_classes, skip, give_up):
             else:
                 lo = hi = 0
         else:
-            from .kernels.semantic_numba import label_range
+            from .kernels import semantic_numba as kn
 
-            lo, hi, found = label_range(
-                np.ascontiguousarray(labels),
-                np.int64(ignore_index if ignore_index is not None else 0),
-                ignore_index is not None,
-            )
+            ign = np.int64(ignore_index if ignore_index is not None else 0)
+            if with_runs:
+                runs = kn.column_runs(np.ascontiguousarray(labels))
+                lo, hi, found = kn.key_range(runs[2], ign, ignore_index is not None)
+            else:
+                lo, hi, found = kn.label_range(
+                    np.ascontiguousarray(labels), ign, ignore_index is not None
+                )
             lo, hi = (int(lo), int(hi)) if found else (0, 0)
     else:
         lo = hi = 0
@@ -284,7 +292,7 @@ def _check_labels(labels, ignore_index, num_classes, skip, give_up):
             if num_classes is not None:
                 raise ValueError(f"skip_classes holds {c} >= num_classes={num_classes}")
             n_classes = c + 1
-    return labels, squeeze, n_classes
+    return labels, squeeze, n_classes, runs
 
 
 def _check_skip(skip_classes: Iterable[int]) -> tuple[int, ...]:
@@ -382,11 +390,19 @@ def refine_semantic(
         raise ValueError(f"give_up must be one of {_GIVE_UP}, got {give_up!r}")
     skip = _check_skip(skip_classes)
     torch_in = is_torch(labels)
-    lab, squeeze, n_classes = _check_labels(labels, ignore_index, num_classes, skip, give_up)
+    device = labels.device if torch_in else None
+    be = kernels.pick_backend(backend, device)
+    # numpy labels, per class, on numba: the column runs validate and score (one read)
+    lab, squeeze, n_classes, runs = _check_labels(
+        labels,
+        ignore_index,
+        num_classes,
+        skip,
+        give_up,
+        with_runs=be == "numba" and per == "class" and not torch_in,
+    )
     n_img, h, w = lab.shape
     batch = _as_batch(proposals, n_img, (h, w))
-    device = lab.device if torch_in else None
-    be = kernels.pick_backend(backend, device)
     skip_mask = np.zeros(n_classes, np.bool_)
     skip_mask[list(skip)] = True
     # give_up="ignore" with ignore_index None was refused by _check_labels
@@ -394,6 +410,7 @@ def refine_semantic(
     if be == "numba":
         res = _run_numba(
             lab.cpu().numpy() if torch_in else lab,
+            runs,
             batch,
             mode,
             t_iom,
@@ -483,7 +500,19 @@ def _local(flat_m, image, mask_offsets):
 
 
 def _run_numba(
-    lab, batch, mode, t_iom, u, o, per, ignore_index, skip_mask, n_classes, give_up_ignore, fill
+    lab,
+    runs,
+    batch,
+    mode,
+    t_iom,
+    u,
+    o,
+    per,
+    ignore_index,
+    skip_mask,
+    n_classes,
+    give_up_ignore,
+    fill,
 ):
     from .kernels import semantic_numba as k
 
@@ -494,7 +523,7 @@ def _run_numba(
         ignore_index is not None,
     )
     if per == "class":  # no region map: runs of the class map and a class -> region table
-        colptr, run_y0, run_key = k.column_runs(lab)
+        colptr, run_y0, run_key, loc = runs if runs is not None else k.column_runs(lab)
         lut, r_off, r_class, r_comp, r_area, run_r = k.class_regions(
             colptr,
             run_y0,
@@ -509,7 +538,7 @@ def _run_numba(
         keys, r_off, r_class, r_comp, r_area = k.region_map_component(
             lab, ign, has_ign, skip_mask, np.int64(n_classes)
         )
-        colptr, run_y0, run_key = k.column_runs(keys)
+        colptr, run_y0, run_key, loc = k.column_runs(keys)
         run_r = run_key.astype(np.int32)
     n_reg = int(r_off[-1])
     r_image = np.repeat(np.arange(lab.shape[0], dtype=np.int64), np.diff(r_off))
@@ -543,7 +572,7 @@ def _run_numba(
         colptr,
         run_y0,
         run_r,
-        np.int64(lab.shape[1]),
+        loc,
         r_off,
         seg.x,
         seg.y0,

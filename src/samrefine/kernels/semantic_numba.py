@@ -159,25 +159,31 @@ def column_runs(keys):
 
     Returns ``colptr`` (B, W + 1) int64 (runs of column ``x`` of image ``b`` are
     ``colptr[b, x]:colptr[b, x + 1]``, indices into the flat run arrays), ``run_y0`` (N,)
-    int32 (first row; a run ends where the next one of its column starts, or at H) and
-    ``run_key`` (N,) int64 (the key value of the run).
+    int32 (first row; a run ends where the next one of its column starts, or at H),
+    ``run_key`` (N,) int64 (the key value of the run) and ``loc`` (B, H, W) int32, the index of
+    each pixel's run within its column (``colptr[b, x] + loc[b, y, x]`` is its flat run), so a
+    column segment finds its first and last run in O(1).
     """
     n_img, h, w = keys.shape
     colptr = np.zeros((n_img, w + 1), np.int64)
+    loc = np.empty((n_img, h, w), np.int32)
     total = np.int64(0)
-    cnt32 = np.empty(w, np.int32)
     for b in range(n_img):
         kb = keys[b]
-        cnt32[:] = 1
-        for y in range(1, h):
+        lb = loc[b]
+        lb[0, :] = 0
+        for y in range(1, h):  # vectorises: one compare and one add per pixel
             row = kb[y]
             prev = kb[y - 1]
+            lr = lb[y]
+            lp = lb[y - 1]
             for x in range(w):
-                cnt32[x] += np.int32(row[x] != prev[x])
+                lr[x] = lp[x] + np.int32(row[x] != prev[x])
         cnt = colptr[b]
         cnt[0] = total
+        last = lb[h - 1]
         for x in range(w):
-            cnt[x + 1] = cnt[x] + cnt32[x]
+            cnt[x + 1] = cnt[x] + last[x] + 1
         total = cnt[w]
     run_y0 = np.empty(total, np.int32)
     run_key = np.empty(total, np.int64)
@@ -198,7 +204,22 @@ def column_runs(keys):
                     run_y0[pos[x]] = y
                     run_key[pos[x]] = v
                     pos[x] += 1
-    return colptr, run_y0, run_key
+    return colptr, run_y0, run_key, loc
+
+
+@nb.njit(**NJIT)
+def key_range(run_key, ignore_index, has_ignore):
+    """(min, max, any) of the run keys that are not ``ignore_index`` (validation from the runs,
+    so the label map is read once)."""
+    lo = np.int64(2**62)
+    hi = np.int64(-(2**62))
+    for i in range(run_key.shape[0]):
+        v = run_key[i]
+        if has_ignore and v == ignore_index:
+            continue
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi, hi >= lo
 
 
 @nb.njit(**NJIT)
@@ -249,12 +270,60 @@ def class_regions(colptr, run_y0, run_key, h, ignore_index, has_ignore, skip, n_
 
 
 @nb.njit(**NJIT)
+def _mask_overlaps(m, cp, lb, run_y0, run_r, r0, seg_x, seg_y0, seg_y1, seg_offsets, acc, touched):
+    """Add mask ``m``'s overlap with each region to ``acc`` (indexed by region - ``r0``);
+    return how many regions it touched, listed in ``touched[:n]``. (Its own function: the
+    caller grows its output arrays, and numba keeps reference counting out of this loop
+    only when no array is reassigned in it.)"""
+    nt = 0
+    for g in range(seg_offsets[m], seg_offsets[m + 1]):
+        x = seg_x[g]
+        y0 = np.int64(seg_y0[g])
+        y1 = np.int64(seg_y1[g])
+        base = cp[x]
+        j = base + lb[y0, x]
+        last = base + lb[y1 - 1, x]
+        if j == last:  # the whole segment lies in one run
+            rr = run_r[j]
+            if rr >= 0:
+                k = rr - r0
+                if acc[k] == 0:
+                    touched[nt] = k
+                    nt += 1
+                acc[k] += y1 - y0
+            continue
+        start = y0
+        while j <= last:
+            end = np.int64(run_y0[j + 1]) if j < last else y1
+            rr = run_r[j]
+            if rr >= 0:
+                k = rr - r0
+                if acc[k] == 0:
+                    touched[nt] = k
+                    nt += 1
+                acc[k] += end - start
+            start = end
+            j += 1
+    return nt
+
+
+@nb.njit(**NJIT)
 def score_pairs(
-    colptr, run_y0, run_r, h, region_offsets, seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets
+    colptr,
+    run_y0,
+    run_r,
+    loc,
+    region_offsets,
+    seg_x,
+    seg_y0,
+    seg_y1,
+    seg_offsets,
+    mask_offsets,
 ):
     """Intersections |P_r n S_m| > 0 as pairs sorted by (m, r): (pair_mask, pair_region,
     pair_inter), all int64 (m and r flat over the batch), from the column runs of the region
-    ids (:func:`column_runs`, with ``run_r`` the region id of each run)."""
+    ids (:func:`column_runs`, with ``run_r`` the region id of each run). A segment's first and
+    last run come from ``loc`` in O(1); most segments lie in one run."""
     n_img = colptr.shape[0]
     cap = 1024
     p_m = np.empty(cap, np.int64)
@@ -267,42 +336,17 @@ def score_pairs(
         if n_reg == 0 or mask_offsets[b + 1] == mask_offsets[b]:
             continue
         cp = colptr[b]
+        lb = loc[b]
         acc = np.zeros(n_reg, np.int64)
         touched = np.empty(n_reg, np.int64)
         for m in range(mask_offsets[b], mask_offsets[b + 1]):
-            nt = 0
-            for g in range(seg_offsets[m], seg_offsets[m + 1]):
-                x = seg_x[g]
-                y0 = np.int64(seg_y0[g])
-                y1 = np.int64(seg_y1[g])
-                lo = cp[x]
-                hi = cp[x + 1]
-                # last run of the column starting at or before y0 (run_y0[lo] == 0 <= y0)
-                a = lo
-                z = hi
-                while z - a > 1:
-                    mid = (a + z) // 2
-                    if run_y0[mid] <= y0:
-                        a = mid
-                    else:
-                        z = mid
-                j = a
-                while j < hi and run_y0[j] < y1:
-                    start = max(np.int64(run_y0[j]), y0)
-                    end = np.int64(run_y0[j + 1]) if j + 1 < hi else np.int64(h)
-                    if end > y1:
-                        end = y1
-                    rr = run_r[j]
-                    if rr >= 0 and end > start:
-                        k = rr - r0
-                        if acc[k] == 0:
-                            touched[nt] = k
-                            nt += 1
-                        acc[k] += end - start
-                    j += 1
+            nt = _mask_overlaps(
+                m, cp, lb, run_y0, run_r, r0, seg_x, seg_y0, seg_y1, seg_offsets, acc, touched
+            )
             if nt == 0:
                 continue
-            ts = np.sort(touched[:nt])
+            ts = touched[:nt]
+            ts.sort()
             if n + nt > cap:
                 while n + nt > cap:
                     cap *= 2
@@ -371,15 +415,6 @@ def select(
     return iou, s1, s2, selected, chosen, matched, score
 
 
-@nb.njit(inline="always", **NJIT)
-def _next_free(nxt, i):
-    """First unpainted row >= i (path halving)."""
-    while nxt[i] != i:
-        nxt[i] = nxt[nxt[i]]
-        i = nxt[i]
-    return i
-
-
 @nb.njit(**NJIT)
 def paint(
     labels,
@@ -403,11 +438,17 @@ def paint(
     out_matched,
 ):
     """Write refined labels ``out`` and the per-pixel ``out_matched`` (both (B, H, W)).
-    ``colptr``/``run_y0``/``run_r`` are the column runs of the region ids (as scored)."""
+    ``colptr``/``run_y0``/``run_r`` are the column runs of the region ids (as scored).
+
+    Per column, only the rows that a selected segment or a matched region touches are
+    resolved (each pixel to the best-ranked covering segment, with "next unclaimed row" skip
+    pointers: O(span + segments), whatever the overlap), and each change of state is written
+    as an event; one row-major pass then turns the events into the output."""
     n_img, h, w = labels.shape
-    winner = np.empty((h, w), np.int32)
     n_pairs = p_m.shape[0]
-    # pairs are sorted by mask, hence by image: walk them image by image
+    colst = np.empty(h, np.int32)
+    sv = np.empty(w, labels.dtype)
+    sm = np.empty(w, np.int8)
     i0 = 0
     for b in range(n_img):
         r0 = region_offsets[b]
@@ -416,112 +457,140 @@ def paint(
         i1 = i0
         while i1 < n_pairs and p_r[i1] < r1:
             i1 += 1
-        # priority rank: higher score first, then lower region id
-        rank = np.full(n_reg, _BIG, np.int32)
-        order = np.empty(0, np.int64)
         n_match = 0
         for k in range(n_reg):
             if r_matched[r0 + k]:
                 n_match += 1
-        if n_match > 0:
-            cand = np.empty(n_match, np.int64)
-            q = 0
-            for k in range(n_reg):
-                if r_matched[r0 + k]:
-                    cand[q] = k
-                    q += 1
-            sort_key = np.empty(n_match, np.float64)
-            for q in range(n_match):
-                sort_key[q] = -r_score[r0 + cand[q]]
-            order = cand[np.argsort(sort_key, kind="mergesort")]
-            for q in range(n_match):
-                rank[order[q]] = q
-            # each pixel goes to the best-ranked selected segment covering it: bucket the
-            # selected segments by column in rank order, then paint every column once with
-            # "next unpainted row" skip pointers: O(H W + segments), whatever the overlap
-            sel_pairs = np.empty(i1 - i0, np.int64)
-            sel_rank = np.empty(i1 - i0, np.int64)
-            n_sel = 0
-            for i in range(i0, i1):
-                if selected[i]:
-                    sel_pairs[n_sel] = i
-                    sel_rank[n_sel] = rank[p_r[i] - r0]
-                    n_sel += 1
-            by_rank = sel_pairs[:n_sel][np.argsort(sel_rank[:n_sel], kind="mergesort")]
-            colstart = np.zeros(w + 1, np.int64)
-            for i in by_rank:
-                m = p_m[i]
-                for g in range(seg_offsets[m], seg_offsets[m + 1]):
-                    colstart[seg_x[g] + 1] += 1
-            for x in range(w):
-                colstart[x + 1] += colstart[x]
-            n_g = colstart[w]
-            b_y0 = np.empty(n_g, np.int32)
-            b_y1 = np.empty(n_g, np.int32)
-            b_rk = np.empty(n_g, np.int32)
-            fill = colstart[:w].copy()
-            for i in by_rank:
-                m = p_m[i]
-                rk = rank[p_r[i] - r0]
-                for g in range(seg_offsets[m], seg_offsets[m + 1]):
-                    x = seg_x[g]
-                    q = fill[x]
-                    b_y0[q] = seg_y0[g]
-                    b_y1[q] = seg_y1[g]
-                    b_rk[q] = rk
-                    fill[x] = q + 1
-            winner[:, :] = _BIG
-            nxt = np.empty(h + 1, np.int64)
-            for x in range(w):
-                if colstart[x + 1] == colstart[x]:
-                    continue
-                for i in range(h + 1):
-                    nxt[i] = i
-                for q in range(colstart[x], colstart[x + 1]):
-                    y1 = b_y1[q]
-                    y = _next_free(nxt, b_y0[q])
-                    while y < y1:
-                        winner[y, x] = b_rk[q]
-                        nxt[y] = y1  # all of [y, y1) gets painted: jump past it at once
-                        y = _next_free(nxt, y + 1)
         if n_match == 0:
-            src = labels[b].reshape(-1)
-            dst = out[b].reshape(-1)
-            dm = out_matched[b].reshape(-1)
-            for i in range(h * w):
-                dst[i] = src[i]
-                dm[i] = False
+            out[b] = labels[b]
+            out_matched[b] = False
             i0 = i1
             continue
-        # claims: a row-major, branch-free select per pixel
-        cls_of_rank = np.empty(n_match + 1, np.int64)
+        # priority rank: higher score first, then lower region id
+        cand = np.empty(n_match, np.int64)
+        q = 0
+        for k in range(n_reg):
+            if r_matched[r0 + k]:
+                cand[q] = k
+                q += 1
+        sort_key = np.empty(n_match, np.float64)
         for q in range(n_match):
-            cls_of_rank[q] = r_class[r0 + order[q]]
-        cls_of_rank[n_match] = 0
+            sort_key[q] = -r_score[r0 + cand[q]]
+        order = cand[np.argsort(sort_key, kind="mergesort")]
+        rank = np.full(n_reg, _BIG, np.int32)
+        for q in range(n_match):
+            rank[order[q]] = q
+        # states: 0 teacher's label, 1 + q claimed by rank q, give = given up
+        give = n_match + 1
+        val = np.zeros(n_match + 2, labels.dtype)
+        for q in range(n_match):
+            val[1 + q] = r_class[r0 + order[q]]
+        val[give] = ignore_value
+        # the selected segments, bucketed by column in rank order
+        sel_pairs = np.empty(i1 - i0, np.int64)
+        sel_rank = np.empty(i1 - i0, np.int64)
+        n_sel = 0
+        for i in range(i0, i1):
+            if selected[i]:
+                sel_pairs[n_sel] = i
+                sel_rank[n_sel] = rank[p_r[i] - r0]
+                n_sel += 1
+        by_rank = sel_pairs[:n_sel][np.argsort(sel_rank[:n_sel], kind="mergesort")]
+        colstart = np.zeros(w + 1, np.int64)
+        for i in by_rank:
+            m = p_m[i]
+            for g in range(seg_offsets[m], seg_offsets[m + 1]):
+                colstart[seg_x[g] + 1] += 1
+        for x in range(w):
+            colstart[x + 1] += colstart[x]
+        n_g = colstart[w]
+        b_y0 = np.empty(n_g, np.int32)
+        b_y1 = np.empty(n_g, np.int32)
+        b_st = np.empty(n_g, np.int32)
+        fill = colstart[:w].copy()
+        for i in by_rank:
+            m = p_m[i]
+            code = rank[p_r[i] - r0] + 1
+            for g in range(seg_offsets[m], seg_offsets[m + 1]):
+                x = seg_x[g]
+                q = fill[x]
+                b_y0[q] = seg_y0[g]
+                b_y1[q] = seg_y1[g]
+                b_st[q] = code
+                fill[x] = q + 1
+        # events (row, column, new state), collected column by column: a sparse list, not an
+        # (H, W) array, so no per-call allocation and zeroing of a pixel-sized buffer
+        cp = colptr[b]
+        # a column's state changes at most twice per claimed segment and per run (its start
+        # and end), so this bounds the events (no growth inside the loop)
+        cap = 2 * (n_g + cp[w] - cp[0]) + 2 * w
+        e_y = np.empty(cap, np.int32)
+        e_x = np.empty(cap, np.int32)
+        e_c = np.empty(cap, np.int32)
+        n_ev = 0
+        for x in range(w):
+            lo = h
+            hi = 0
+            for q in range(colstart[x], colstart[x + 1]):
+                lo = min(lo, b_y0[q])
+                hi = max(hi, b_y1[q])
+            c_hi = cp[x + 1]
+            if give_up_ignore:
+                for j in range(cp[x], c_hi):
+                    rr = run_r[j]
+                    if rr >= 0 and r_matched[rr]:
+                        lo = min(lo, run_y0[j])
+                        hi = max(hi, run_y0[j + 1] if j + 1 < c_hi else h)
+            if hi <= lo:
+                continue
+            colst[lo:hi] = 0
+            if give_up_ignore:
+                for j in range(cp[x], c_hi):
+                    rr = run_r[j]
+                    if rr >= 0 and r_matched[rr]:
+                        end = run_y0[j + 1] if j + 1 < c_hi else h
+                        colst[run_y0[j] : end] = give
+            # worst rank first, so the best-ranked covering segment is written last
+            for q in range(colstart[x + 1] - 1, colstart[x] - 1, -1):
+                colst[b_y0[q] : b_y1[q]] = b_st[q]
+            prev = 0
+            for y in range(lo, hi + 1):
+                c = colst[y] if y < hi else 0
+                if c != prev:
+                    e_y[n_ev] = y
+                    e_x[n_ev] = x
+                    e_c[n_ev] = c
+                    n_ev += 1
+                    prev = c
+        # events by row (a counting sort), then one row-major pass: the state of each column
+        # changes only at its events
+        row_ptr = np.zeros(h + 2, np.int64)
+        for i in range(n_ev):
+            row_ptr[e_y[i] + 1] += 1
+        for y in range(h + 1):
+            row_ptr[y + 1] += row_ptr[y]
+        order_ev = np.empty(n_ev, np.int64)
+        put = row_ptr[: h + 1].copy()
+        for i in range(n_ev):
+            order_ev[put[e_y[i]]] = i
+            put[e_y[i]] += 1
+        sv[:] = 0
+        sm[:] = 0
         ob = out[b]
         mb = out_matched[b]
         lb = labels[b]
         for y in range(h):
-            wr = winner[y]
+            for t in range(row_ptr[y], row_ptr[y + 1]):
+                i = order_ev[t]
+                c = e_c[i]
+                x = e_x[i]
+                sv[x] = val[c]
+                sm[x] = 0 if c == 0 else (2 if c == give else 1)
             orow = ob[y]
             mrow = mb[y]
             lrow = lb[y]
             for x in range(w):
-                wv = min(wr[x], n_match)
-                claimed = wv < n_match
-                mrow[x] = claimed
-                orow[x] = cls_of_rank[wv] if claimed else lrow[x]
-        # give-ups: the unclaimed pixels of matched regions, found through the region runs
-        if give_up_ignore:
-            cp = colptr[b]
-            for x in range(w):
-                hi = cp[x + 1]
-                for j in range(cp[x], hi):
-                    rr = run_r[j]
-                    if rr < 0 or not r_matched[rr]:
-                        continue
-                    end = run_y0[j + 1] if j + 1 < hi else h
-                    for y in range(run_y0[j], end):
-                        if winner[y, x] == _BIG:
-                            ob[y, x] = ignore_value
+                st = sm[x]
+                orow[x] = lrow[x] if st == 0 else sv[x]
+                mrow[x] = st == 1
         i0 = i1
