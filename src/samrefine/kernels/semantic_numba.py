@@ -416,6 +416,88 @@ def select(
 
 
 @nb.njit(**NJIT)
+def _column_events(
+    h, colstart, b_y0, b_y1, b_st, cp, run_y0, run_r, r_matched, give_up_ignore, give,
+    colst, e_y, e_x, e_c,
+):  # fmt: skip
+    """Resolve every column of one image and list its changes of state as events
+    ``(e_y, e_x, e_c)``: from row ``e_y`` on, column ``e_x`` holds state ``e_c`` (0 teacher,
+    ``1 + q`` claimed by rank ``q``, ``give`` given up). Only the rows a selected segment
+    (bucketed by column in rank order: ``colstart``, ``b_y0``, ``b_y1``, ``b_st``) or a matched
+    region's run touches are visited. Returns the number of events."""
+    w = colstart.shape[0] - 1
+    n_ev = 0
+    for x in range(w):
+        lo = h
+        hi = 0
+        for q in range(colstart[x], colstart[x + 1]):
+            lo = min(lo, b_y0[q])
+            hi = max(hi, b_y1[q])
+        c_hi = cp[x + 1]
+        if give_up_ignore:
+            for j in range(cp[x], c_hi):
+                rr = run_r[j]
+                if rr >= 0 and r_matched[rr]:
+                    lo = min(lo, run_y0[j])
+                    hi = max(hi, run_y0[j + 1] if j + 1 < c_hi else h)
+        if hi <= lo:
+            continue
+        colst[lo:hi] = 0
+        if give_up_ignore:
+            for j in range(cp[x], c_hi):
+                rr = run_r[j]
+                if rr >= 0 and r_matched[rr]:
+                    end = run_y0[j + 1] if j + 1 < c_hi else h
+                    colst[run_y0[j] : end] = give
+        # worst rank first, so the best-ranked covering segment is written last
+        for q in range(colstart[x + 1] - 1, colstart[x] - 1, -1):
+            colst[b_y0[q] : b_y1[q]] = b_st[q]
+        prev = 0
+        for y in range(lo, hi + 1):
+            c = colst[y] if y < hi else 0
+            if c != prev:
+                e_y[n_ev] = y
+                e_x[n_ev] = x
+                e_c[n_ev] = c
+                n_ev += 1
+                prev = c
+    return n_ev
+
+
+@nb.njit(**NJIT)
+def _apply_events(lab, out, out_matched, e_y, e_x, e_c, n_ev, val, give, sv, sm):
+    """One row-major pass over an (H, W) image: events sorted by row (a counting sort), the
+    state of each column changes only at its events; state 0 copies the teacher's label."""
+    h, w = lab.shape
+    row_ptr = np.zeros(h + 2, np.int64)
+    for i in range(n_ev):
+        row_ptr[e_y[i] + 1] += 1
+    for y in range(h + 1):
+        row_ptr[y + 1] += row_ptr[y]
+    order_ev = np.empty(n_ev, np.int64)
+    put = row_ptr[: h + 1].copy()
+    for i in range(n_ev):
+        order_ev[put[e_y[i]]] = i
+        put[e_y[i]] += 1
+    sv[:] = 0
+    sm[:] = 0
+    for y in range(h):
+        for t in range(row_ptr[y], row_ptr[y + 1]):
+            i = order_ev[t]
+            c = e_c[i]
+            x = e_x[i]
+            sv[x] = val[c]
+            sm[x] = 0 if c == 0 else (2 if c == give else 1)
+        orow = out[y]
+        mrow = out_matched[y]
+        lrow = lab[y]
+        for x in range(w):
+            st = sm[x]
+            orow[x] = lrow[x] if st == 0 else sv[x]
+            mrow[x] = st == 1
+
+
+@nb.njit(**NJIT)
 def paint(
     labels,
     colptr,
@@ -527,70 +609,9 @@ def paint(
         e_y = np.empty(cap, np.int32)
         e_x = np.empty(cap, np.int32)
         e_c = np.empty(cap, np.int32)
-        n_ev = 0
-        for x in range(w):
-            lo = h
-            hi = 0
-            for q in range(colstart[x], colstart[x + 1]):
-                lo = min(lo, b_y0[q])
-                hi = max(hi, b_y1[q])
-            c_hi = cp[x + 1]
-            if give_up_ignore:
-                for j in range(cp[x], c_hi):
-                    rr = run_r[j]
-                    if rr >= 0 and r_matched[rr]:
-                        lo = min(lo, run_y0[j])
-                        hi = max(hi, run_y0[j + 1] if j + 1 < c_hi else h)
-            if hi <= lo:
-                continue
-            colst[lo:hi] = 0
-            if give_up_ignore:
-                for j in range(cp[x], c_hi):
-                    rr = run_r[j]
-                    if rr >= 0 and r_matched[rr]:
-                        end = run_y0[j + 1] if j + 1 < c_hi else h
-                        colst[run_y0[j] : end] = give
-            # worst rank first, so the best-ranked covering segment is written last
-            for q in range(colstart[x + 1] - 1, colstart[x] - 1, -1):
-                colst[b_y0[q] : b_y1[q]] = b_st[q]
-            prev = 0
-            for y in range(lo, hi + 1):
-                c = colst[y] if y < hi else 0
-                if c != prev:
-                    e_y[n_ev] = y
-                    e_x[n_ev] = x
-                    e_c[n_ev] = c
-                    n_ev += 1
-                    prev = c
-        # events by row (a counting sort), then one row-major pass: the state of each column
-        # changes only at its events
-        row_ptr = np.zeros(h + 2, np.int64)
-        for i in range(n_ev):
-            row_ptr[e_y[i] + 1] += 1
-        for y in range(h + 1):
-            row_ptr[y + 1] += row_ptr[y]
-        order_ev = np.empty(n_ev, np.int64)
-        put = row_ptr[: h + 1].copy()
-        for i in range(n_ev):
-            order_ev[put[e_y[i]]] = i
-            put[e_y[i]] += 1
-        sv[:] = 0
-        sm[:] = 0
-        ob = out[b]
-        mb = out_matched[b]
-        lb = labels[b]
-        for y in range(h):
-            for t in range(row_ptr[y], row_ptr[y + 1]):
-                i = order_ev[t]
-                c = e_c[i]
-                x = e_x[i]
-                sv[x] = val[c]
-                sm[x] = 0 if c == 0 else (2 if c == give else 1)
-            orow = ob[y]
-            mrow = mb[y]
-            lrow = lb[y]
-            for x in range(w):
-                st = sm[x]
-                orow[x] = lrow[x] if st == 0 else sv[x]
-                mrow[x] = st == 1
+        n_ev = _column_events(
+            h, colstart, b_y0, b_y1, b_st, cp, run_y0, run_r, r_matched, give_up_ignore, give,
+            colst, e_y, e_x, e_c,
+        )  # fmt: skip
+        _apply_events(labels[b], out[b], out_matched[b], e_y, e_x, e_c, n_ev, val, give, sv, sm)
         i0 = i1
