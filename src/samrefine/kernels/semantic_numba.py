@@ -283,17 +283,8 @@ def _mask_overlaps(m, cp, lb, run_y0, run_r, r0, seg_x, seg_y0, seg_y1, seg_offs
         base = cp[x]
         j = base + lb[y0, x]
         last = base + lb[y1 - 1, x]
-        if j == last:  # the whole segment lies in one run
-            rr = run_r[j]
-            if rr >= 0:
-                k = rr - r0
-                if acc[k] == 0:
-                    touched[nt] = k
-                    nt += 1
-                acc[k] += y1 - y0
-            continue
         start = y0
-        while j <= last:
+        while j <= last:  # usually once: most segments lie in one run
             end = np.int64(run_y0[j + 1]) if j < last else y1
             rr = run_r[j]
             if rr >= 0:
