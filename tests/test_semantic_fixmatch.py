@@ -304,3 +304,25 @@ def test_demo_end_to_end_tiny(tmp_path, monkeypatch, capsys):
     assert set(saved["teacher_audit"]["strategies"]) == {"iom", "cpi-u"}
     out = capsys.readouterr().out
     assert "samrefine build" in out and "FixMatch + samrefine IOM" in out
+
+
+def test_train_command_line_on_voc_layout(synthetic_root, tmp_path, capsys):
+    from examples.semantic_fixmatch.train import main
+
+    split = synthetic_root / "splits"
+    common = [
+        "--dataset", "voc", "--data-root", str(synthetic_root),
+        "--labelled", str(split / "labeled.txt"), "--val", str(split / "val.txt"),
+        "--iters", "2", "--size", "32", "--width", "8", "--batch-u", "2",
+    ]  # fmt: skip
+    save = tmp_path / "iom.pth"
+    res = main(
+        [*common, "--unlabelled", str(split / "unlabeled.txt"), "--refine", "iom",
+         "--library", str(synthetic_root / "lib.srlib"), "--save", str(save)]
+    )  # fmt: skip
+    assert len(res["iou"]) == 21 and "matched_fraction" in res["targets"]  # VOC: 21 classes
+    state = torch.load(save, weights_only=True)
+    assert state.keys() == make_model(21, 8).state_dict().keys()
+    with pytest.raises(SystemExit):
+        main([*common, "--unlabelled", str(split / "unlabeled.txt"), "--refine", "iom"])
+    assert "needs --library" in capsys.readouterr().err

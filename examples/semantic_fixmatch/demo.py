@@ -90,8 +90,10 @@ def audit_teacher(
     unlabelled images, refined or confidence-masked, against the ground truth.
 
     Returns ``audit`` (:func:`samrefine.audit_semantic`'s report, as a dict) and, per arm,
-    ``kept`` (share of pixels with a target) and ``accuracy`` (share of those that are right),
-    plus ``matched_accuracy`` for the refined arms (the pixels refinement labelled).
+    ``kept`` (share of pixels with a target), ``accuracy`` (share of those that are right) and
+    ``wrong_on_objects`` (share of the wrong ones whose true class is an object, not the
+    background: a wrong class rather than a wrong extent), plus ``matched_kept`` and
+    ``matched_accuracy`` for the refined arms (the pixels refinement labelled).
     """
     model.eval()
     items = [unlabelled[i] for i in range(len(unlabelled))]
@@ -121,7 +123,12 @@ def audit_teacher(
         if where is not None:
             has &= where
         right = (has & (target == gt)).sum()
-        return {"kept": float(has.sum() / valid.sum()), "accuracy": float(right / has.sum())}
+        wrong = has & (target != gt)
+        return {
+            "kept": float(has.sum() / valid.sum()),
+            "accuracy": float(right / has.sum()),
+            "wrong_on_objects": float((wrong & (gt > 0)).sum() / wrong.sum().clamp_min(1)),
+        }
 
     conf = logits.softmax(1).amax(1)
     rows = {"FixMatch": rate(pseudo.masked_fill(conf < cfg.conf, IGNORE))}
@@ -129,10 +136,11 @@ def audit_teacher(
         t = sr.semires_targets(
             logits, props, s, per=cfg.per, skip_classes=(0,), conf_thresh=cfg.conf
         )
+        matched = rate(t.target, t.matched)
         rows[f"samrefine {s}"] = {
             **rate(t.target),
-            "matched_accuracy": rate(t.target, t.matched)["accuracy"],
-            "matched_kept": rate(t.target, t.matched)["kept"],
+            "matched_accuracy": matched["accuracy"],
+            "matched_kept": matched["kept"],
         }
     return {"audit": report.to_dict(), "table": report.table(), "targets": rows}
 
@@ -214,7 +222,9 @@ def format_summary(summary: dict, audit_table: str) -> str:
         "",
         "burn-in teacher on the unlabelled images (ground truth used only here):",
         audit_table,
-        f"  {'targets at the start':<26} {'kept':>6} {'accuracy':>9} {'matched':>8} "
+        "targets at the start: share of pixels kept, their accuracy, share of the errors on "
+        "object pixels (wrong class), matched pixels and their accuracy",
+        f"  {'arm':<26} {'kept':>6} {'accuracy':>9} {'err-obj':>8} {'matched':>8} "
         f"{'matched acc':>11}",
     ]
     for name, r in summary["teacher_targets"].items():
@@ -223,7 +233,10 @@ def format_summary(summary: dict, audit_table: str) -> str:
             if "matched_kept" in r
             else ""
         )
-        lines.append(f"  {name:<26} {r['kept']:>6.3f} {r['accuracy']:>9.3f}{extra}")
+        lines.append(
+            f"  {name:<26} {r['kept']:>6.3f} {r['accuracy']:>9.3f} "
+            f"{r['wrong_on_objects']:>8.3f}{extra}"
+        )
     lines.append(f"  wall time {summary['seconds']['total']:.0f} s")
     return "\n".join(lines)
 
