@@ -250,7 +250,7 @@ def train(
         opt.step()
         sched.step()
         if log_every and (it + 1) % log_every == 0:
-            print(f"  iter {it + 1}/{cfg.iters} loss {float(loss):.4f}", flush=True)
+            print(f"  iter {it + 1}/{cfg.iters} loss {float(loss.detach()):.4f}", flush=True)
     model.eval()
     return model, totals
 
