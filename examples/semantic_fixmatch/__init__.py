@@ -1,0 +1,1 @@
+"""samrefine worked example: FixMatch-style semi-supervised semantic segmentation."""
