@@ -165,6 +165,16 @@ def test_confidence_threshold_spares_matched_pixels():
     assert conf[0, 3] < 0.95 and t.target[0, 0].tolist() == want
     t2 = sr.semires_targets(logits, [props], conf_thresh=0.95)
     assert t2.target[0, 0, 3] == 1 and t2.matched[0, 0, 3]  # matched: kept despite low confidence
+    # conf_on_matched: the same matched pixel is masked by its confidence like any other, the
+    # confident matched pixels keep their refined label and weight 1
+    t3 = sr.semires_targets(logits, [props], conf_thresh=0.95, conf_on_matched=True)
+    assert t3.target[0, 0, 3] == 255 and t3.matched[0, 0, 3]
+    keep = conf >= 0.95
+    assert t3.target[0][keep].tolist() == t2.target[0][keep].tolist()
+    assert (t3.target[0][~keep] == 255).all()
+    assert torch.equal(t3.weight, t2.weight)
+    with pytest.raises(TypeError, match="conf_on_matched"):
+        sr.semires_targets(logits, [props], conf_thresh=0.95, conf_on_matched=1)
 
 
 def test_semantic_keywords_are_refused_for_binary_outputs():

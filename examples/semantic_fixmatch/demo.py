@@ -134,7 +134,13 @@ def audit_teacher(
     rows = {"FixMatch": rate(pseudo.masked_fill(conf < cfg.conf, IGNORE))}
     for s in strategies:
         t = sr.semires_targets(
-            logits, props, s, per=cfg.per, skip_classes=(0,), conf_thresh=cfg.conf
+            logits,
+            props,
+            s,
+            per=cfg.per,
+            skip_classes=(0,),
+            conf_thresh=cfg.conf,
+            conf_on_matched=cfg.conf_on_matched,
         )
         matched = rate(t.target, t.matched)
         rows[f"samrefine {s}"] = {
@@ -145,12 +151,19 @@ def audit_teacher(
     return {"audit": report.to_dict(), "table": report.table(), "targets": rows}
 
 
-def run_demo(seed: int = 0, out: str | Path = "outputs/semantic_fixmatch_demo", workers=None):
-    """Run every step (module notes) for one seed; returns the summary dict."""
+def run_demo(
+    seed: int = 0,
+    out: str | Path = "outputs/semantic_fixmatch_demo",
+    workers=None,
+    conf_on_matched: bool = False,
+):
+    """Run every step (module notes) for one seed; returns the summary dict.
+    ``conf_on_matched``: the refined arms mask refined pixels by confidence too
+    (:func:`samrefine.semantic_targets`); results go to ``seed<S>-conf-on-matched``."""
     start = time.perf_counter()
     out = Path(out)
     root = out / f"data_seed{seed}"
-    run_dir = out / f"seed{seed}"
+    run_dir = out / (f"seed{seed}" + ("-conf-on-matched" if conf_on_matched else ""))
     run_dir.mkdir(parents=True, exist_ok=True)
     splits = write_synthetic_voc(
         root, n_labelled=N_LABELLED, n_unlabelled=N_UNLABELLED, n_val=N_VAL, seed=seed
@@ -167,7 +180,9 @@ def run_demo(seed: int = 0, out: str | Path = "outputs/semantic_fixmatch_demo", 
     t_data = time.perf_counter() - start
 
     torch.set_num_threads(1)
-    cfg = TrainConfig(num_classes=len(CLASSES), seed=seed, iters=BURNIN_ITERS)
+    cfg = TrainConfig(
+        num_classes=len(CLASSES), seed=seed, iters=BURNIN_ITERS, conf_on_matched=conf_on_matched
+    )
     labelled, unlabelled, val = _datasets(root, library, cfg.size)
     burnin, _ = train(replace(cfg, method="supervised"), labelled)
     init_path = run_dir / "burnin.pth"
@@ -246,8 +261,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="draws the data, weights and batches")
     ap.add_argument("--out", default="outputs/semantic_fixmatch_demo")
     ap.add_argument("--workers", type=int, help="arm processes at once (default: min(4, cores))")
+    ap.add_argument(
+        "--conf-on-matched",
+        action="store_true",
+        help="the refined arms apply the confidence mask to refined pixels too",
+    )
     args = ap.parse_args(argv)
-    return run_demo(args.seed, args.out, args.workers)
+    return run_demo(args.seed, args.out, args.workers, args.conf_on_matched)
 
 
 if __name__ == "__main__":

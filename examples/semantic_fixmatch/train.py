@@ -80,6 +80,7 @@ class TrainConfig:
     batch_u: int = 8
     lr: float = 0.02
     conf: float = 0.95
+    conf_on_matched: bool = False  # the confidence mask applies to refined pixels too
     lambda_u: float = 1.0
     width: int = 32
     seed: int = 0
@@ -155,6 +156,7 @@ def unlabelled_loss(
         per=cfg.per,
         skip_classes=(0,),  # background: refined only where objects claim it
         conf_thresh=cfg.conf,
+        conf_on_matched=cfg.conf_on_matched,
     )
     stats = t.summary()
     stats["kept"] = 1.0 - stats["ignored_fraction"]
@@ -309,8 +311,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--init", help="state dict (.pth) to start from")
     ap.add_argument("--save", help="write the final state dict here")
     for name, default in asdict(TrainConfig(num_classes=0)).items():
-        if name not in ("num_classes", "method", "refine", "per"):
-            ap.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        if name in ("num_classes", "method", "refine", "per"):
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(default, bool):  # type=bool would read "False" as True
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            ap.add_argument(flag, type=type(default), default=default)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -22,7 +22,8 @@ Order of operations: ``pseudo = argmax(prob)``; :func:`samrefine.refine_semantic
 (claims, conflicts and give-ups as documented there); then, with ``conf_thresh`` (FixMatch /
 UniMatch's confidence mask), every pixel that is *not matched* and whose teacher confidence
 ``max(prob)`` is ``< conf_thresh`` becomes ``ignore_index``. Pixels refined by proposals are
-kept whatever the teacher's confidence: that is the point of refining them.
+kept whatever the teacher's confidence (refinement exists to fix the low-confidence boundary
+pixels the mask drops), unless ``conf_on_matched=True``, which masks them by confidence too.
 
 Example::
 
@@ -100,6 +101,7 @@ def semantic_targets(
     skip_classes: Iterable[int] = (),
     give_up: str = "ignore",
     conf_thresh: float | None = None,
+    conf_on_matched: bool = False,
     iom_thresh: float | None = UNSET,
     under: float | None = UNSET,
     over: float | None = UNSET,
@@ -125,6 +127,12 @@ def semantic_targets(
         class id ``0..C-1``.
     conf_thresh : float in [0, 1], optional
         Unmatched pixels with ``max(prob) < conf_thresh`` become ``ignore_index``.
+    conf_on_matched : bool, default False
+        Apply ``conf_thresh`` to matched pixels too: refinement may then change the label of
+        a confident pixel (a boundary the proposals correct) but never makes an unconfident
+        pixel count. Use it when the teacher's errors are wrong *classes* on whole objects,
+        which proposals cannot fix (the default promotes them at weight 1; see
+        ``examples/semantic_fixmatch``).
     gamma, mu, var : float
         PWA parameters (see :mod:`samrefine.semantic_loss` for Psi on C classes).
     validate : bool, default True
@@ -161,6 +169,8 @@ def semantic_targets(
         isinstance(conf_thresh, (int, float)) and 0.0 <= conf_thresh <= 1.0
     ):
         raise ValueError(f"conf_thresh must be in [0, 1] or None, got {conf_thresh!r}")
+    if not isinstance(conf_on_matched, bool):
+        raise TypeError(f"conf_on_matched must be a bool, got {conf_on_matched!r}")
     _check_params(gamma, mu, var)
     x = teacher_out.detach()
     if validate and not torch.compiler.is_compiling():
@@ -191,8 +201,8 @@ def semantic_targets(
     )
     target, matched = ref.labels, ref.matched
     if conf_thresh is not None:
-        low = (prob.amax(dim=1) < conf_thresh) & ~matched
-        target = target.masked_fill(low, ignore_index)
+        low = prob.amax(dim=1) < conf_thresh
+        target = target.masked_fill(low if conf_on_matched else low & ~matched, ignore_index)
     psi = class_pwa_weight(prob, gamma, mu, var)  # what PWACELoss computes from prob
     weight = torch.where(matched, torch.ones_like(psi), psi)
     unmatched = (~matched).sum()
