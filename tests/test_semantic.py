@@ -179,6 +179,20 @@ def test_torch_matches_reference_and_numba(device, case, s, dtype):
     np.testing.assert_array_equal(out.region_offsets, nb_out.region_offsets)
 
 
+@pytest.mark.parametrize("strategy", ["iom", "cpi-u"])
+def test_many_regions_match_reference(strategy):
+    """Over 64 regions in an image (speckle, per component): the scorer's sparse bookkeeping
+    path, which the small hypothesis maps never reach."""
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, 3, (1, 24, 20)).astype(np.uint8)
+    masks = rng.random((12, 24, 20)) < 0.4
+    masks[0] = True
+    s = {"strategy": strategy, "per": "component", "give_up": "ignore", "skip": (), "t": 0.3}
+    out = sr.refine_semantic(lab, Proposals.from_dense(masks), **_kw(s))
+    assert len(out.regions) > 64
+    _check_against_reference(out, lab, [masks], s)
+
+
 @given(case=cases(max_b=3), s=SETTINGS)
 def test_batch_equals_one_image_at_a_time(case, s):
     labels, props = case

@@ -30,6 +30,9 @@ from ._api import KernelMode
 
 IOM, CPI = int(KernelMode.IOM), int(KernelMode.CPI)
 _BIG = np.int32(2**31 - 1)
+#: Up to this many regions in an image, score_pairs finds a mask's regions by scanning its
+#: accumulator (cheaper than per-run bookkeeping); above, it lists them as it meets them.
+_DENSE_REGIONS = 64
 
 
 # ----------------------------------------------------------------------------- region maps
@@ -269,12 +272,26 @@ def class_regions(colptr, run_y0, run_key, h, ignore_index, has_ignore, skip, n_
     return lut, offsets, r_class, r_comp, r_area, run_r
 
 
+@nb.njit(inline="always", **NJIT)
+def _add(acc, touched, nt, k, n, dense):
+    """acc[k] += n; in sparse mode also list k in ``touched`` the first time. Returns nt."""
+    if not dense and acc[k] == 0:
+        touched[nt] = k
+        nt += 1
+    acc[k] += n
+    return nt
+
+
 @nb.njit(**NJIT)
-def _mask_overlaps(m, cp, lb, run_y0, run_r, r0, seg_x, seg_y0, seg_y1, seg_offsets, acc, touched):
+def _mask_overlaps(
+    m, cp, lb, run_y0, run_r, r0, seg_x, seg_y0, seg_y1, seg_offsets, acc, touched, dense
+):
     """Add mask ``m``'s overlap with each region to ``acc`` (indexed by region - ``r0``);
-    return how many regions it touched, listed in ``touched[:n]``. (Its own function: the
-    caller grows its output arrays, and numba keeps reference counting out of this loop
-    only when no array is reassigned in it.)"""
+    return how many regions it touched, listed in ascending order in ``touched[:n]``.
+    ``dense`` (few regions): find them by one scan of ``acc`` after the mask instead of
+    bookkeeping per run. (Its own function: the caller grows its output arrays, and numba
+    keeps reference counting out of this loop only when no array is reassigned in it.)"""
+    nb.literally(dense)  # one compiled copy per value: the ``dense`` branches fold away
     nt = 0
     for g in range(seg_offsets[m], seg_offsets[m + 1]):
         x = seg_x[g]
@@ -283,18 +300,26 @@ def _mask_overlaps(m, cp, lb, run_y0, run_r, r0, seg_x, seg_y0, seg_y1, seg_offs
         base = cp[x]
         j = base + lb[y0, x]
         last = base + lb[y1 - 1, x]
+        if j == last:  # most segments lie in one run
+            rr = run_r[j]
+            if rr >= 0:
+                nt = _add(acc, touched, nt, rr - r0, y1 - y0, dense)
+            continue
         start = y0
-        while j <= last:  # usually once: most segments lie in one run
+        while j <= last:
             end = np.int64(run_y0[j + 1]) if j < last else y1
             rr = run_r[j]
             if rr >= 0:
-                k = rr - r0
-                if acc[k] == 0:
-                    touched[nt] = k
-                    nt += 1
-                acc[k] += end - start
+                nt = _add(acc, touched, nt, rr - r0, end - start, dense)
             start = end
             j += 1
+    if dense:
+        for k in range(acc.shape[0]):
+            if acc[k] != 0:
+                touched[nt] = k
+                nt += 1
+    else:
+        touched[:nt].sort()
     return nt
 
 
@@ -330,14 +355,21 @@ def score_pairs(
         lb = loc[b]
         acc = np.zeros(n_reg, np.int64)
         touched = np.empty(n_reg, np.int64)
+        dense = n_reg <= _DENSE_REGIONS
         for m in range(mask_offsets[b], mask_offsets[b + 1]):
-            nt = _mask_overlaps(
-                m, cp, lb, run_y0, run_r, r0, seg_x, seg_y0, seg_y1, seg_offsets, acc, touched
-            )
+            if dense:  # literal flags: two compiled copies, no test inside the loop
+                nt = _mask_overlaps(
+                    m, cp, lb, run_y0, run_r, r0, seg_x, seg_y0, seg_y1, seg_offsets, acc,
+                    touched, True,
+                )  # fmt: skip
+            else:
+                nt = _mask_overlaps(
+                    m, cp, lb, run_y0, run_r, r0, seg_x, seg_y0, seg_y1, seg_offsets, acc,
+                    touched, False,
+                )  # fmt: skip
             if nt == 0:
                 continue
             ts = touched[:nt]
-            ts.sort()
             if n + nt > cap:
                 while n + nt > cap:
                     cap *= 2
