@@ -441,49 +441,76 @@ def select(
 @nb.njit(**NJIT)
 def _column_events(
     h, colstart, b_y0, b_y1, b_st, cp, run_y0, run_r, r_matched, give_up_ignore, give,
-    colst, e_y, e_x, e_c,
+    e_y, e_x, e_c,
 ):  # fmt: skip
     """Resolve every column of one image and list its changes of state as events
     ``(e_y, e_x, e_c)``: from row ``e_y`` on, column ``e_x`` holds state ``e_c`` (0 teacher,
-    ``1 + q`` claimed by rank ``q``, ``give`` given up). Only the rows a selected segment
-    (bucketed by column in rank order: ``colstart``, ``b_y0``, ``b_y1``, ``b_st``) or a matched
-    region's run touches are visited. Returns the number of events."""
+    ``1 + q`` claimed by rank ``q``, ``give`` given up; a lower state wins). A column's
+    intervals (its selected segments, bucketed by column: ``colstart``, ``b_y0``, ``b_y1``,
+    ``b_st``; and its matched regions' runs) are swept by their sorted end points with a count
+    per state: ``O(k log k)`` for ``k`` intervals, whatever their length. Returns the number
+    of events."""
     w = colstart.shape[0] - 1
+    k_max = 0
+    for x in range(w):
+        k_max = max(k_max, colstart[x + 1] - colstart[x] + cp[x + 1] - cp[x])
+    keys = np.empty(2 * k_max, np.int64)  # (row << 32) | (start << 31) | state
+    count = np.zeros(give + 1, np.int64)
     n_ev = 0
     for x in range(w):
-        lo = h
-        hi = 0
+        n = 0
         for q in range(colstart[x], colstart[x + 1]):
-            lo = min(lo, b_y0[q])
-            hi = max(hi, b_y1[q])
+            keys[n] = (np.int64(b_y0[q]) << 32) | (1 << 31) | b_st[q]
+            keys[n + 1] = (np.int64(b_y1[q]) << 32) | b_st[q]
+            n += 2
         c_hi = cp[x + 1]
         if give_up_ignore:
             for j in range(cp[x], c_hi):
                 rr = run_r[j]
                 if rr >= 0 and r_matched[rr]:
-                    lo = min(lo, run_y0[j])
-                    hi = max(hi, run_y0[j + 1] if j + 1 < c_hi else h)
-        if hi <= lo:
+                    end = np.int64(run_y0[j + 1]) if j + 1 < c_hi else np.int64(h)
+                    keys[n] = (np.int64(run_y0[j]) << 32) | (1 << 31) | give
+                    keys[n + 1] = (end << 32) | give
+                    n += 2
+        if n == 0:
             continue
-        colst[lo:hi] = 0
-        if give_up_ignore:
-            for j in range(cp[x], c_hi):
-                rr = run_r[j]
-                if rr >= 0 and r_matched[rr]:
-                    end = run_y0[j + 1] if j + 1 < c_hi else h
-                    colst[run_y0[j] : end] = give
-        # worst rank first, so the best-ranked covering segment is written last
-        for q in range(colstart[x + 1] - 1, colstart[x] - 1, -1):
-            colst[b_y0[q] : b_y1[q]] = b_st[q]
+        ks = keys[:n]
+        if n <= 32:  # the usual handful: insertion sort beats a general sort's set-up
+            for i in range(1, n):
+                v = ks[i]
+                t = i - 1
+                while t >= 0 and ks[t] > v:
+                    ks[t + 1] = ks[t]
+                    t -= 1
+                ks[t + 1] = v
+        else:
+            ks.sort()
+        best = 0  # the winning state (0: none active)
         prev = 0
-        for y in range(lo, hi + 1):
-            c = colst[y] if y < hi else 0
-            if c != prev:
+        i = 0
+        while i < n:
+            y = ks[i] >> 32
+            while i < n and (ks[i] >> 32) == y:  # every start and end at this row
+                st = ks[i] & 0x7FFFFFFF
+                if ks[i] & (1 << 31):
+                    count[st] += 1
+                    if best == 0 or st < best:
+                        best = st
+                else:
+                    count[st] -= 1
+                    if st == best and count[st] == 0:
+                        best = 0
+                        for t in range(st + 1, give + 1):
+                            if count[t] > 0:
+                                best = t
+                                break
+                i += 1
+            if best != prev:
                 e_y[n_ev] = y
                 e_x[n_ev] = x
-                e_c[n_ev] = c
+                e_c[n_ev] = best
                 n_ev += 1
-                prev = c
+                prev = best
     return n_ev
 
 
@@ -551,7 +578,6 @@ def paint(
     as an event; one row-major pass then turns the events into the output."""
     n_img, h, w = labels.shape
     n_pairs = p_m.shape[0]
-    colst = np.empty(h, np.int32)
     sv = np.empty(w, labels.dtype)
     sm = np.empty(w, np.int8)
     i0 = 0
@@ -634,7 +660,7 @@ def paint(
         e_c = np.empty(cap, np.int32)
         n_ev = _column_events(
             h, colstart, b_y0, b_y1, b_st, cp, run_y0, run_r, r_matched, give_up_ignore, give,
-            colst, e_y, e_x, e_c,
+            e_y, e_x, e_c,
         )  # fmt: skip
         _apply_events(labels[b], out[b], out_matched[b], e_y, e_x, e_c, n_ev, val, give, sv, sm)
         i0 = i1
