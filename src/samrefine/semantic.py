@@ -540,20 +540,15 @@ def _run_numba(
         )
         colptr, run_y0, run_key, loc = k.column_runs(keys)
         run_r = run_key.astype(np.int32)
-    n_reg = int(r_off[-1])
-    r_image = np.repeat(np.arange(lab.shape[0], dtype=np.int64), np.diff(r_off))
-    out = np.empty_like(lab)
-    out_m = np.empty(lab.shape, np.bool_)
     if mode == KernelMode.NONE:
+        n_reg = int(r_off[-1])
         z = np.zeros(0, np.int64)
         zf = np.zeros(0, np.float64)
-        out[...] = lab
-        out_m[...] = False
         return {
-            "labels": out,
-            "matched": out_m,
+            "labels": lab.copy(),
+            "matched": np.zeros(lab.shape, np.bool_),
             "region_offsets": r_off,
-            "r_image": r_image,
+            "r_image": np.repeat(np.arange(lab.shape[0], dtype=np.int64), np.diff(r_off)),
             "r_class": r_class,
             "r_comp": r_comp,
             "r_area": r_area,
@@ -568,75 +563,18 @@ def _run_numba(
             "p_s2": zf,
             "p_selected": np.zeros(0, bool),
         }
-    p_m, p_r, p_t = k.score_pairs(
-        colptr,
-        run_y0,
-        run_r,
-        loc,
-        r_off,
-        seg.x,
-        seg.y0,
-        seg.y1,
-        seg.seg_offsets,
-        seg.mask_offsets,
-    )
-    iou, s1, s2, sel, chosen, r_matched, score = k.select(
-        p_m,
-        p_r,
-        p_t,
-        r_area,
-        seg.area,
-        n_reg,
-        int(mode),
-        float(t_iom),
-        u is not None,
-        float(u or 0.0),
-        o is not None,
-        float(o or 0.0),
-        float(_config.CPI_EPS),
-    )
-    k.paint(
-        lab,
-        colptr,
-        run_y0,
-        run_r,
-        r_off,
-        r_class,
-        r_matched,
-        score,
-        p_m,
-        p_r,
-        sel,
-        seg.x,
-        seg.y0,
-        seg.y1,
-        seg.seg_offsets,
-        give_up_ignore,
-        np.int64(fill),
-        out,
-        out_m,
-    )
-    moff = np.asarray(batch.host_mask_offsets, np.int64)
-    chosen_local = np.where(chosen >= 0, chosen - moff[r_image], -1)
+    (out, out_m, r_image, p_local, p_r, p_t, iou, s1, s2, sel, chosen_local, r_matched, score) = (
+        k.refine_regions(
+            lab, colptr, run_y0, run_r, loc, r_off, r_class, r_area,
+            seg.x, seg.y0, seg.y1, seg.seg_offsets, seg.mask_offsets, seg.area,
+            int(mode), float(t_iom), u is not None, float(u or 0.0), o is not None,
+            float(o or 0.0), float(_config.CPI_EPS), give_up_ignore, np.int64(fill),
+        )
+    )  # fmt: skip
     return _backend_result(
-        out,
-        out_m,
-        r_off,
-        r_image,
-        r_class,
-        r_comp,
-        r_area,
-        r_matched,
-        score,
-        chosen_local,
-        p_r,
-        _local(p_m, r_image[p_r], moff),
-        p_t,
-        iou,
-        s1,
-        s2,
-        sel,
-    )
+        out, out_m, r_off, r_image, r_class, r_comp, r_area, r_matched, score, chosen_local,
+        p_r, p_local, p_t, iou, s1, s2, sel,
+    )  # fmt: skip
 
 
 def _run_torch(

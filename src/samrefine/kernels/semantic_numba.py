@@ -664,3 +664,46 @@ def paint(
         )  # fmt: skip
         _apply_events(labels[b], out[b], out_matched[b], e_y, e_x, e_c, n_ev, val, give, sv, sm)
         i0 = i1
+
+
+@nb.njit(**NJIT)
+def refine_regions(
+    labels, colptr, run_y0, run_r, loc, region_offsets, r_class, r_area,
+    seg_x, seg_y0, seg_y1, seg_offsets, mask_offsets, m_area,
+    mode, t_iom, use_under, under, use_over, over, eps, give_up_ignore, ignore_value,
+):  # fmt: skip
+    """:func:`score_pairs`, :func:`select` and :func:`paint` in one call (one dispatch from
+    Python), plus the per-image indices the result table reports.
+
+    Returns ``out`` and ``out_matched`` (B, H, W), ``r_image`` (R,) int64, the pairs
+    ``p_local`` (proposal index within its image), ``p_r``, ``p_t``, ``iou``, ``s1``, ``s2``,
+    ``selected``, and per region ``chosen_local`` (-1: none), ``matched`` and ``score``."""
+    n_img = labels.shape[0]
+    n_reg = region_offsets[n_img]
+    r_image = np.empty(n_reg, np.int64)
+    for b in range(n_img):
+        r_image[region_offsets[b] : region_offsets[b + 1]] = b
+    p_m, p_r, p_t = score_pairs(
+        colptr, run_y0, run_r, loc, region_offsets, seg_x, seg_y0, seg_y1, seg_offsets,
+        mask_offsets,
+    )  # fmt: skip
+    iou, s1, s2, sel, chosen, matched, score = select(
+        p_m, p_r, p_t, r_area, m_area, n_reg, mode, t_iom, use_under, under, use_over, over, eps
+    )
+    out = np.empty_like(labels)
+    out_matched = np.empty(labels.shape, np.bool_)
+    paint(
+        labels, colptr, run_y0, run_r, region_offsets, r_class, matched, score, p_m, p_r, sel,
+        seg_x, seg_y0, seg_y1, seg_offsets, give_up_ignore, ignore_value, out, out_matched,
+    )  # fmt: skip
+    p_local = np.empty(p_m.shape[0], np.int64)
+    for i in range(p_m.shape[0]):
+        p_local[i] = p_m[i] - mask_offsets[r_image[p_r[i]]]
+    chosen_local = np.full(n_reg, -1, np.int64)
+    for r in range(n_reg):
+        if chosen[r] >= 0:
+            chosen_local[r] = chosen[r] - mask_offsets[r_image[r]]
+    return (
+        out, out_matched, r_image, p_local, p_r, p_t, iou, s1, s2, sel, chosen_local, matched,
+        score,
+    )  # fmt: skip
