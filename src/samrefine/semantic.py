@@ -38,10 +38,11 @@ Worked example (CPI-U, ``under=0.7``): a 1 x 6 map ``[1 1 1 1 2 2]`` and one pro
 are claimed by class 1, pixel 5 keeps class 2: ``[255 1 1 1 1 2]`` with ``give_up="ignore"``,
 ``matched = [0 1 1 1 1 0]``.
 
-Cost: one pass over the label map (region ids and per-column runs) plus one pass over the
-proposals' column segments (each finds its column's runs by binary search and adds its overlap
-to the regions it crosses): ``O(H W + segments log k + crossings)`` for the whole map, not per
-class. Writing the output adds ``O(area of selected proposals + H W)``. Numba on the CPU (numpy
+Cost: one pass over the label map (per-column runs and a per-pixel run index) plus one pass
+over the proposals' column segments (each finds its first and last run in O(1) and adds its
+overlap to the regions it crosses): ``O(H W + segments + crossings)`` for the whole map, not
+per class. Writing the output adds ``O(H W + k log k)`` for the ``k`` selected segments and
+matched runs (each column's intervals are swept by their end points). Numba on the CPU (numpy
 arrays and CPU tensors), torch on CUDA tensors, ``backend=`` overrides; results are identical.
 ``per="component"`` labels components with the Numba kernel on the host, also for CUDA input
 (one host round trip of the label map). The torch kernels expand the selected proposals to

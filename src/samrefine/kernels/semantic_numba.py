@@ -3,21 +3,23 @@
 
 Per image, in one pass over the label map and one pass over the proposals' column segments:
 
-1. ``region_map_*``: every pixel gets the id of its *region* (a class, or one 8-connected
-   component of a class), ``-1`` for ignored / skipped pixels. Regions are numbered per batch,
-   image by image, then by class, then by component (components ordered by their first pixel in
-   row-major order).
-2. ``score_pairs``: the region map is cut into per-column runs (row-major scan, no transpose);
-   each proposal segment ``(x, [y0, y1))`` is located in its column's runs by binary search and
-   adds its overlap with every run it crosses to that run's region. Only (proposal, region)
-   pairs with a non-zero intersection are emitted (a zero intersection scores 0 and never passes
-   a strict threshold), sorted by (flat proposal index, region id).
-3. ``select_and_paint``: scores, IOM / CPI selection per region, then each pixel goes to the
-   covering refined region of highest priority (highest score, then lowest region id).
+1. regions: ``per="class"`` reads them off the column runs of the class map
+   (``column_runs`` + ``class_regions``); ``per="component"`` labels 8-connected components
+   first (``region_map_component``). Regions are numbered per batch, image by image, then by
+   class, then by component (components ordered by their first pixel in row-major order);
+   ignored and skipped pixels belong to none (-1).
+2. ``score_pairs``: each proposal segment ``(x, [y0, y1))`` finds its first and last run of
+   column ``x`` through the per-pixel run index ``loc`` and adds its overlap with every run it
+   crosses to that run's region. Only (proposal, region) pairs with a non-zero intersection are
+   emitted (a zero intersection scores 0 and never passes a strict threshold), sorted by (flat
+   proposal index, region id).
+3. ``select``: scores and IOM / CPI selection per region; ``paint``: each pixel goes to the
+   covering refined region of highest priority (highest score, then lowest region id), given-up
+   pixels to ``ignore_index``. ``refine_regions`` runs 2 and 3 in one call.
 
-Cost: ``O(H W)`` for the map and the runs, ``O(segments log runs_per_column + crossings)`` for
-the scores, ``O(area of the selected proposals + H W)`` for the output. Integer counts, float64
-scores computed in the same order as the torch twin, so both give identical results.
+Cost: ``O(H W)`` for the runs, ``O(segments + crossings)`` for the scores, ``O(H W + k log k)``
+for the output (``k`` selected segments and matched runs). Integer counts, float64 scores
+computed in the same order as the torch twin, so both give identical results.
 """
 
 from __future__ import annotations
