@@ -35,8 +35,10 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make ``examples.`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # single-threaded processes side by side
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+if __name__ == "__main__":  # single-threaded processes side by side (the arms inherit it);
+    # not on import: numba refuses a changed NUMBA_NUM_THREADS once its threads run
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import torch
 
