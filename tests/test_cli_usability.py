@@ -374,3 +374,72 @@ def test_ids_file_keeps_voc_style_names(tmp_path):
     floats.write_text("[1.2, 1.9]")
     with pytest.raises(ValueError, match="ints or names"):
         _read_ids(str(floats))
+
+
+# ------------------------------------------------------------------ info after a resumed build
+
+FLAKY = '''
+import os
+
+import numpy as np
+
+
+def flaky():
+    """One whole-image mask; images of odd height fail while SAMREFINE_TEST_FLAKY is set."""
+    def run(image):
+        if os.environ.get("SAMREFINE_TEST_FLAKY") and image.shape[0] % 2:
+            raise RuntimeError("flaky generator")
+        return np.ones((1,) + image.shape[:2], bool)
+    return run
+'''
+
+
+def test_info_drops_failures_a_resumed_build_finished(tmp_path, dataset, monkeypatch, capsys):
+    (tmp_path / "flaky_plugin").mkdir()
+    (tmp_path / "flaky_plugin" / "samrefine_test_flaky.py").write_text(FLAKY)
+    monkeypatch.syspath_prepend(str(tmp_path / "flaky_plugin"))
+    out = tmp_path / "f.srlib"
+    argv = build_argv(out, dataset, "--generator", "samrefine_test_flaky:flaky")
+    monkeypatch.setenv("SAMREFINE_TEST_FLAKY", "1")
+    assert main(argv) == 1  # images 5 (43 rows) and 8 (25 rows) fail
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "images    1  (2 failed)" in capsys.readouterr().out
+    monkeypatch.delenv("SAMREFINE_TEST_FLAKY")
+    assert main(argv) == 0  # resumed: 5 and 8 are made now
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "images    3\n" in shown and "failed" not in shown
+    assert main(["info", "--json", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["n_failures"] == 0
+
+
+def test_a_failure_row_of_an_image_that_is_there_is_not_a_failure(tmp_path, capsys):
+    """Two writers on one file (before writers were locked) could leave a failure row for an
+    image the other writer appended; ``info`` then showed "(1 failed)" for good."""
+    import sqlite3
+
+    from samrefine.library import DuplicateImageError
+
+    path = tmp_path / "raced.srlib"
+    w = create_library(path, generator="custom")
+    for key in (1, 2):
+        w.append(key, samrefine.Proposals.from_dense(np.eye(4, dtype=bool)[None]))
+    w.record_failure(3, "RuntimeError: really failed")
+    with pytest.raises(DuplicateImageError, match="already in"):
+        w.record_failure(2, "RuntimeError: the other writer's duplicate")
+    w.close()
+    con = sqlite3.connect(path)  # what the second, racing writer wrote
+    con.execute("INSERT INTO failures VALUES (2, 1, 'DuplicateImageError: image 2')")
+    con.commit()
+    con.close()
+    with ProposalLibrary.open(path) as lib:
+        assert lib.failures() == {3: "RuntimeError: really failed"}
+    w = create_library(path, generator="custom")  # resume: the writer agrees
+    assert w.failures() == {3: "RuntimeError: really failed"}
+    w.append(3, samrefine.Proposals.from_dense(np.eye(4, dtype=bool)[None]))
+    assert w.failures() == {}
+    w.finish()
+    assert main(["info", str(path)]) == 0
+    assert "failed" not in capsys.readouterr().out

@@ -53,6 +53,7 @@ from .format import (
 )
 from .keys import key_bytes, key_type
 from .reader import (
+    ABSENT_FAILURE,
     IDENTITY_KEYS,
     SUFFIX,
     _check_file,
@@ -345,9 +346,20 @@ class LibraryWriter:
             self.commit()
 
     def record_failure(self, image_id, error: str, attempts: int = 1) -> None:
-        """Note that an image could not be generated (kept until it is appended later)."""
+        """Note that an image could not be generated (kept until it is appended later).
+
+        Raises
+        ------
+        DuplicateImageError
+            If the image is already in the library (a failure of an image that is there would
+            be reported by ``failures()`` and ``samrefine info`` for ever).
+        """
         self._check_open()
         key = _image_id(image_id)
+        if key in self._ids:
+            raise DuplicateImageError(
+                f"image {key!r} is already in {self.path}; it cannot be recorded as failed"
+            )
         self._begin()
         row = self._row_id(key)
         self._con.execute(
@@ -361,7 +373,7 @@ class LibraryWriter:
         """``{image_key: error}`` of images that failed and were not appended since."""
         rows = self._con.execute(
             "SELECT coalesce(n.name, f.image_id), f.error FROM failures "
-            "AS f LEFT JOIN names AS n USING (image_id)"
+            "AS f LEFT JOIN names AS n USING (image_id) WHERE " + ABSENT_FAILURE
         )
         return {k: e for k, e in rows}
 
