@@ -2,8 +2,10 @@
 pipe, install hints for missing extras, --param checks, --fail-fast, ``merge --resume`` and
 generators named on the command line."""
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +15,16 @@ import pytest
 from PIL import Image
 
 import samrefine
-from samrefine.cli import main
-from samrefine.cli._common import install_hint
+from samrefine.cli import build_parser, main
+from samrefine.cli._common import FLAG_FOR, error_line, install_hint
 from samrefine.cli.generators import check_params
-from samrefine.library import ProposalLibrary, create_library, list_generators
+from samrefine.library import (
+    LibraryError,
+    ProposalLibrary,
+    create_library,
+    list_generators,
+    merge_libraries,
+)
 from samrefine.library import writer as writer_module
 
 SRC = str(Path(samrefine.__file__).resolve().parents[1])  # the samrefine under test
@@ -443,3 +451,96 @@ def test_a_failure_row_of_an_image_that_is_there_is_not_a_failure(tmp_path, caps
     w.finish()
     assert main(["info", str(path)]) == 0
     assert "failed" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ Python names vs CLI flags
+
+PYTHON_HINT = re.compile(r"\b(?:if_exists|allow_partial|fail_fast|shard|sizes)=[^\s;,)]*")
+
+
+def _raised_texts(path: Path):
+    """The string pieces of every ``raise`` in a module (f-string parts included), and the
+    module's string constants (message pieces like ``NEED_SIZES``)."""
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            if isinstance(node.value.value, str):
+                yield node.value.value
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            for n in ast.walk(node.exc):
+                if isinstance(n, ast.Constant) and isinstance(n.value, str):
+                    yield n.value
+
+
+def test_every_python_argument_named_in_a_library_error_has_its_flag():
+    """A library message tells a Python user the argument to pass; ``error_line`` must turn
+    each such hint into the flag of the command that raised it, or a CLI user is told
+    ``if_exists='resume'`` where the flag is ``--resume``."""
+    library = Path(samrefine.__file__).parent / "library"
+    hints = {
+        hint
+        for module in library.glob("*.py")
+        for text in _raised_texts(module)
+        for hint in PYTHON_HINT.findall(text)
+    }
+    assert {"if_exists='overwrite'", "allow_partial=True", "sizes={image_key:"} <= hints
+    for hint in hints:
+        assert any(key.startswith(hint) or hint in key for key in FLAG_FOR), hint
+    options = {
+        opt
+        for action in build_parser()._subparsers._group_actions  # type: ignore[union-attr]
+        for sub in action.choices.values()
+        for a in sub._actions
+        for opt in a.option_strings
+    }
+    for words, flag in FLAG_FOR.items():
+        named = re.findall(r"--[a-z-]+", flag)
+        assert named and all(f in options for f in named), (words, flag)
+        assert "=" not in error_line(ValueError(f"x; pass {words}")).split("pass ")[-1].split()[0]
+
+
+def test_merge_errors_name_the_flag_on_the_command_line_and_the_argument_in_python(
+    tmp_path, dataset, capsys
+):
+    argv = build_argv(tmp_path / "s.srlib", dataset, "--generator", "classical")
+    assert main(argv + ["--param", "max_masks=5", "--shard", "0/2"]) == 0
+    shard0 = str(tmp_path / "s-shard-00000-of-00002.srlib")
+    merged = tmp_path / "m.srlib"
+    with pytest.raises(LibraryError, match="allow_partial=True") as python_error:
+        merge_libraries(shard0, merged, progress=False)
+    assert "--allow-partial" not in str(python_error.value)
+    capsys.readouterr()
+    assert main(["merge", str(merged), shard0, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "missing shard(s) 1/2" in err and "pass --allow-partial" in err
+    assert "allow_partial" not in err
+    assert main(["merge", str(merged), shard0, "--no-progress", "--allow-partial"]) == 0
+    with ProposalLibrary.open(merged) as lib, ProposalLibrary.open(shard0) as part:
+        assert lib.image_ids().tolist() == part.image_ids().tolist()
+    with pytest.raises(LibraryError) as python_error:
+        merge_libraries(shard0, merged, progress=False, allow_partial=True)
+    text = str(python_error.value)
+    assert "if_exists='resume'" in text and "if_exists='overwrite'" in text and "--" not in text
+    assert main(["merge", str(merged), shard0, "--no-progress", "--allow-partial"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --resume to continue" in err and "or --overwrite to start" in err
+    assert "if_exists" not in err
+
+
+def test_amg_json_without_masks_names_instances_on_the_command_line(tmp_path, capsys):
+    (tmp_path / "amg").mkdir()
+    (tmp_path / "amg" / "2007_000032.json").write_text("[]")  # amg.py found no mask
+    out = tmp_path / "a.srlib"
+    argv = ["import", str(out), str(tmp_path / "amg"), "--format", "amg", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no masks and no image size" in err and "--instances" in err and "sizes=" not in err
+    instances = tmp_path / "instances.json"
+    instances.write_text(
+        json.dumps({"images": [{"id": 7, "file_name": "2007_000032.jpg", "height": 5, "width": 6}]})
+    )
+    assert main(argv + ["--instances", str(instances), "--overwrite"]) == 0
+    with ProposalLibrary.open(out) as lib:
+        assert lib.image_ids().tolist() == ["2007_000032"]
+        assert lib["2007_000032"].size == (5, 6) and len(lib["2007_000032"]) == 0

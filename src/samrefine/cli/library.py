@@ -192,6 +192,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _instance_sizes(path: str | None) -> dict[int | str, tuple[int, int]]:
+    """``{key: (H, W)}`` of the images of an ``instances.json``, keyed by id and by file stem
+    (amg.py names its outputs after the image file)."""
+    if not path:
+        return {}
+    sizes: dict[int | str, tuple[int, int]] = {}
+    for key, image in semires_io.load_instances(path).items():
+        size = (image["height"], image["width"])
+        sizes[key] = size
+        if image.get("file_name"):
+            sizes[parse_image_key(os.path.splitext(os.path.basename(image["file_name"]))[0])] = size
+    return sizes
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     fmt = args.format
     sources = args.source
@@ -210,7 +224,12 @@ def _cmd_import(args: argparse.Namespace) -> int:
         if fmt == "sa1b":
             report = im.import_sa1b(writer, one_or_many(sources), progress=progress)
         elif fmt == "amg":
-            report = im.import_amg(writer, one_or_many(sources), progress=progress)
+            report = im.import_amg(
+                writer,
+                one_or_many(sources),
+                sizes=_instance_sizes(args.instances),
+                progress=progress,
+            )
         elif fmt == "coco":
             if len(sources) != 1:
                 raise ValueError("--format coco takes one JSON file")
@@ -243,7 +262,11 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         )
     if_exists = "overwrite" if args.overwrite else "resume" if args.resume else "error"
     out = merge_libraries(
-        one_or_many(args.shards), args.output, if_exists=if_exists, progress=show_progress(args)
+        one_or_many(args.shards),
+        args.output,
+        if_exists=if_exists,
+        progress=show_progress(args),
+        allow_partial=args.allow_partial,
     )
     print(f"merged into {out}")
     return 0
@@ -399,7 +422,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("source", nargs="+", help="input folder or files")
     i.add_argument("--format", required=True, choices=("sa1b", "amg", "semires", "coco"))
     i.add_argument("--refs", help="refs(<splitBy>).p mapping referents to images (semires)")
-    i.add_argument("--instances", help="instances.json, sizes of images without masks")
+    i.add_argument(
+        "--instances", help="instances.json: sizes of images without masks (semires, amg)"
+    )
     i.add_argument(
         "--on-conflict",
         choices=("first", "error"),
@@ -422,6 +447,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="continue a merge that was interrupted (OUTPUT exists, unfinished)",
     )
     m.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    m.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="merge inputs that are not exactly shards 0..n-1 of one build (a shard missing, "
+        "shards of two builds with the same settings, separate libraries)",
+    )
     m.add_argument("--no-progress", action="store_true")
     m.set_defaults(func=_cmd_merge)
 

@@ -119,7 +119,7 @@ class _WriterLock:
                 raise LibraryError(
                     f"{self.lib} is being written by another writer ({holder}); "
                     "one file takes one writer: give each process its own shard "
-                    "(--shard i/n, RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS)"
+                    "(shard='i/n', RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS)"
                     f" or wait for it (stale? delete {self.path} only if that "
                     "process is gone)"
                 ) from None
@@ -609,7 +609,7 @@ def _open_for_writing(
         if if_exists == "error":
             raise LibraryError(
                 f"{path} exists; pass if_exists='resume' to continue its build "
-                "or 'overwrite' to start again"
+                "or if_exists='overwrite' to start again"
             )
         if if_exists == "overwrite":
             _remove_files(path)
@@ -718,12 +718,12 @@ def shard_from_env(environ=None) -> tuple[int, int] | None:
         except (KeyError, ValueError):
             raise ValueError(
                 "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT/_MIN are "
-                "missing or not ints; pass --shard i/n"
+                "missing or not ints; pass shard='i/n'"
             ) from None
         if step != 1:
             raise ValueError(
                 f"a job array with step {step} does not number its tasks 0..n-1; "
-                "use --array=0-N or pass --shard i/n"
+                "use --array=0-N or pass shard='i/n'"
             )
         shard = parse_shard((task, count))
     return shard if shard is not None and shard[1] > 1 else None
