@@ -10,13 +10,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from ..library import coco_io, semires_io
 from ..library import importers as im
-from ..library.generate import BuildResult, Generator, build_library
+from ..library.generate import FAIL_FAST, BuildResult, build_library
 from ..library.keys import parse_image_key
 from ..library.merge import merge_libraries
 from ..library.reader import ProposalLibrary
@@ -27,10 +26,6 @@ from ._common import load_callable, one_or_many, show_progress
 from .generators import check_params, make_generator, parse_params, resolve_generator
 
 __all__ = ["add_parsers"]
-
-#: Default of ``build --fail-fast``: stop when this many first images all fail.
-FAIL_FAST = 20
-
 
 # --------------------------------------------------------------------------------------------
 # which images
@@ -110,44 +105,6 @@ def _generator_spec(
     return registry_name, factory, kw
 
 
-def _fail_fast(
-    args: argparse.Namespace, ids: Sequence[int], names: Mapping[int, str], gen: Generator, n: int
-) -> None:
-    """Try the first ``n`` images one at a time, each into a scratch library, until one works.
-
-    Raises ValueError, before the real library is touched, when all of them fail (a wrong
-    folder, file pattern or parameter fails every image). When the build works this costs one
-    image's generation.
-    """
-    tried: list[tuple[int, str]] = []
-    if not ids:
-        return
-    with tempfile.TemporaryDirectory(prefix="samrefine-first-images-") as tmp:
-        for key in list(ids)[:n]:
-            trial = build_library(
-                os.path.join(tmp, f"{len(tried)}.srlib"),
-                [key],
-                gen,
-                images=args.images,
-                file_pattern=args.file_pattern,
-                file_names=names,
-                shard=(0, 1),
-                retries=0,
-                allow_failures=True,
-                progress=False,
-                compression=args.compression,
-            )
-            if not trial.failures:
-                return
-            tried.append((key, trial.failures[key]))
-    key, err = tried[0]
-    raise ValueError(
-        f"the first {len(tried)} images all failed, so nothing was built (first: "
-        f"image {key}: {err}); check --images, --file-pattern and --param "
-        "(--fail-fast 0 turns this check off)"
-    )
-
-
 def _cmd_build(args: argparse.Namespace) -> int:
     if args.fail_fast < 0:
         raise ValueError(f"--fail-fast must be >= 0 (0: off), got {args.fail_fast}")
@@ -159,8 +116,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if args.model_factory:
         kw["model"] = kw["model"]()  # build the --model-factory model
     gen = make_generator(name, factory, kw)
-    if args.fail_fast:
-        _fail_fast(args, sorted(ids), names, gen, args.fail_fast)
     result: BuildResult = build_library(
         args.output,
         ids,
@@ -174,6 +129,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         allow_failures=args.allow_failures,
         progress=show_progress(args),
         compression=args.compression,
+        fail_fast=args.fail_fast,
     )
     print(result)
     if result.failures and not result.finished:
@@ -391,8 +347,8 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=FAIL_FAST,
         metavar="N",
-        help="stop before building when the first N images all fail (default "
-        "%(default)s; 0: off). Costs one image's generation when they do not",
+        help="stop when the first N images all fail (a wrong folder, file pattern or "
+        "parameter; default %(default)s; 0: off); a library this run created is then removed",
     )
     b.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     b.add_argument(

@@ -49,6 +49,10 @@ __all__ = [
 
 log = logging.getLogger("samrefine.library")
 
+#: Default ``fail_fast`` (``samrefine build --fail-fast``): stop when this many first images
+#: of a run all fail.
+FAIL_FAST = 20
+
 _REGISTRY: dict[str, Callable[..., Generator]] = {}
 
 
@@ -445,6 +449,24 @@ def _prefetched(load: Callable, keys: list, prefetch: int):
 _END = object()
 
 
+def _give_up(writer, remove: bool, failures: Mapping) -> None:
+    """Stop a build whose first images all failed: the library is removed when this build
+    created it and appended nothing (else closed, resumable); raises RuntimeError."""
+    path = writer.path
+    if remove:
+        writer.discard()
+        outcome = "so nothing was built"
+    else:
+        writer.close()
+        outcome = f"so the build stopped ({path} stays resumable)"
+    key, err = next(iter(failures.items()))
+    raise RuntimeError(
+        f"{path}: the first {len(failures)} images all failed, {outcome}; first: image "
+        f"{key!r}: {err}. Check the image folder, the file pattern and the generator's "
+        "parameters, or pass fail_fast=0 to try every image"
+    )
+
+
 @dataclass
 class BuildResult:
     """What :func:`build_library` did."""
@@ -484,7 +506,7 @@ def build_library(
     compression: str = "zlib",
     commit_every: int = 1,
     extra: Mapping | None = None,
-    fail_fast: int = 20,
+    fail_fast: int = FAIL_FAST,
     prefetch: int = 2,
 ) -> BuildResult:
     """Generate proposals for ``image_ids`` and write them to a library (resumable, shardable).
@@ -524,8 +546,9 @@ def build_library(
         Show a tqdm bar (images/s, ETA).
     fail_fast : int
         Stop with a ``RuntimeError`` when the first ``fail_fast`` images of this run all fail
-        (a wrong file pattern, a missing checkpoint, a bad parameter), instead of failing every
-        image one by one; what was appended stays resumable. ``0`` disables it.
+        (a wrong folder or file pattern, a bad parameter), instead of failing every image one
+        by one. A library this call created is then removed again (nothing was built); one
+        that existed stays as it was, resumable. ``0`` disables the check.
     prefetch : int
         Images decoded ahead in a pool of this many threads while the generator runs (JPEG
         decoding releases the GIL), so the generator does not wait on loading; ``0`` loads in
@@ -554,6 +577,9 @@ def build_library(
         )
     if load is None and images is None:
         raise ValueError("pass images=<folder of image files> (or load=callable)")
+    for name, value in (("fail_fast", fail_fast), ("prefetch", prefetch), ("retries", retries)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
     if images is not None and not os.path.isdir(images):
         raise FileNotFoundError(f"image folder {images} does not exist")
     shard = parse_shard(shard) if shard is not None else shard_from_env()
@@ -588,6 +614,7 @@ def build_library(
 
     load = load or default_load
     t0 = time.perf_counter()
+    created = if_exists == "overwrite" or not os.path.exists(path)
     try:
         build_id = (
             build_identity(
@@ -613,6 +640,7 @@ def build_library(
     skipped = len(ids) - len(todo)
     failures: dict = {}
     added = 0
+    gave_up = False
     bar = tqdm(
         total=len(ids),
         initial=skipped,
@@ -624,7 +652,7 @@ def build_library(
     try:
         for key, first, load_error in _prefetched(load, todo, prefetch):
             err = None
-            for attempt in range(1 + max(0, int(retries))):
+            for attempt in range(1 + retries):
                 try:
                     if attempt == 0 and load_error is not None:
                         raise load_error
@@ -643,19 +671,18 @@ def build_library(
                 added += 1
             else:
                 failures[key] = err
-                writer.record_failure(key, err, attempts=1 + max(0, int(retries)))
+                writer.record_failure(key, err, attempts=1 + retries)
                 if fail_fast and added == 0 and len(failures) >= fail_fast:
-                    raise RuntimeError(
-                        f"{path}: the first {len(failures)} images all failed, stopping (last: "
-                        f"image {key!r}: {err}); fix the cause and run again (the build "
-                        "resumes), or pass fail_fast=0"
-                    )
+                    gave_up = True
+                    break
             bar.update(1)
     except BaseException:
         writer.close()  # commits what was appended and releases the writer lock
         raise
     finally:
         bar.close()
+    if gave_up:
+        _give_up(writer, created and not skipped, failures)
     finished = False
     if not failures or allow_failures:
         writer.finish()

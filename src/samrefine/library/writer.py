@@ -462,6 +462,30 @@ class LibraryWriter:
         self.close()
         return self.path
 
+    def discard(self) -> None:
+        """Close and delete the library file, which must hold no image (a build that made
+        nothing removes the file it created). The writer lock is held until the file is gone.
+
+        Raises
+        ------
+        LibraryError
+            If an image was appended (this never deletes masks).
+        """
+        self._check_open()
+        if self._ids:
+            raise LibraryError(
+                f"{self.path} holds {len(self._ids)} images; only an empty library is discarded"
+            )
+        try:
+            if self._con.in_transaction:
+                self._con.execute("ROLLBACK")
+            self._con.close()
+            _remove_files(self.path)
+        finally:
+            self._closed = True
+            if self._lock is not None:
+                self._lock.release()
+
     def close(self) -> None:
         """Commit and close without finishing (the build can be resumed)."""
         if self._closed:
