@@ -544,3 +544,14 @@ def test_amg_json_without_masks_names_instances_on_the_command_line(tmp_path, ca
     with ProposalLibrary.open(out) as lib:
         assert lib.image_ids().tolist() == ["2007_000032"]
         assert lib["2007_000032"].size == (5, 6) and len(lib["2007_000032"]) == 0
+
+
+def test_build_with_two_workers_writes_the_library_one_worker_writes(tmp_path, dataset):
+    built = {}
+    for n in (1, 2):
+        out = tmp_path / f"w{n}.srlib"
+        argv = build_argv(out, dataset, "--generator", "classical", "--workers", str(n))
+        assert main(argv + ["--param", "max_masks=5"]) == 0
+        with ProposalLibrary.open(out) as lib:
+            built[n] = (lib.image_ids().tolist(), lib.info["content_sha256"])
+    assert built[1] == built[2] and built[1][0] == [3, 5, 8]

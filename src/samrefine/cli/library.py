@@ -130,6 +130,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         progress=show_progress(args),
         compression=args.compression,
         fail_fast=args.fail_fast,
+        workers=args.workers,
     )
     print(result)
     if result.failures and not result.finished:
@@ -349,6 +350,15 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="stop when the first N images all fail (a wrong folder, file pattern or "
         "parameter; default %(default)s; 0: off); a library this run created is then removed",
+    )
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes generating images in parallel into the one library (default 1); "
+        "for CPU generators such as classical (2 keeps two cores busy). For GPUs run one "
+        "process per GPU as shards (torchrun, srun) instead",
     )
     b.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     b.add_argument(

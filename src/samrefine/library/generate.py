@@ -448,6 +448,66 @@ def _prefetched(load: Callable, keys: list, prefetch: int):
 
 _END = object()
 
+# (load, generator) of the build whose worker processes this process serves (set in each
+# forked worker by _serve; a fork inherits the objects, so lambdas and models need no pickling)
+_WORK: tuple[Callable, Callable] | None = None
+
+
+def _serve(load: Callable, generator: Callable) -> None:
+    global _WORK
+    _WORK = (load, generator)
+
+
+def _work(key) -> tuple[tuple[int, int], Proposals]:
+    """In a worker process: ``(image size, proposals)`` of one image."""
+    assert _WORK is not None
+    load, generator = _WORK
+    image = load(key)
+    return image.shape[:2], generator(image)
+
+
+def _first_attempts(load: Callable, generator: Callable, keys: list, prefetch: int, workers: int):
+    """``(key, (size, proposals) or None, exception or None)``: each image's first attempt,
+    in ``keys`` order; in ``workers`` forked processes (each loads and generates whole images,
+    at most two per worker in flight) or, with one worker, here with ``prefetch`` images
+    decoded ahead in threads."""
+    if workers <= 1:
+        for key, image, error in _prefetched(load, keys, prefetch):
+            if error is None:
+                try:
+                    yield key, (image.shape[:2], generator(image)), None
+                    continue
+                except Exception as e:
+                    error = e
+            yield key, None, error
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    fork = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(
+        workers, mp_context=fork, initializer=_serve, initargs=(load, generator)
+    )
+    try:
+        ahead: deque = deque()
+        it = iter(keys)
+        for key in it:
+            ahead.append((key, pool.submit(_work, key)))
+            if len(ahead) >= 2 * workers:
+                break
+        while ahead:
+            key, fut = ahead.popleft()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                ahead.append((nxt, pool.submit(_work, nxt)))
+            try:
+                yield key, fut.result(), None
+            except Exception as e:  # the image's error, pickled back (or a dead worker)
+                yield key, None, e
+    finally:  # also when the build stops early: drop the queued images, wait for the rest
+        pool.shutdown(wait=True, cancel_futures=True)
+
 
 def _give_up(writer, remove: bool, failures: Mapping) -> None:
     """Stop a build whose first images all failed: the library is removed when this build
@@ -508,6 +568,7 @@ def build_library(
     extra: Mapping | None = None,
     fail_fast: int = FAIL_FAST,
     prefetch: int = 2,
+    workers: int = 1,
 ) -> BuildResult:
     """Generate proposals for ``image_ids`` and write them to a library (resumable, shardable).
 
@@ -552,7 +613,13 @@ def build_library(
     prefetch : int
         Images decoded ahead in a pool of this many threads while the generator runs (JPEG
         decoding releases the GIL), so the generator does not wait on loading; ``0`` loads in
-        the loop.
+        the loop. With ``workers > 1`` the workers load their own images.
+    workers : int
+        Processes that load and generate images in parallel (forked, so the generator needs
+        no pickling; this process writes every record, in key order, into the one library).
+        For CPU generators such as ``"classical"``, whose Python code holds the GIL: ``2``
+        keeps two cores busy. Leave it at 1 for a CUDA generator (a forked process cannot use
+        CUDA set up before the fork): run one process per GPU as shards instead. POSIX only.
 
     Returns
     -------
@@ -577,9 +644,16 @@ def build_library(
         )
     if load is None and images is None:
         raise ValueError("pass images=<folder of image files> (or load=callable)")
-    for name, value in (("fail_fast", fail_fast), ("prefetch", prefetch), ("retries", retries)):
+    for name, value in (
+        ("fail_fast", fail_fast),
+        ("prefetch", prefetch),
+        ("retries", retries),
+        ("workers", workers),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1 (1: generate in this process), got {workers}")
     if images is not None and not os.path.isdir(images):
         raise FileNotFoundError(f"image folder {images} does not exist")
     shard = parse_shard(shard) if shard is not None else shard_from_env()
@@ -650,16 +724,18 @@ def build_library(
         smoothing=0.05,
     )
     try:
-        for key, first, load_error in _prefetched(load, todo, prefetch):
+        for key, made, first_error in _first_attempts(load, generator, todo, prefetch, workers):
             err = None
             for attempt in range(1 + retries):
                 try:
-                    if attempt == 0 and load_error is not None:
-                        raise load_error
-                    image = first if attempt == 0 else load(key)
-                    first = None
-                    props = generator(image)
-                    writer.append(key, props, image_size=image.shape[:2])
+                    if attempt == 0:
+                        if first_error is not None:
+                            raise first_error
+                        size, props = made
+                    else:
+                        image = load(key)
+                        size, props = image.shape[:2], generator(image)
+                    writer.append(key, props, image_size=size)
                     err = None
                     break
                 except (KeyboardInterrupt, SystemExit, LibraryFinishedError):
