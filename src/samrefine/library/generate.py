@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -454,8 +455,13 @@ _WORK: tuple[Callable, Callable] | None = None
 
 
 def _serve(load: Callable, generator: Callable) -> None:
+    """Initialise a worker process: its build, and one torch thread (as DataLoader workers:
+    each worker is one core's worth of work, and OpenMP pools do not survive a fork)."""
     global _WORK
     _WORK = (load, generator)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def _work(key) -> tuple[tuple[int, int], Proposals]:
