@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import multiprocessing
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -425,9 +428,6 @@ def _prefetched(load: Callable, keys: list, prefetch: int):
             except Exception as e:
                 yield key, None, e
         return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(prefetch, thread_name_prefix="samrefine-load") as pool:
         ahead: deque = deque()
         it = iter(keys)
@@ -487,10 +487,6 @@ def _first_attempts(load: Callable, generator: Callable, keys: list, prefetch: i
                     error = e
             yield key, None, error
         return
-    import multiprocessing
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
     fork = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(
         workers, mp_context=fork, initializer=_serve, initargs=(load, generator)
