@@ -6,7 +6,9 @@ Writes JPEG files from ``skimage.data`` photos and builds a library from them, a
 * ``prefetch=0``: load, then generate, one after the other (the build loop before prefetching);
 * ``prefetch=2``: the next images decoded in a thread while the generator runs (the default);
 * ``workers=2``: two forked processes load and generate images while this one writes the
-  library (``samrefine build --workers 2``; classical only).
+  library (``samrefine build --workers 2``; classical only);
+* ``2 shards``: two processes (forked), each building one shard with ``prefetch=2``, as
+  ``samrefine build --shard 0/2`` and ``--shard 1/2`` side by side do (classical only).
 
 Generators:
 
@@ -25,6 +27,7 @@ cores).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -35,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
 
-from samrefine.library import build_library, get_generator  # noqa: E402
+from samrefine.library import ProposalLibrary, build_library, get_generator  # noqa: E402
 from samrefine.library.generate import Generator, load_image  # noqa: E402
 
 PHOTOS = ("coffee", "astronaut", "chelsea", "rocket")
@@ -65,7 +68,7 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def _build(folder, ids, gen, prefetch, out, workers=1) -> None:
+def _build(folder, ids, gen, prefetch, out, workers=1, shard=None) -> None:
     r = build_library(
         out,
         ids,
@@ -75,6 +78,7 @@ def _build(folder, ids, gen, prefetch, out, workers=1) -> None:
         if_exists="overwrite",
         prefetch=prefetch,
         workers=workers,
+        shard=shard,
         progress=False,
     )
     assert r.finished and r.added == r.total, r
@@ -85,6 +89,19 @@ def run(folder, ids, gen, mode, out) -> tuple[float, float]:
     t, c = time.perf_counter(), _cpu()
     if mode == "workers=2":
         _build(folder, ids, gen, 2, out, workers=2)
+    elif mode == "2 shards":
+        fork = multiprocessing.get_context("fork")
+        procs = [
+            fork.Process(target=_build, args=(folder, ids, gen, 2, out, 1, (i, 2)))
+            for i in range(2)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+            assert p.exitcode == 0, p.exitcode
+        with ProposalLibrary.open(out.replace(".srlib", "-shard-*.srlib")) as lib:
+            assert lib.image_ids().tolist() == sorted(ids)  # read unmerged, as one library
     else:
         _build(folder, ids, gen, 0 if mode == "prefetch=0" else 2, out)
     wall = time.perf_counter() - t
@@ -123,7 +140,9 @@ def main(argv=None) -> int:
             ids = write_images(folder, args.images, size)
             gen(load_image(os.path.join(folder, "0.jpg")))  # compile / warm up
             decode, generate = per_image_ms(folder, ids[:4], gen)
-            modes = ["prefetch=0", "prefetch=2"] + (["workers=2"] if name == "classical" else [])
+            modes = ["prefetch=0", "prefetch=2"]
+            if name == "classical":
+                modes += ["workers=2", "2 shards"]
             got: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
             for r in range(args.repeats):
                 for m in modes:
