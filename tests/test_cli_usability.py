@@ -2,8 +2,10 @@
 pipe, install hints for missing extras, --param checks, --fail-fast, ``merge --resume`` and
 generators named on the command line."""
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +15,16 @@ import pytest
 from PIL import Image
 
 import samrefine
-from samrefine.cli import main
-from samrefine.cli._common import install_hint
+from samrefine.cli import build_parser, main
+from samrefine.cli._common import FLAG_FOR, error_line, install_hint
 from samrefine.cli.generators import check_params
-from samrefine.library import ProposalLibrary, create_library, list_generators
+from samrefine.library import (
+    LibraryError,
+    ProposalLibrary,
+    create_library,
+    list_generators,
+    merge_libraries,
+)
 from samrefine.library import writer as writer_module
 
 SRC = str(Path(samrefine.__file__).resolve().parents[1])  # the samrefine under test
@@ -374,3 +382,176 @@ def test_ids_file_keeps_voc_style_names(tmp_path):
     floats.write_text("[1.2, 1.9]")
     with pytest.raises(ValueError, match="ints or names"):
         _read_ids(str(floats))
+
+
+# ------------------------------------------------------------------ info after a resumed build
+
+FLAKY = '''
+import os
+
+import numpy as np
+
+
+def flaky():
+    """One whole-image mask; images of odd height fail while SAMREFINE_TEST_FLAKY is set."""
+    def run(image):
+        if os.environ.get("SAMREFINE_TEST_FLAKY") and image.shape[0] % 2:
+            raise RuntimeError("flaky generator")
+        return np.ones((1,) + image.shape[:2], bool)
+    return run
+'''
+
+
+def test_info_drops_failures_a_resumed_build_finished(tmp_path, dataset, monkeypatch, capsys):
+    (tmp_path / "flaky_plugin").mkdir()
+    (tmp_path / "flaky_plugin" / "samrefine_test_flaky.py").write_text(FLAKY)
+    monkeypatch.syspath_prepend(str(tmp_path / "flaky_plugin"))
+    out = tmp_path / "f.srlib"
+    argv = build_argv(out, dataset, "--generator", "samrefine_test_flaky:flaky")
+    monkeypatch.setenv("SAMREFINE_TEST_FLAKY", "1")
+    assert main(argv) == 1  # images 5 (43 rows) and 8 (25 rows) fail
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "images    1  (2 failed)" in capsys.readouterr().out
+    monkeypatch.delenv("SAMREFINE_TEST_FLAKY")
+    assert main(argv) == 0  # resumed: 5 and 8 are made now
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "images    3\n" in shown and "failed" not in shown
+    assert main(["info", "--json", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["n_failures"] == 0
+
+
+def test_a_failure_row_of_an_image_that_is_there_is_not_a_failure(tmp_path, capsys):
+    """Two writers on one file (before writers were locked) could leave a failure row for an
+    image the other writer appended; ``info`` then showed "(1 failed)" for good."""
+    import sqlite3
+
+    from samrefine.library import DuplicateImageError
+
+    path = tmp_path / "raced.srlib"
+    w = create_library(path, generator="custom")
+    for key in (1, 2):
+        w.append(key, samrefine.Proposals.from_dense(np.eye(4, dtype=bool)[None]))
+    w.record_failure(3, "RuntimeError: really failed")
+    with pytest.raises(DuplicateImageError, match="already in"):
+        w.record_failure(2, "RuntimeError: the other writer's duplicate")
+    w.close()
+    con = sqlite3.connect(path)  # what the second, racing writer wrote
+    con.execute("INSERT INTO failures VALUES (2, 1, 'DuplicateImageError: image 2')")
+    con.commit()
+    con.close()
+    with ProposalLibrary.open(path) as lib:
+        assert lib.failures() == {3: "RuntimeError: really failed"}
+    w = create_library(path, generator="custom")  # resume: the writer agrees
+    assert w.failures() == {3: "RuntimeError: really failed"}
+    w.append(3, samrefine.Proposals.from_dense(np.eye(4, dtype=bool)[None]))
+    assert w.failures() == {}
+    w.finish()
+    assert main(["info", str(path)]) == 0
+    assert "failed" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ Python names vs CLI flags
+
+PYTHON_HINT = re.compile(r"\b(?:if_exists|allow_partial|fail_fast|shard|sizes)=[^\s;,)]*")
+
+
+def _raised_texts(path: Path):
+    """The string pieces of every ``raise`` in a module (f-string parts included), and the
+    module's string constants (message pieces like ``NEED_SIZES``)."""
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            if isinstance(node.value.value, str):
+                yield node.value.value
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            for n in ast.walk(node.exc):
+                if isinstance(n, ast.Constant) and isinstance(n.value, str):
+                    yield n.value
+
+
+def test_every_python_argument_named_in_a_library_error_has_its_flag():
+    """A library message tells a Python user the argument to pass; ``error_line`` must turn
+    each such hint into the flag of the command that raised it, or a CLI user is told
+    ``if_exists='resume'`` where the flag is ``--resume``."""
+    library = Path(samrefine.__file__).parent / "library"
+    hints = {
+        hint
+        for module in library.glob("*.py")
+        for text in _raised_texts(module)
+        for hint in PYTHON_HINT.findall(text)
+    }
+    assert {"if_exists='overwrite'", "allow_partial=True", "sizes={image_key:"} <= hints
+    for hint in hints:
+        assert any(key.startswith(hint) or hint in key for key in FLAG_FOR), hint
+    options = {
+        opt
+        for action in build_parser()._subparsers._group_actions  # type: ignore[union-attr]
+        for sub in action.choices.values()
+        for a in sub._actions
+        for opt in a.option_strings
+    }
+    for words, flag in FLAG_FOR.items():
+        named = re.findall(r"--[a-z-]+", flag)
+        assert named and all(f in options for f in named), (words, flag)
+        assert "=" not in error_line(ValueError(f"x; pass {words}")).split("pass ")[-1].split()[0]
+
+
+def test_merge_errors_name_the_flag_on_the_command_line_and_the_argument_in_python(
+    tmp_path, dataset, capsys
+):
+    argv = build_argv(tmp_path / "s.srlib", dataset, "--generator", "classical")
+    assert main(argv + ["--param", "max_masks=5", "--shard", "0/2"]) == 0
+    shard0 = str(tmp_path / "s-shard-00000-of-00002.srlib")
+    merged = tmp_path / "m.srlib"
+    with pytest.raises(LibraryError, match="allow_partial=True") as python_error:
+        merge_libraries(shard0, merged, progress=False)
+    assert "--allow-partial" not in str(python_error.value)
+    capsys.readouterr()
+    assert main(["merge", str(merged), shard0, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "missing shard(s) 1/2" in err and "pass --allow-partial" in err
+    assert "allow_partial" not in err
+    assert main(["merge", str(merged), shard0, "--no-progress", "--allow-partial"]) == 0
+    with ProposalLibrary.open(merged) as lib, ProposalLibrary.open(shard0) as part:
+        assert lib.image_ids().tolist() == part.image_ids().tolist()
+    with pytest.raises(LibraryError) as python_error:
+        merge_libraries(shard0, merged, progress=False, allow_partial=True)
+    text = str(python_error.value)
+    assert "if_exists='resume'" in text and "if_exists='overwrite'" in text and "--" not in text
+    assert main(["merge", str(merged), shard0, "--no-progress", "--allow-partial"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --resume to continue" in err and "or --overwrite to start" in err
+    assert "if_exists" not in err
+
+
+def test_amg_json_without_masks_names_instances_on_the_command_line(tmp_path, capsys):
+    (tmp_path / "amg").mkdir()
+    (tmp_path / "amg" / "2007_000032.json").write_text("[]")  # amg.py found no mask
+    out = tmp_path / "a.srlib"
+    argv = ["import", str(out), str(tmp_path / "amg"), "--format", "amg", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no masks and no image size" in err and "--instances" in err and "sizes=" not in err
+    instances = tmp_path / "instances.json"
+    instances.write_text(
+        json.dumps({"images": [{"id": 7, "file_name": "2007_000032.jpg", "height": 5, "width": 6}]})
+    )
+    assert main(argv + ["--instances", str(instances), "--overwrite"]) == 0
+    with ProposalLibrary.open(out) as lib:
+        assert lib.image_ids().tolist() == ["2007_000032"]
+        assert lib["2007_000032"].size == (5, 6) and len(lib["2007_000032"]) == 0
+
+
+def test_build_with_two_workers_writes_the_library_one_worker_writes(tmp_path, dataset):
+    built = {}
+    for n in (1, 2):
+        out = tmp_path / f"w{n}.srlib"
+        argv = build_argv(out, dataset, "--generator", "classical", "--workers", str(n))
+        assert main(argv + ["--param", "max_masks=5"]) == 0
+        with ProposalLibrary.open(out) as lib:
+            built[n] = (lib.image_ids().tolist(), lib.info["content_sha256"])
+    assert built[1] == built[2] and built[1][0] == [3, 5, 8]

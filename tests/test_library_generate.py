@@ -213,3 +213,79 @@ def test_build_checks_its_inputs(tmp_path):
         build_library(tmp_path / "x.srlib", [1], gen)
     with pytest.raises(ValueError, match="0 <= i < n"):
         build_library(tmp_path / "x.srlib", [1], gen, images=tmp_path, shard="2/2")
+
+
+def _pid_logging_levels(log_dir):
+    """A generator of two level-set masks that notes the pid of the process that ran it; it
+    fails on images whose first pixel is 3 (the image's key, see ``_keyed_image``)."""
+
+    def run(image):
+        with open(os.path.join(log_dir, f"{os.getpid()}.pid"), "a") as f:
+            f.write(f"{int(image[0, 0, 0])}\n")
+        if image[0, 0, 0] == 3:
+            raise RuntimeError("boom on 3")
+        return np.stack([image[..., 1] > 60, image[..., 1] > 120])
+
+    return run
+
+
+def _keyed_image(key):
+    img = np.zeros((7, 9, 3), np.uint8)
+    img[..., 0] = key
+    img[..., 1] = (np.arange(63).reshape(7, 9) * 3 + key * 5) % 256
+    return img
+
+
+def test_workers_generate_in_other_processes_and_write_the_same_library(tmp_path):
+    logs = {n: tmp_path / f"log{n}" for n in (1, 2)}
+    results = {}
+    for n, log_dir in logs.items():
+        log_dir.mkdir()
+        gen = Generator("levels", _pid_logging_levels(str(log_dir)), params={"v": 1})
+        results[n] = build_library(
+            tmp_path / f"w{n}.srlib",
+            range(10),
+            gen,
+            load=_keyed_image,  # a plain function; the generator is a closure (not picklable)
+            workers=n,
+            retries=1,
+            allow_failures=True,
+            progress=False,
+        )
+    for res in results.values():
+        assert res.finished and res.added == 9 and set(res.failures) == {3}
+        assert "boom on 3" in res.failures[3]
+    pids = {int(p.stem) for p in logs[2].iterdir()}
+    worker_pids = pids - {os.getpid()}
+    assert worker_pids and len(worker_pids) <= 2  # generated in the worker processes
+    # key 3's retry ran here, in the writing process, after its worker attempt failed
+    assert "3" in (logs[2] / f"{os.getpid()}.pid").read_text().split()
+    with (
+        ProposalLibrary.open(tmp_path / "w1.srlib") as one,
+        ProposalLibrary.open(tmp_path / "w2.srlib") as two,
+    ):
+        assert one.image_ids().tolist() == two.image_ids().tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+        assert one.info["content_sha256"] == two.info["content_sha256"]  # byte-equal records
+        for key in one.image_ids().tolist():
+            img = _keyed_image(key)
+            expected = Proposals.from_dense(np.stack([img[..., 1] > 60, img[..., 1] > 120]))
+            assert two[key] == expected
+        assert two.failures() == {3: results[2].failures[3]}
+
+
+def test_workers_fail_fast_and_check_their_count(tmp_path):
+    gen = Generator("bad", lambda image: 1 / 0)
+    with pytest.raises(RuntimeError, match="first 4 images all failed, so nothing was built"):
+        build_library(
+            tmp_path / "x.srlib",
+            range(50),
+            gen,
+            load=_keyed_image,
+            workers=2,
+            fail_fast=4,
+            progress=False,
+        )
+    assert not (tmp_path / "x.srlib").exists()
+    for bad in (0, -1, 1.0):
+        with pytest.raises(ValueError, match="workers must be"):
+            build_library(tmp_path / "y.srlib", [1], gen, load=_keyed_image, workers=bad)

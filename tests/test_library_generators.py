@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -54,33 +56,57 @@ def test_module_factory_name_builds_a_generator():
         get_generator("not-registered")
 
 
+def _loader(good):
+    """``load(key)``: a black 5x5 image for keys in ``good``, OSError for the others."""
+
+    def load(key):
+        if key not in good:
+            raise OSError(f"cannot read image {key}")
+        return np.zeros((5, 5, 3), np.uint8)
+
+    return load
+
+
 def test_build_stops_when_the_first_images_all_fail(tmp_path):
     from samrefine.library import ProposalLibrary, build_library
 
     images = tmp_path / "images"
     images.mkdir()
-    with pytest.raises(RuntimeError, match="first 5 images all failed.*FileNotFoundError"):
+    gen = Generator("g", two_boxes())
+    with pytest.raises(RuntimeError, match="first 5 images all failed, so nothing was built") as e:
         build_library(
             tmp_path / "x.srlib",
             range(100),
-            Generator("g", two_boxes()),
+            gen,
             images=images,
             file_pattern="{image_id}.jpg",
             fail_fast=5,
             progress=False,
         )
-    lib = ProposalLibrary.open(tmp_path / "x.srlib")
-    assert len(lib.failures()) == 5 and len(lib) == 0
-    lib.close()
-    # the writer was closed: the run can be repeated (resumed) at once
-    got = build_library(
-        tmp_path / "x.srlib",
-        range(3),
-        Generator("g", two_boxes()),
-        load=lambda k: np.zeros((5, 5, 3), np.uint8),
-        progress=False,
-    )
+    assert "image 0: FileNotFoundError" in str(e.value) and "fail_fast=0" in str(e.value)
+    assert sorted(os.listdir(tmp_path)) == ["images"]  # the library it created, and its lock
+    # the writer was released: the run can be repeated at once
+    got = build_library(tmp_path / "x.srlib", range(3), gen, load=_loader(range(3)), progress=False)
     assert got.finished and got.added == 3
+
+    # a library that holds images already is kept, resumable, when a run's first images all fail
+    out = tmp_path / "y.srlib"
+    half = build_library(out, range(10), gen, load=_loader({0, 1}), fail_fast=0, progress=False)
+    assert half.added == 2 and not half.finished
+    with pytest.raises(RuntimeError, match="first 5 images all failed, so the build stopped"):
+        build_library(out, range(10), gen, load=_loader(()), fail_fast=5, progress=False)
+    with ProposalLibrary.open(out) as lib:
+        assert lib.image_ids().tolist() == [0, 1]
+        assert sorted(lib.failures()) == list(range(2, 10))
+
+    # one image that works among the first ones is enough: the build goes on
+    got = build_library(
+        tmp_path / "z.srlib", range(6), gen, load=_loader({3}), fail_fast=4, progress=False
+    )
+    assert got.added == 1 and sorted(got.failures) == [0, 1, 2, 4, 5] and not got.finished
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="fail_fast must be an int >= 0"):
+            build_library(tmp_path / "w.srlib", [1], gen, load=_loader({1}), fail_fast=bad)
 
 
 def test_missing_extra_names_the_pip_command(monkeypatch):

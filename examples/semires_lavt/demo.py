@@ -103,6 +103,7 @@ def run_demo(
         image_size=burnin.image_size or 64,
         strategies=strategies,
         num_threads=probe.num_threads,
+        bert_weights=probe.bert_weights,
     )
 
     runs = {"baseline": {"method": "baseline"}}

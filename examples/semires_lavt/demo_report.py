@@ -38,6 +38,7 @@ def audit_teacher(
     strategies: tuple[str, ...] = ("iom", "cpi-u"),
     batch_size: int = 32,
     num_threads: int | None = None,
+    bert_weights: str | Path | None = None,
 ) -> samrefine.AuditReport:
     """Audit refinement of a model's pseudo-labels on the unlabelled images (all sentences).
 
@@ -61,6 +62,9 @@ def audit_teacher(
         Sentences per forward pass.
     num_threads : int, optional
         torch threads for the forward passes (restored afterwards); None leaves them.
+    bert_weights : str or Path, optional
+        The text encoder's checkpoint directory the model was trained from (its tokeniser is
+        read from there too); None: the offline fallback package.
 
     Returns
     -------
@@ -82,6 +86,7 @@ def audit_teacher(
             image_size,
             strategies,
             batch_size,
+            bert_weights,
         )
     finally:
         torch.set_num_threads(threads)
@@ -89,9 +94,18 @@ def audit_teacher(
 
 @torch.no_grad()
 def _audit(
-    weights, model_name, root, dataset, image_ids, library, image_size, strategies, batch_size
+    weights,
+    model_name,
+    root,
+    dataset,
+    image_ids,
+    library,
+    image_size,
+    strategies,
+    batch_size,
+    bert_weights,
 ) -> samrefine.AuditReport:
-    model = build_lavt(model_name, img_size=image_size, verbose=False)
+    model = build_lavt(model_name, img_size=image_size, bert_weights=bert_weights, verbose=False)
     state = load_checkpoint(weights)
     model.load_state_dict(state["model"])
     model.eval()
@@ -101,7 +115,7 @@ def _audit(
         "train",
         image_ids=image_ids,
         image_size=image_size,
-        tokenizer=build_tokenizer(),
+        tokenizer=build_tokenizer(bert_weights),
         sentences="all",
         transforms=[Resize(image_size)],
         proposals=samrefine.ProposalLibrary.open(library),

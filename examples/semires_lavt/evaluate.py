@@ -59,7 +59,11 @@ from examples.semires_lavt.data import (  # noqa: E402
     write_synthetic_refcoco,
 )
 from examples.semires_lavt.data.refer import DEFAULT_SPLIT_BY, SPLITS  # noqa: E402
-from examples.semires_lavt.lavt import build_lavt, load_lavt_checkpoint  # noqa: E402
+from examples.semires_lavt.lavt import (  # noqa: E402
+    build_lavt,
+    build_tokenizer,
+    load_lavt_checkpoint,
+)
 
 __all__ = [
     "COCO_AREA_THRESHOLDS",
@@ -386,7 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", default="tiny", help="build_lavt name, e.g. tiny, swin_base")
     parser.add_argument("--image-size", type=int, default=None, help="default: the model's")
-    parser.add_argument("--bert-weights", default=None, help="local bert-base-uncased directory")
+    parser.add_argument(
+        "--bert-weights",
+        default=None,
+        help="text encoder's local Hugging Face checkpoint directory: bert-base-uncased, or "
+        "sentence-transformers/all-MiniLM-L6-v2 for --model tiny (default there: the offline "
+        "fallback package)",
+    )
     parser.add_argument(
         "--mask-resize",
         default="pil",
@@ -425,6 +435,7 @@ def main(argv: list[str] | None = None) -> dict:
     split_by = args.split_by or DEFAULT_SPLIT_BY.get(args.dataset, "unc")
     splits = args.splits or [s for s in SPLITS[split_by] if s != "train"]
     results = {}
+    tokenizer = build_tokenizer(args.bert_weights)  # the vocabulary of the text encoder's folder
     for split in splits:
         dataset = ReferDataset(
             data_root,
@@ -435,6 +446,7 @@ def main(argv: list[str] | None = None) -> dict:
             sentences="all",
             with_orig_mask=True,
             transforms=[Resize(image_size, mask_rule=args.mask_resize)],
+            tokenizer=tokenizer,
         )
         sampler = DistributedSampler(dataset, shuffle=False) if world > 1 else None
         loader = DataLoader(

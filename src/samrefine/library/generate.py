@@ -26,9 +26,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import multiprocessing
 import os
+import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +52,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("samrefine.library")
+
+#: Default ``fail_fast`` (``samrefine build --fail-fast``): stop when this many first images
+#: of a run all fail.
+FAIL_FAST = 20
 
 _REGISTRY: dict[str, Callable[..., Generator]] = {}
 
@@ -420,9 +428,6 @@ def _prefetched(load: Callable, keys: list, prefetch: int):
             except Exception as e:
                 yield key, None, e
         return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(prefetch, thread_name_prefix="samrefine-load") as pool:
         ahead: deque = deque()
         it = iter(keys)
@@ -443,6 +448,85 @@ def _prefetched(load: Callable, keys: list, prefetch: int):
 
 
 _END = object()
+
+# (load, generator) of the build whose worker processes this process serves (set in each
+# forked worker by _serve; a fork inherits the objects, so lambdas and models need no pickling)
+_WORK: tuple[Callable, Callable] | None = None
+
+
+def _serve(load: Callable, generator: Callable) -> None:
+    """Initialise a worker process: its build, and one torch thread (as DataLoader workers:
+    each worker is one core's worth of work, and OpenMP pools do not survive a fork)."""
+    global _WORK
+    _WORK = (load, generator)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def _work(key) -> tuple[tuple[int, int], Proposals]:
+    """In a worker process: ``(image size, proposals)`` of one image."""
+    assert _WORK is not None
+    load, generator = _WORK
+    image = load(key)
+    return image.shape[:2], generator(image)
+
+
+def _first_attempts(load: Callable, generator: Callable, keys: list, prefetch: int, workers: int):
+    """``(key, (size, proposals) or None, exception or None)``: each image's first attempt,
+    in ``keys`` order; in ``workers`` forked processes (each loads and generates whole images,
+    at most two per worker in flight) or, with one worker, here with ``prefetch`` images
+    decoded ahead in threads."""
+    if workers <= 1:
+        for key, image, error in _prefetched(load, keys, prefetch):
+            if error is None:
+                try:
+                    yield key, (image.shape[:2], generator(image)), None
+                    continue
+                except Exception as e:
+                    error = e
+            yield key, None, error
+        return
+    fork = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(
+        workers, mp_context=fork, initializer=_serve, initargs=(load, generator)
+    )
+    try:
+        ahead: deque = deque()
+        it = iter(keys)
+        for key in it:
+            ahead.append((key, pool.submit(_work, key)))
+            if len(ahead) >= 2 * workers:
+                break
+        while ahead:
+            key, fut = ahead.popleft()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                ahead.append((nxt, pool.submit(_work, nxt)))
+            try:
+                yield key, fut.result(), None
+            except Exception as e:  # the image's error, pickled back (or a dead worker)
+                yield key, None, e
+    finally:  # also when the build stops early: drop the queued images, wait for the rest
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _give_up(writer, remove: bool, failures: Mapping) -> None:
+    """Stop a build whose first images all failed: the library is removed when this build
+    created it and appended nothing (else closed, resumable); raises RuntimeError."""
+    path = writer.path
+    if remove:
+        writer.discard()
+        outcome = "so nothing was built"
+    else:
+        writer.close()
+        outcome = f"so the build stopped ({path} stays resumable)"
+    key, err = next(iter(failures.items()))
+    raise RuntimeError(
+        f"{path}: the first {len(failures)} images all failed, {outcome}; first: image "
+        f"{key!r}: {err}. Check the image folder, the file pattern and the generator's "
+        "parameters, or pass fail_fast=0 to try every image"
+    )
 
 
 @dataclass
@@ -484,8 +568,9 @@ def build_library(
     compression: str = "zlib",
     commit_every: int = 1,
     extra: Mapping | None = None,
-    fail_fast: int = 20,
+    fail_fast: int = FAIL_FAST,
     prefetch: int = 2,
+    workers: int = 1,
 ) -> BuildResult:
     """Generate proposals for ``image_ids`` and write them to a library (resumable, shardable).
 
@@ -524,12 +609,19 @@ def build_library(
         Show a tqdm bar (images/s, ETA).
     fail_fast : int
         Stop with a ``RuntimeError`` when the first ``fail_fast`` images of this run all fail
-        (a wrong file pattern, a missing checkpoint, a bad parameter), instead of failing every
-        image one by one; what was appended stays resumable. ``0`` disables it.
+        (a wrong folder or file pattern, a bad parameter), instead of failing every image one
+        by one. A library this call created is then removed again (nothing was built); one
+        that existed stays as it was, resumable. ``0`` disables the check.
     prefetch : int
         Images decoded ahead in a pool of this many threads while the generator runs (JPEG
         decoding releases the GIL), so the generator does not wait on loading; ``0`` loads in
-        the loop.
+        the loop. With ``workers > 1`` the workers load their own images.
+    workers : int
+        Processes that load and generate images in parallel (forked, so the generator needs
+        no pickling; this process writes every record, in key order, into the one library).
+        For CPU generators such as ``"classical"``, whose Python code holds the GIL: ``2``
+        keeps two cores busy. Leave it at 1 for a CUDA generator (a forked process cannot use
+        CUDA set up before the fork): run one process per GPU as shards instead. POSIX only.
 
     Returns
     -------
@@ -554,6 +646,16 @@ def build_library(
         )
     if load is None and images is None:
         raise ValueError("pass images=<folder of image files> (or load=callable)")
+    for name, value in (
+        ("fail_fast", fail_fast),
+        ("prefetch", prefetch),
+        ("retries", retries),
+        ("workers", workers),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1 (1: generate in this process), got {workers}")
     if images is not None and not os.path.isdir(images):
         raise FileNotFoundError(f"image folder {images} does not exist")
     shard = parse_shard(shard) if shard is not None else shard_from_env()
@@ -588,6 +690,7 @@ def build_library(
 
     load = load or default_load
     t0 = time.perf_counter()
+    created = if_exists == "overwrite" or not os.path.exists(path)
     try:
         build_id = (
             build_identity(
@@ -613,6 +716,7 @@ def build_library(
     skipped = len(ids) - len(todo)
     failures: dict = {}
     added = 0
+    gave_up = False
     bar = tqdm(
         total=len(ids),
         initial=skipped,
@@ -622,16 +726,18 @@ def build_library(
         smoothing=0.05,
     )
     try:
-        for key, first, load_error in _prefetched(load, todo, prefetch):
+        for key, made, first_error in _first_attempts(load, generator, todo, prefetch, workers):
             err = None
-            for attempt in range(1 + max(0, int(retries))):
+            for attempt in range(1 + retries):
                 try:
-                    if attempt == 0 and load_error is not None:
-                        raise load_error
-                    image = first if attempt == 0 else load(key)
-                    first = None
-                    props = generator(image)
-                    writer.append(key, props, image_size=image.shape[:2])
+                    if attempt == 0:
+                        if first_error is not None:
+                            raise first_error
+                        size, props = made
+                    else:
+                        image = load(key)
+                        size, props = image.shape[:2], generator(image)
+                    writer.append(key, props, image_size=size)
                     err = None
                     break
                 except (KeyboardInterrupt, SystemExit, LibraryFinishedError):
@@ -643,19 +749,18 @@ def build_library(
                 added += 1
             else:
                 failures[key] = err
-                writer.record_failure(key, err, attempts=1 + max(0, int(retries)))
+                writer.record_failure(key, err, attempts=1 + retries)
                 if fail_fast and added == 0 and len(failures) >= fail_fast:
-                    raise RuntimeError(
-                        f"{path}: the first {len(failures)} images all failed, stopping (last: "
-                        f"image {key!r}: {err}); fix the cause and run again (the build "
-                        "resumes), or pass fail_fast=0"
-                    )
+                    gave_up = True
+                    break
             bar.update(1)
     except BaseException:
         writer.close()  # commits what was appended and releases the writer lock
         raise
     finally:
         bar.close()
+    if gave_up:
+        _give_up(writer, created and not skipped, failures)
     finished = False
     if not failures or allow_failures:
         writer.finish()

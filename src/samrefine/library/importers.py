@@ -194,6 +194,8 @@ def import_amg(
         if key in writer:
             report.skipped += 1
             continue
+        if not isinstance(records, str) and not records and key not in sizes:
+            raise LibraryError(f"{where}: no masks and no image size; {NEED_SIZES}")
         try:
             if isinstance(records, str):  # a binary_mask folder
                 props = read_amg_folder(records, sizes.get(key))
@@ -205,6 +207,9 @@ def import_amg(
         report.added += 1
     return report
 
+
+#: How to give the size of an image without masks (the CLI names its --instances instead).
+NEED_SIZES = "pass sizes={image_key: (H, W)}"
 
 AMG_CSV_HEADER = (
     "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,"
@@ -251,7 +256,7 @@ def read_amg_folder(folder, size=None) -> Proposals:
     rows = [r for r in rows[1:] if r]
     if not rows:
         if size is None:
-            raise LibraryError(f"{folder}: no masks and no image size; pass sizes=")
+            raise LibraryError(f"{folder}: no masks and no image size; {NEED_SIZES}")
         return Proposals.empty(size)
     try:
         table = np.array([[float(v) for v in r] for r in rows], np.float64)

@@ -25,7 +25,7 @@ def _check_complete(shards, allow_partial: bool) -> None:
             "merge inputs include unsharded libraries ("
             + ", ".join(p for p, sh, _ in metas if sh is None)
             + "); they are not the shards of one build: pass allow_partial=True "
-            "(--allow-partial) to merge them anyway"
+            "to merge them anyway"
         )
     builds = {b for _, _, b in metas}
     if len(builds) > 1:

@@ -67,6 +67,8 @@ IDENTITY_KEYS = (
     "compression",
     "with_geometry",
 )
+#: SQL condition on ``failures AS f``: the failed image is not in the library after all.
+ABSENT_FAILURE = "NOT EXISTS (SELECT 1 FROM images AS i WHERE i.image_id = f.image_id)"
 
 _ORPHANS: list = []  # connections inherited across fork: never used nor closed in the child
 
@@ -421,11 +423,19 @@ class _Shard:
         )
 
     def failures(self) -> dict:
+        """``{image_key: error}`` of failed images that are not in the library (a failure row
+        of an image that is there, left by two writers racing on one file before writers
+        were locked, is not a failure)."""
         if not self.named:
-            return {int(k): e for k, e in self.query("SELECT image_id, error FROM failures")}
+            return {
+                int(k): e
+                for k, e in self.query(
+                    "SELECT image_id, error FROM failures AS f WHERE " + ABSENT_FAILURE
+                )
+            }
         rows = self.query(
             "SELECT coalesce(n.name, f.image_id), f.error FROM failures AS f "
-            "LEFT JOIN names AS n USING (image_id)"
+            "LEFT JOIN names AS n USING (image_id) WHERE " + ABSENT_FAILURE
         )
         return {k: e for k, e in rows}
 
@@ -694,7 +704,7 @@ class ProposalLibrary:
         out = {}
         for s in self._shards:
             out.update(s.failures())
-        return out
+        return {k: e for k, e in out.items() if k not in self}  # made in another shard
 
     # ------------------------------------------------------------------ description
 

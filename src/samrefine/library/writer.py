@@ -53,6 +53,7 @@ from .format import (
 )
 from .keys import key_bytes, key_type
 from .reader import (
+    ABSENT_FAILURE,
     IDENTITY_KEYS,
     SUFFIX,
     _check_file,
@@ -118,7 +119,7 @@ class _WriterLock:
                 raise LibraryError(
                     f"{self.lib} is being written by another writer ({holder}); "
                     "one file takes one writer: give each process its own shard "
-                    "(--shard i/n, RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS)"
+                    "(shard='i/n', RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS)"
                     f" or wait for it (stale? delete {self.path} only if that "
                     "process is gone)"
                 ) from None
@@ -345,9 +346,20 @@ class LibraryWriter:
             self.commit()
 
     def record_failure(self, image_id, error: str, attempts: int = 1) -> None:
-        """Note that an image could not be generated (kept until it is appended later)."""
+        """Note that an image could not be generated (kept until it is appended later).
+
+        Raises
+        ------
+        DuplicateImageError
+            If the image is already in the library (a failure of an image that is there would
+            be reported by ``failures()`` and ``samrefine info`` for ever).
+        """
         self._check_open()
         key = _image_id(image_id)
+        if key in self._ids:
+            raise DuplicateImageError(
+                f"image {key!r} is already in {self.path}; it cannot be recorded as failed"
+            )
         self._begin()
         row = self._row_id(key)
         self._con.execute(
@@ -361,7 +373,7 @@ class LibraryWriter:
         """``{image_key: error}`` of images that failed and were not appended since."""
         rows = self._con.execute(
             "SELECT coalesce(n.name, f.image_id), f.error FROM failures "
-            "AS f LEFT JOIN names AS n USING (image_id)"
+            "AS f LEFT JOIN names AS n USING (image_id) WHERE " + ABSENT_FAILURE
         )
         return {k: e for k, e in rows}
 
@@ -449,6 +461,30 @@ class LibraryWriter:
         self.meta.update(values, state="finished")
         self.close()
         return self.path
+
+    def discard(self) -> None:
+        """Close and delete the library file, which must hold no image (a build that made
+        nothing removes the file it created). The writer lock is held until the file is gone.
+
+        Raises
+        ------
+        LibraryError
+            If an image was appended (this never deletes masks).
+        """
+        self._check_open()
+        if self._ids:
+            raise LibraryError(
+                f"{self.path} holds {len(self._ids)} images; only an empty library is discarded"
+            )
+        try:
+            if self._con.in_transaction:
+                self._con.execute("ROLLBACK")
+            self._con.close()
+            _remove_files(self.path)
+        finally:
+            self._closed = True
+            if self._lock is not None:
+                self._lock.release()
 
     def close(self) -> None:
         """Commit and close without finishing (the build can be resumed)."""
@@ -597,7 +633,7 @@ def _open_for_writing(
         if if_exists == "error":
             raise LibraryError(
                 f"{path} exists; pass if_exists='resume' to continue its build "
-                "or 'overwrite' to start again"
+                "or if_exists='overwrite' to start again"
             )
         if if_exists == "overwrite":
             _remove_files(path)
@@ -706,12 +742,12 @@ def shard_from_env(environ=None) -> tuple[int, int] | None:
         except (KeyError, ValueError):
             raise ValueError(
                 "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT/_MIN are "
-                "missing or not ints; pass --shard i/n"
+                "missing or not ints; pass shard='i/n'"
             ) from None
         if step != 1:
             raise ValueError(
                 f"a job array with step {step} does not number its tasks 0..n-1; "
-                "use --array=0-N or pass --shard i/n"
+                "use --array=0-N or pass shard='i/n'"
             )
         shard = parse_shard((task, count))
     return shard if shard is not None and shard[1] > 1 else None
