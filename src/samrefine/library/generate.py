@@ -429,25 +429,32 @@ def _prefetched(load: Callable, keys: list, prefetch: int):
                 yield key, None, e
         return
     with ThreadPoolExecutor(prefetch, thread_name_prefix="samrefine-load") as pool:
-        ahead: deque = deque()
-        it = iter(keys)
-        for key in it:
-            ahead.append((key, pool.submit(load, key)))
-            if len(ahead) > prefetch:
-                break
-        while ahead:
-            key, fut = ahead.popleft()
-            nxt = next(it, _END)
-            if nxt is not _END:
-                ahead.append((nxt, pool.submit(load, nxt)))
-            try:
-                yield key, fut.result(), None
-            except Exception as e:
-                yield key, None, e
+        yield from _in_order(pool, load, keys, prefetch + 1)
         # leaving early (an exception in the consumer) waits for the few loads in flight
 
 
 _END = object()
+
+
+def _in_order(pool, fn: Callable, keys: list, depth: int):
+    """``(key, fn(key), None)`` or ``(key, None, exception)`` for every key, in ``keys``
+    order, with up to ``depth`` calls submitted to ``pool`` ahead of the one yielded."""
+    ahead: deque = deque()
+    it = iter(keys)
+    for key in it:
+        ahead.append((key, pool.submit(fn, key)))
+        if len(ahead) >= depth:
+            break
+    while ahead:
+        key, fut = ahead.popleft()
+        nxt = next(it, _END)
+        if nxt is not _END:
+            ahead.append((nxt, pool.submit(fn, nxt)))
+        try:
+            yield key, fut.result(), None
+        except Exception as e:  # the call's error (from a worker: pickled back, or it died)
+            yield key, None, e
+
 
 # (load, generator) of the build whose worker processes this process serves (set in each
 # forked worker by _serve; a fork inherits the objects, so lambdas and models need no pickling)
@@ -492,21 +499,7 @@ def _first_attempts(load: Callable, generator: Callable, keys: list, prefetch: i
         workers, mp_context=fork, initializer=_serve, initargs=(load, generator)
     )
     try:
-        ahead: deque = deque()
-        it = iter(keys)
-        for key in it:
-            ahead.append((key, pool.submit(_work, key)))
-            if len(ahead) >= 2 * workers:
-                break
-        while ahead:
-            key, fut = ahead.popleft()
-            nxt = next(it, _END)
-            if nxt is not _END:
-                ahead.append((nxt, pool.submit(_work, nxt)))
-            try:
-                yield key, fut.result(), None
-            except Exception as e:  # the image's error, pickled back (or a dead worker)
-                yield key, None, e
+        yield from _in_order(pool, _work, keys, 2 * workers)
     finally:  # also when the build stops early: drop the queued images, wait for the rest
         pool.shutdown(wait=True, cancel_futures=True)
 
