@@ -177,7 +177,10 @@ def load_bert_directory(directory: str | Path) -> tuple[BertModel, LoadReport]:
             ignored.append(key)
         else:
             weights[name] = value
-    with _quiet_transformers():
+    # the random initialisation is overwritten below: keep it off the global RNG stream, so
+    # that loading weights changes no later random draw (model init, data order), as
+    # from_pretrained does not
+    with _quiet_transformers(), torch.random.fork_rng(devices=[]):
         bert = BertModel(config, add_pooling_layer=False)
     result = bert.load_state_dict(weights, strict=False)
     if result.missing_keys:
