@@ -289,3 +289,15 @@ def test_workers_fail_fast_and_check_their_count(tmp_path):
     for bad in (0, -1, 1.0):
         with pytest.raises(ValueError, match="workers must be"):
             build_library(tmp_path / "y.srlib", [1], gen, load=_keyed_image, workers=bad)
+
+
+def test_workers_without_fork_are_refused_up_front(tmp_path, monkeypatch):
+    """Where fork is missing (Windows, or a Python that drops it), the build says so and names
+    the alternatives before it opens the library."""
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    gen = Generator("id", lambda image: Proposals.empty(image.shape[:2]))
+    with pytest.raises(ValueError, match="needs forked processes"):
+        build_library(tmp_path / "z.srlib", [1], gen, load=_keyed_image, workers=2)
+    assert not (tmp_path / "z.srlib").exists()

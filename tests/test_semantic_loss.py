@@ -175,6 +175,8 @@ def test_confidence_threshold_spares_matched_pixels():
     assert torch.equal(t3.weight, t2.weight)
     with pytest.raises(TypeError, match="conf_on_matched"):
         sr.semires_targets(logits, [props], conf_thresh=0.95, conf_on_matched=1)
+    with pytest.raises(ValueError, match="conf_thresh is None"):
+        sr.semires_targets(logits, [props], conf_on_matched=True)
 
 
 def test_semantic_keywords_are_refused_for_binary_outputs():

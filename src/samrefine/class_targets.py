@@ -128,11 +128,11 @@ def semantic_targets(
     conf_thresh : float in [0, 1], optional
         Unmatched pixels with ``max(prob) < conf_thresh`` become ``ignore_index``.
     conf_on_matched : bool, default False
-        Apply ``conf_thresh`` to matched pixels too: refinement may then change the label of
-        a confident pixel (a boundary the proposals correct) but never makes an unconfident
-        pixel count. Use it when the teacher's errors are wrong *classes* on whole objects,
-        which proposals cannot fix (the default promotes them at weight 1; see
-        ``examples/semantic_fixmatch``).
+        Apply ``conf_thresh`` (required then) to matched pixels too: refinement may then
+        change the label of a confident pixel (a boundary the proposals correct) but never
+        makes an unconfident pixel count. Use it when the teacher's errors are wrong
+        *classes* on whole objects, which proposals cannot fix (the default promotes them at
+        weight 1; see ``examples/semantic_fixmatch``).
     gamma, mu, var : float
         PWA parameters (see :mod:`samrefine.semantic_loss` for Psi on C classes).
     validate : bool, default True
@@ -171,6 +171,11 @@ def semantic_targets(
         raise ValueError(f"conf_thresh must be in [0, 1] or None, got {conf_thresh!r}")
     if not isinstance(conf_on_matched, bool):
         raise TypeError(f"conf_on_matched must be a bool, got {conf_on_matched!r}")
+    if conf_on_matched and conf_thresh is None:
+        raise ValueError(
+            "conf_on_matched=True applies conf_thresh to matched pixels, but conf_thresh is "
+            "None; pass a threshold (e.g. conf_thresh=0.95)"
+        )
     _check_params(gamma, mu, var)
     x = teacher_out.detach()
     if validate and not torch.compiler.is_compiling():

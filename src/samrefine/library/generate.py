@@ -649,6 +649,11 @@ def build_library(
             raise ValueError(f"{name} must be an int >= 0, got {value!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1 (1: generate in this process), got {workers}")
+    if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        raise ValueError(
+            f"workers={workers} needs forked processes, which this platform lacks; use "
+            "workers=1, or run one build process per shard (shard='i/n', --shard i/n)"
+        )
     if images is not None and not os.path.isdir(images):
         raise FileNotFoundError(f"image folder {images} does not exist")
     shard = parse_shard(shard) if shard is not None else shard_from_env()
