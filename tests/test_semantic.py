@@ -193,6 +193,62 @@ def test_many_regions_match_reference(strategy):
     _check_against_reference(out, lab, [masks], s)
 
 
+def _naive_column_runs(keys):
+    """Per-column runs in plain numpy: (first row, value) of each run, column by column."""
+    n, h, w = keys.shape
+    out = []
+    for b in range(n):
+        for x in range(w):
+            col = keys[b, :, x]
+            starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
+            out.append((starts, col[starts]))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "period"),
+    [(256, 9, 1), (257, 9, 1), (600, 17, 1), (600, 17, 2), (1, 5, 1), (40, 1, 3)],
+)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int64])
+def test_column_runs_narrow_and_wide_index(h, w, period, dtype):
+    """The per-pixel run index is uint8 while no column has more than 256 runs and int32
+    beyond (256 runs fit, 257 do not); counts fold every 255 rows (h = 600). Checked against
+    numpy, for several key dtypes and widths that are not a multiple of 8."""
+    from samrefine.kernels.semantic_numba import column_runs
+
+    rng = np.random.default_rng(h + w + period)
+    keys = np.empty((2, h, w), dtype)
+    keys[0] = (np.arange(h)[:, None] // period + np.arange(w)) % 3  # runs of `period` rows
+    keys[1] = rng.integers(0, 2, (h, w))
+    colptr, run_y0, run_key, loc = column_runs(keys)
+    most = int(np.diff(colptr.reshape(-1)).max()) if w else 0
+    assert loc.dtype == (np.uint8 if most <= 256 else np.int32)
+    want = _naive_column_runs(keys)
+    for b in range(2):
+        for x in range(w):
+            a, z = colptr[b, x], colptr[b, x + 1]
+            starts, vals = want[b * w + x]
+            np.testing.assert_array_equal(run_y0[a:z], starts)
+            np.testing.assert_array_equal(run_key[a:z], vals.astype(np.int64))
+            # every pixel's run index points at the run that holds it
+            j = a + loc[b, :, x].astype(np.int64)
+            assert (run_y0[j] <= np.arange(h)).all()
+            assert (run_key[j] == keys[b, :, x]).all()
+
+
+@pytest.mark.parametrize("strategy", ["iom", "cpi-u"])
+def test_tall_map_with_many_runs_per_column_matches_reference(strategy):
+    """More than 256 runs in a column (the wide run index) through refine_semantic."""
+    rng = np.random.default_rng(1)
+    lab = ((np.arange(300)[:, None] + np.arange(7)) % 2 + 1).astype(np.int16)[None]
+    lab[0, 100:140, 2:5] = 0
+    masks = rng.random((5, 300, 7)) < 0.5
+    masks[0] = lab[0] == 1
+    s = {"strategy": strategy, "per": "class", "give_up": "ignore", "skip": (), "t": 0.3}
+    out = sr.refine_semantic(lab, Proposals.from_dense(masks), **_kw(s))
+    _check_against_reference(out, lab, [masks], s)
+
+
 @given(case=cases(max_b=3), s=SETTINGS)
 def test_batch_equals_one_image_at_a_time(case, s):
     labels, props = case

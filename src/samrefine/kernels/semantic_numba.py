@@ -159,56 +159,125 @@ def region_map_component(labels, ignore_index, has_ignore, skip, n_classes):
 
 
 @nb.njit(**NJIT)
-def column_runs(keys):
-    """Per-column runs of every image of ``keys`` (B, H, W), scanned row by row (no transpose).
+def _run_index(keys, loc):
+    """Pass 1 of :func:`column_runs`: fill ``loc`` (uint8 or int32; uint8 wraps past 255 and
+    the caller then redoes it in int32) and return ``colptr`` and the most runs in a column.
+
+    The running per-column count is kept in a small array of ``loc``'s dtype and stored into
+    each row of ``loc``: the loop reads ``keys`` only and vectorises (reading the previous row
+    of ``loc`` looks like a loop-carried dependence to LLVM and runs scalar, 15x slower).
+    Every 255 rows the count is folded into an exact int64 total (at most 255 increments
+    per block, so a wrapped uint8 difference is still exact)."""
+    n_img, h, w = keys.shape
+    colptr = np.zeros((n_img, w + 1), np.int64)
+    cnt = np.empty(w, loc.dtype)
+    mark = np.empty(w, loc.dtype)
+    total_w = np.empty(w, np.int64)
+    total = np.int64(0)
+    most = np.int64(0)
+    one = loc.dtype.type(1)
+    zero = loc.dtype.type(0)
+    for b in range(n_img):
+        kb = keys[b]
+        lb = loc[b]
+        cp = colptr[b]
+        cp[0] = total
+        if h == 0:  # no pixels, no runs
+            cp[:] = total
+            continue
+        cnt[:] = 0
+        mark[:] = 0
+        total_w[:] = 0
+        lb[0, :] = 0
+        for y0 in range(1, h, 255):
+            for y in range(y0, min(y0 + 255, h)):
+                row = kb[y]
+                prev = kb[y - 1]
+                lr = lb[y]
+                for x in range(w):
+                    c = cnt[x] + (one if row[x] != prev[x] else zero)
+                    cnt[x] = c
+                    lr[x] = c
+            for x in range(w):
+                d = np.int64(cnt[x]) - np.int64(mark[x])
+                total_w[x] += d if d >= 0 else d + 256  # < 0 only for a wrapped uint8
+                mark[x] = cnt[x]
+        for x in range(w):
+            cp[x + 1] = cp[x] + total_w[x] + 1
+            most = max(most, total_w[x] + 1)
+        total = cp[w]
+    return colptr, most
+
+
+#: De Bruijn table: the index of the lowest set bit of a uint64 ``v`` is
+#: ``_DEBRUIJN[((v & -v) * _DEBRUIJN_MUL) >> 58]``.
+_DEBRUIJN_MUL = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN = np.zeros(64, np.int64)
+for _i in range(64):
+    _DEBRUIJN[(((1 << _i) * int(_DEBRUIJN_MUL)) % 2**64) >> 58] = _i
+
+
+@nb.njit(**NJIT)
+def _run_starts(keys, colptr, loc, debruijn):
+    """Pass 2 of :func:`column_runs`: ``run_y0`` and ``run_key``. Each row's changes against
+    the row above are flagged one byte per pixel (vectorised), then found 8 flags at a time
+    (a uint64 word, lowest set bit by a De Bruijn multiply), so the scalar work is per
+    change, not per pixel."""
+    n_img, h, w = keys.shape
+    total = colptr[n_img - 1, w] if n_img else np.int64(0)
+    run_y0 = np.empty(total, np.int32)
+    run_key = np.empty(total, np.int64)
+    nw = (w + 7) // 8
+    flags = np.zeros(nw * 8, np.uint8)  # the tail past w stays 0
+    words = flags.view(np.uint64)
+    one = np.uint64(1)
+    for b in range(n_img):
+        kb = keys[b]
+        lb = loc[b]
+        cp = colptr[b]
+        if h == 0:
+            continue
+        for x in range(w):
+            p = cp[x]
+            run_y0[p] = 0
+            run_key[p] = kb[0, x]
+        for y in range(1, h):
+            row = kb[y]
+            prev = kb[y - 1]
+            lr = lb[y]
+            for x in range(w):
+                flags[x] = row[x] != prev[x]
+            for q in range(nw):
+                v = words[q]
+                while v != 0:
+                    low = v & (~v + one)
+                    x = q * 8 + (debruijn[np.int64((low * _DEBRUIJN_MUL) >> np.uint64(58))] >> 3)
+                    j = cp[x] + np.int64(lr[x])
+                    run_y0[j] = y
+                    run_key[j] = row[x]
+                    v ^= low
+    return run_y0, run_key
+
+
+def column_runs(keys: np.ndarray):
+    """Per-column runs of every image of ``keys`` (B, H, W), C-contiguous, any integer dtype,
+    scanned row by row (no transpose).
 
     Returns ``colptr`` (B, W + 1) int64 (runs of column ``x`` of image ``b`` are
     ``colptr[b, x]:colptr[b, x + 1]``, indices into the flat run arrays), ``run_y0`` (N,)
     int32 (first row; a run ends where the next one of its column starts, or at H),
-    ``run_key`` (N,) int64 (the key value of the run) and ``loc`` (B, H, W) int32, the index of
+    ``run_key`` (N,) int64 (the key value of the run) and ``loc`` (B, H, W), the index of
     each pixel's run within its column (``colptr[b, x] + loc[b, y, x]`` is its flat run), so a
-    column segment finds its first and last run in O(1).
+    column segment finds its first and last run in O(1). ``loc`` is uint8 when no column has
+    more than 256 runs (the usual case: a quarter of the memory of int32, so the scoring's
+    random reads stay in cache), int32 otherwise.
     """
-    n_img, h, w = keys.shape
-    colptr = np.zeros((n_img, w + 1), np.int64)
-    loc = np.empty((n_img, h, w), np.int32)
-    total = np.int64(0)
-    for b in range(n_img):
-        kb = keys[b]
-        lb = loc[b]
-        lb[0, :] = 0
-        for y in range(1, h):  # vectorises: one compare and one add per pixel
-            row = kb[y]
-            prev = kb[y - 1]
-            lr = lb[y]
-            lp = lb[y - 1]
-            for x in range(w):
-                lr[x] = lp[x] + np.int32(row[x] != prev[x])
-        cnt = colptr[b]
-        cnt[0] = total
-        last = lb[h - 1]
-        for x in range(w):
-            cnt[x + 1] = cnt[x] + last[x] + 1
-        total = cnt[w]
-    run_y0 = np.empty(total, np.int32)
-    run_key = np.empty(total, np.int64)
-    pos = np.empty(w, np.int64)
-    for b in range(n_img):
-        kb = keys[b]
-        for x in range(w):
-            p = colptr[b, x]
-            run_y0[p] = 0
-            run_key[p] = kb[0, x]
-            pos[x] = p + 1
-        for y in range(1, h):
-            row = kb[y]
-            prev = kb[y - 1]
-            for x in range(w):
-                v = row[x]
-                if v != prev[x]:
-                    run_y0[pos[x]] = y
-                    run_key[pos[x]] = v
-                    pos[x] += 1
+    loc = np.empty(keys.shape, np.uint8)
+    colptr, most = _run_index(keys, loc)
+    if most > 256:  # a uint8 index wrapped: redo it wide
+        loc = np.empty(keys.shape, np.int32)
+        colptr, most = _run_index(keys, loc)
+    run_y0, run_key = _run_starts(keys, colptr, loc, _DEBRUIJN)
     return colptr, run_y0, run_key, loc
 
 
@@ -517,9 +586,12 @@ def _column_events(
 
 
 @nb.njit(**NJIT)
-def _apply_events(lab, out, out_matched, e_y, e_x, e_c, n_ev, val, give, sv, sm):
+def _apply_events(lab, out, out_matched, e_y, e_x, e_c, n_ev, val, give, keep, sv, sm):
     """One row-major pass over an (H, W) image: events sorted by row (a counting sort), the
-    state of each column changes only at its events; state 0 copies the teacher's label."""
+    state of each column changes only at its events. Per column the state is held as a bit
+    mask ``keep`` (all ones: the teacher's label; zero: replaced), the value ``sv`` and the
+    matched flag ``sm``, so each row is ``out = (lab & keep) | sv``, ``matched = sm``:
+    branch-free, vectorised."""
     h, w = lab.shape
     row_ptr = np.zeros(h + 2, np.int64)
     for i in range(n_ev):
@@ -531,22 +603,25 @@ def _apply_events(lab, out, out_matched, e_y, e_x, e_c, n_ev, val, give, sv, sm)
     for i in range(n_ev):
         order_ev[put[e_y[i]]] = i
         put[e_y[i]] += 1
+    ones = ~lab.dtype.type(0)
+    keep[:] = ones
     sv[:] = 0
-    sm[:] = 0
+    sm[:] = False
     for y in range(h):
         for t in range(row_ptr[y], row_ptr[y + 1]):
             i = order_ev[t]
             c = e_c[i]
             x = e_x[i]
-            sv[x] = val[c]
-            sm[x] = 0 if c == 0 else (2 if c == give else 1)
+            keep[x] = ones if c == 0 else 0
+            sv[x] = 0 if c == 0 else val[c]
+            sm[x] = c != 0 and c != give
         orow = out[y]
         mrow = out_matched[y]
         lrow = lab[y]
         for x in range(w):
-            st = sm[x]
-            orow[x] = lrow[x] if st == 0 else sv[x]
-            mrow[x] = st == 1
+            orow[x] = (lrow[x] & keep[x]) | sv[x]
+        for x in range(w):
+            mrow[x] = sm[x]
 
 
 @nb.njit(**NJIT)
@@ -580,8 +655,9 @@ def paint(
     as an event; one row-major pass then turns the events into the output."""
     n_img, h, w = labels.shape
     n_pairs = p_m.shape[0]
+    keep = np.empty(w, labels.dtype)
     sv = np.empty(w, labels.dtype)
-    sm = np.empty(w, np.int8)
+    sm = np.empty(w, np.bool_)
     i0 = 0
     for b in range(n_img):
         r0 = region_offsets[b]
@@ -664,7 +740,9 @@ def paint(
             h, colstart, b_y0, b_y1, b_st, cp, run_y0, run_r, r_matched, give_up_ignore, give,
             e_y, e_x, e_c,
         )  # fmt: skip
-        _apply_events(labels[b], out[b], out_matched[b], e_y, e_x, e_c, n_ev, val, give, sv, sm)
+        _apply_events(
+            labels[b], out[b], out_matched[b], e_y, e_x, e_c, n_ev, val, give, keep, sv, sm
+        )
         i0 = i1
 
 
