@@ -22,6 +22,18 @@ Routes, median of many interleaved runs, one core (ms):
 
 Both with a ``Proposals`` argument (collated on every call, as a one-off call does) and with a
 ``ProposalBatch`` collated in advance (as in a training loop, where the DataLoader collates).
+
+Two conditions, each route timed alike, rounds in a shuffled order:
+
+- ``cold``: before every timed call a 64 MiB buffer (twice the L3 cache) is read, so each call
+  starts with cold caches and branch history, as it does in a training step between the
+  model's forward and backward passes;
+- ``warm``: every timed call directly follows an untimed call of the same route on the same
+  input (caches hot, branch predictors trained on this very input).
+
+(Until 2026-12-01 the routes ran interleaved in a fixed order, so ``binary*`` always ran right
+after the per-class loop, which had just made eight binary calls on the same image: a warm
+binary against a colder semantic call. Both conditions now treat every route alike.)
 Run: ``python benchmarks/bench_semantic.py [--quick]``.
 """
 
@@ -70,16 +82,29 @@ def make_scene(photo_name: str, seed: int):
     return teacher, gt, props, dense
 
 
-def median_times(fns: dict, reps: int) -> dict:
-    """Interleaved runs (one of each per round) so machine noise hits all routes alike."""
+#: Read before each timed call in the "cold" condition: 64 MiB, twice the L3 cache.
+_EVICT = np.ones(8 << 20)
+
+
+def median_times(fns: dict, reps: int, cold: bool, seed: int = 0) -> dict:
+    """Median seconds per route. Rounds visit the routes in a shuffled order; ``cold``: the
+    caches are flushed before each timed call; warm: each timed call follows an untimed call
+    of the same route."""
+    rng = np.random.default_rng(seed)
     for f in fns.values():
         f()
         f()
+    keys = list(fns)
     ts = {k: [] for k in fns}
     for _ in range(reps):
-        for k, f in fns.items():
+        for i in rng.permutation(len(keys)):
+            k = keys[i]
+            if cold:
+                _EVICT.sum()
+            else:
+                fns[k]()
             t0 = time.perf_counter()
-            f()
+            fns[k]()
             ts[k].append(time.perf_counter() - t0)
     return {k: float(np.median(v)) for k, v in ts.items()}
 
@@ -142,8 +167,10 @@ def main() -> None:
             "torch_b": lambda: sr.refine_semantic(lt, tb, skip_classes=(0,), backend="torch"),
             "loop_b": lambda: loop_refine(teacher, batch),
         }
-        t = median_times(fns, reps)
-        t["dense"] = median_times({"d": lambda: dense_loop(teacher, dense)}, 3)["d"]
+        t = {"cold": median_times(fns, reps, cold=True, seed=seed)}
+        del fns["torch_b"]  # tens of ms: timed cold only
+        t["warm"] = median_times(fns, reps, cold=False, seed=seed)
+        t["dense"] = median_times({"d": lambda: dense_loop(teacher, dense)}, 3, cold=True)["d"]
         res = sr.refine_semantic(teacher, props, skip_classes=(0,))
         n_cls = len(np.unique(teacher))
 
@@ -172,36 +199,48 @@ def main() -> None:
         "background skipped; median, one core (ms)"
     )
     hdr = (
+        f"{'':<41} | {'cold':<52} | {'warm':<30} |\n"
         f"{'photo':<11}{'N':>4}{'cls':>4}{'match':>6}{'mIoU cpi-u':>11}{'iom':>5} | "
-        f"{'binary':>7}"
-        f"{'semantic':>9}{'x bin':>6} | {'binary*':>7}{'semantic*':>10}{'x bin':>6}"
-        f"{'torch*':>8}{'loop*':>7}{'x loop':>7}{'dense':>8}{'x dense':>8}"
+        f"{'binary':>7}{'semantic':>9}{'x bin':>6}{'binary*':>8}{'semantic*':>10}{'x bin':>6}"
+        f"{'x loop':>7} | {'binary*':>7}{'semantic*':>10}{'x bin':>6}{'x loop':>7} | "
+        f"{'torch*':>7}{'dense':>7}{'x dense':>8}"
     )
     print(hdr)
-    print("-" * len(hdr))
+    print("-" * len(hdr.split("\n")[1]))
     for name, n, n_cls, mr, mb, ma, t, mi in rows:
+        c, w = t["cold"], t["warm"]
         print(
             f"{name:<11}{n:>4}{n_cls:>4}{mr:>6.2f}{mb:>5.2f}->{ma:<4.2f}{mi:>6.2f} | "
-            f"{t['binary'] * 1e3:>7.3f}{t['semantic'] * 1e3:>9.3f}"
-            f"{t['semantic'] / t['binary']:>6.2f} | {t['binary_b'] * 1e3:>7.3f}"
-            f"{t['semantic_b'] * 1e3:>10.3f}{t['semantic_b'] / t['binary_b']:>6.2f}"
-            f"{t['torch_b'] * 1e3:>8.2f}{t['loop_b'] * 1e3:>7.2f}"
-            f"{t['loop_b'] / t['semantic_b']:>7.1f}{t['dense'] * 1e3:>8.0f}"
-            f"{t['dense'] / t['semantic_b']:>8.0f}"
+            f"{c['binary'] * 1e3:>7.3f}{c['semantic'] * 1e3:>9.3f}"
+            f"{c['semantic'] / c['binary']:>6.2f}{c['binary_b'] * 1e3:>8.3f}"
+            f"{c['semantic_b'] * 1e3:>10.3f}{c['semantic_b'] / c['binary_b']:>6.2f}"
+            f"{c['loop_b'] / c['semantic_b']:>7.1f} | {w['binary_b'] * 1e3:>7.3f}"
+            f"{w['semantic_b'] * 1e3:>10.3f}{w['semantic_b'] / w['binary_b']:>6.2f}"
+            f"{w['loop_b'] / w['semantic_b']:>7.1f} | {c['torch_b'] * 1e3:>7.1f}"
+            f"{t['dense'] * 1e3:>7.0f}{t['dense'] / c['semantic_b']:>8.0f}"
         )
-    med = {k: float(np.median([r[6][k] for r in rows])) for k in rows[0][6]}
+
+    def med(cond, k):
+        return float(np.median([r[6][cond][k] for r in rows]))
+
+    for cond in ("cold", "warm"):
+        print(
+            f"median over photos, {cond}: semantic / binary = "
+            f"{med(cond, 'semantic') / med(cond, 'binary'):.2f} (Proposals argument), "
+            f"{med(cond, 'semantic_b') / med(cond, 'binary_b'):.2f} (ProposalBatch collated "
+            f"in advance); per-class loop / semantic = "
+            f"{med(cond, 'loop_b') / med(cond, 'semantic_b'):.1f}"
+        )
     print(
-        f"median over photos: semantic / binary = {med['semantic'] / med['binary']:.2f} "
-        f"(Proposals argument), {med['semantic_b'] / med['binary_b']:.2f} (ProposalBatch "
-        f"collated in advance); per-class loop / semantic = "
-        f"{med['loop_b'] / med['semantic_b']:.1f}; dense loop / semantic = "
-        f"{med['dense'] / med['semantic_b']:.0f}"
+        "dense loop / semantic (cold) = "
+        f"{float(np.median([r[6]['dense'] for r in rows])) / med('cold', 'semantic_b'):.0f}"
     )
     print(
-        "* = ProposalBatch collated in advance; x = ratio of the two routes to its left "
-        "(x loop, x dense: how many times slower the loop is than semantic*); match = share "
-        "of class regions CPI-U refined; mIoU of the teacher's map -> after CPI-U, and after "
-        "IOM, against the ground truth"
+        "* = ProposalBatch collated in advance; x bin = semantic / binary; x loop, x dense: how "
+        "many times slower the per-class loop / dense loop is than semantic*; cold: caches "
+        "flushed before every call; warm: the same call ran just before; match = share of "
+        "class regions CPI-U refined; mIoU of the teacher's map -> after CPI-U, and after IOM, "
+        "against the ground truth"
     )
 
 
