@@ -307,3 +307,18 @@ def test_both_kernels_return_one_result_type(rng, mode, kw):
     assert a.masks.dtype == np.bool_ and a.masks.shape == (3, 9, 7)
     # chosen is local to each image: within [-1, len(props[b]))
     assert all(-1 <= c < len(p) for c, p in zip(a.chosen, props))
+
+
+@pytest.mark.parametrize("strategy", ["iom", "cpi-u", "cpi"])
+@given(stack=mask_stacks(max_n=10, min_n=2, max_side=12), data=st.data())
+def test_instances_with_repeated_proposals_are_refined_one_by_one(strategy, stack, data):
+    """Instance pseudo-labels (docs/semantic.md): N possibly overlapping masks of one image,
+    the image's proposals repeated per instance, give each instance exactly its own refine."""
+    k = data.draw(st.integers(1, len(stack) - 1))
+    masks, p = stack[:k], Proposals.from_dense(stack[k:])
+    ref = sr.refine(masks, [p] * len(masks), strategy)
+    for i, m in enumerate(masks):
+        one = sr.refine(m, p, strategy)
+        np.testing.assert_array_equal(ref.masks[i], one.masks)
+        assert bool(ref.matched[i]) == bool(one.matched)
+        assert int(ref.chosen[i]) == int(np.asarray(one.chosen).reshape(-1)[0])
