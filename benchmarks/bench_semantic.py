@@ -9,11 +9,12 @@ do not overlap), each given a distinct class of 1..20; the teacher's label map i
 truth with every object corrupted (``samrefine.demo.corrupt_mask``: eroded / dilated boundary, a
 hole, a spurious blob) and painted back in a random order.
 
-Routes, median of many interleaved runs, one core (ms):
+Routes, median of many runs, one core (ms):
 
 - ``binary``: one ``samrefine.refine`` call (CPI-U) on one class of the same image;
 - ``semantic``: ``samrefine.refine_semantic`` (CPI-U, per class, background skipped) on the
-  whole map, numba; also the torch backend on the CPU (the CUDA code path);
+  whole map, numba; also the torch backend on the CPU (the CUDA code path; cold only: tens
+  of ms a call);
 - ``loop``: what a user writes today with samrefine: one ``refine`` call per present class,
   then composing the class maps in numpy (later classes overwrite, given-up pixels -> 255);
 - ``dense loop``: the per-class loop of the reference code style: proposals decoded once
@@ -26,8 +27,8 @@ Both with a ``Proposals`` argument (collated on every call, as a one-off call do
 Two conditions, each route timed alike, rounds in a shuffled order:
 
 - ``cold``: before every timed call a 64 MiB buffer (twice the L3 cache) is read, so each call
-  starts with cold caches and branch history, as it does in a training step between the
-  model's forward and backward passes;
+  starts with cold caches, as it does in a training step between the model's forward and
+  backward passes;
 - ``warm``: every timed call directly follows an untimed call of the same route on the same
   input (caches hot, branch predictors trained on this very input).
 

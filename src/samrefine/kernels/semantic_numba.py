@@ -165,7 +165,7 @@ def _run_index(keys, loc):
 
     The running per-column count is kept in a small array of ``loc``'s dtype and stored into
     each row of ``loc``: the loop reads ``keys`` only and vectorises (reading the previous row
-    of ``loc`` looks like a loop-carried dependence to LLVM and runs scalar, 15x slower).
+    of ``loc`` looks like a loop-carried dependence to LLVM and runs scalar, about 10x slower).
     Every 255 rows the count is folded into an exact int64 total (at most 255 increments
     per block, so a wrapped uint8 difference is still exact)."""
     n_img, h, w = keys.shape
